@@ -1,0 +1,59 @@
+# Metal's two commands: `make dev` runs Metal locally on real agents,
+# `make test` passes the tests. Both set up a fresh Debian 12 machine first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):$(PATH)
+export METAL_NOMAD_BIN := $(BIN)/nomad
+export METAL_CONSUL_BIN := $(BIN)/consul
+GO ?= go
+# Packages that must build without cgo: everything but the streamer.
+NOCGO_PKGS = $(shell $(GO) list ./... | grep -v '/streamer')
+TEST_FLAGS ?= -count=1 -timeout 30m
+
+.PHONY: all dev test deps tools build vet lint-jobs lint-terraform nocgo unit bench clean
+
+all: build
+
+## dev: install what is missing, start Consul and Nomad, run Metal, print the player URL
+dev: deps tools build
+	$(BIN)/metal dev
+
+## test: everything CI runs
+test: deps tools build vet nocgo lint-jobs lint-terraform
+	$(GO) test $(TEST_FLAGS) ./...
+
+deps:
+	@tools/deps.sh
+
+tools:
+	@tools/build.sh nomad consul tofu
+
+build:
+	@echo "==> building bin/metal"
+	@$(GO) build -o $(BIN)/metal ./cmd/metal
+
+vet:
+	@echo "==> go vet"
+	@$(GO) vet ./...
+
+nocgo:
+	@echo "==> CGO_ENABLED=0 build of everything but streamer/"
+	@CGO_ENABLED=0 $(GO) build $(NOCGO_PKGS)
+
+lint-jobs:
+	@echo "==> nomad fmt -check jobs/"
+	@$(BIN)/nomad fmt -check -recursive jobs/
+
+lint-terraform:
+	@echo "==> tofu fmt -check -recursive terraform/"
+	@$(BIN)/tofu fmt -check -recursive terraform/
+
+unit:
+	$(GO) test -short $(TEST_FLAGS) ./...
+
+bench: deps tools build
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/metal-stream/metal/internal/flagenv"
+	"github.com/metal-stream/metal/internal/localcluster"
+	"github.com/metal-stream/metal/jobs"
+)
+
+// runDev starts real Consul and Nomad agents on loopback, registers Metal's
+// jobs, prints the player URL and, on Ctrl-C, purges the jobs and stops the
+// agents it started.
+func runDev(ctx context.Context, log *slog.Logger, args []string) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	dir := fs.String("dir", "", "directory for agent configs, data and logs (a temporary one, removed on exit, when empty)")
+	nomadBin := fs.String("nomad-bin", "", "nomad binary (default: bin/nomad, then $PATH)")
+	consulBin := fs.String("consul-bin", "", "consul binary (default: bin/consul, then $PATH)")
+	port := fs.Int("gateway-port", 8080, "gateway HTTP port on 127.0.0.1 (0 picks a free one)")
+	flagenv.Usage(fs, "metal dev [flags]")
+	if err := flagenv.Parse(fs, args); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find metal binary: %w", err)
+	}
+
+	step := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "==> "+format+"\n", a...) }
+	step("starting Consul and Nomad on 127.0.0.1")
+	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	cluster, err := localcluster.Start(startCtx, localcluster.Options{
+		Dir: *dir, NomadBin: *nomadBin, ConsulBin: *consulBin, Logger: log,
+	})
+	cancel()
+	if err != nil {
+		return err
+	}
+	// From here on, everything started is stopped on the way out, even when
+	// ctx is already cancelled.
+	defer func() {
+		step("stopping: purging jobs, then Nomad (pid %d) and Consul (pid %d)", cluster.PIDs()[1], cluster.PIDs()[0])
+		stopCtx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := cluster.Stop(stopCtx); err != nil {
+			log.Error("stop local cluster", "err", err)
+			return
+		}
+		step("stopped; nothing left running")
+	}()
+	step("Consul %s, Nomad %s (logs in %s)", cluster.ConsulAddr, cluster.NomadAddr, cluster.Dir)
+
+	hcl, err := jobs.Read("gateway.nomad.hcl")
+	if err != nil {
+		return err
+	}
+	step("registering job metal-gateway (raw_exec, open mode)")
+	if _, err := localcluster.RunJob(ctx, cluster.Nomad, hcl, map[string]any{
+		"driver":       "raw_exec",
+		"metal_binary": self,
+		"nomad_addr":   cluster.NomadAddr,
+		"consul_addr":  cluster.ConsulAddr,
+		"open_mode":    true,
+		"port":         *port,
+	}); err != nil {
+		return err
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	entries, err := localcluster.WaitService(waitCtx, cluster.Consul, "metal-gateway")
+	cancel()
+	if err != nil {
+		return fmt.Errorf("gateway did not become healthy in Consul: %w", err)
+	}
+	svc := entries[0].Service
+	url := fmt.Sprintf("http://%s:%d/", svc.Address, svc.Port)
+	step("Metal is running. Player URL:")
+	fmt.Println(url)
+	step("Ctrl-C stops everything")
+	<-ctx.Done()
+	return nil
+}

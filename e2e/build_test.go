@@ -1,0 +1,43 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+var (
+	buildOnce sync.Once
+	metalBin  string
+	buildErr  error
+	buildOut  []byte
+)
+
+// metalBinary builds cmd/metal once per test binary into a temporary dir.
+func metalBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "metal-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		metalBin = filepath.Join(dir, "metal")
+		cmd := exec.Command("go", "build", "-o", metalBin, "../cmd/metal")
+		buildOut, buildErr = cmd.CombinedOutput()
+	})
+	if buildErr != nil {
+		t.Fatalf("build metal: %v\n%s", buildErr, buildOut)
+	}
+	return metalBin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if metalBin != "" {
+		os.RemoveAll(filepath.Dir(metalBin))
+	}
+	os.Exit(code)
+}

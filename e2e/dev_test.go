@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/metal-stream/metal/internal/localcluster/clustertest"
+)
+
+// TestDevPrintsAWorkingURLAndCleansUp runs `metal dev` as a user would: it
+// must print a player URL that answers, and on Ctrl-C (SIGINT) leave no agent,
+// no task and no directory behind.
+func TestDevPrintsAWorkingURLAndCleansUp(t *testing.T) {
+	nomadBin, consulBin := clustertest.Binaries(t)
+	bin := metalBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	cmd := exec.CommandContext(ctx, bin, "dev", "-gateway-port", "0", "-nomad-bin", nomadBin, "-consul-bin", consulBin)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
+
+	urlc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "http://") {
+				urlc <- strings.TrimSpace(sc.Text())
+			}
+		}
+		close(urlc)
+	}()
+	var url string
+	select {
+	case url = <-urlc:
+	case <-ctx.Done():
+	}
+	if url == "" {
+		t.Fatalf("metal dev printed no URL; stderr:\n%s", stderr.String())
+	}
+
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Metal") {
+		t.Fatalf("GET %s = %d %q", url, resp.StatusCode, body)
+	}
+	resp, err = http.Get(strings.TrimSuffix(url, "/") + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("gateway not ready under metal dev: %d", resp.StatusCode)
+	}
+
+	pids := agentPIDs(stderr.String())
+	if len(pids) != 2 {
+		t.Fatalf("want consul and nomad pids in the log, got %v:\n%s", pids, stderr.String())
+	}
+	gatewayPID := listenerPID(t, url)
+
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("metal dev exit: %v\n%s", err, stderr.String())
+	}
+	for _, pid := range append(pids, gatewayPID) {
+		if pid != 0 && syscall.Kill(pid, 0) == nil {
+			t.Errorf("pid %d still running after Ctrl-C", pid)
+		}
+	}
+	if _, err := http.Get(url); err == nil {
+		t.Errorf("gateway still answers after Ctrl-C")
+	}
+	if !strings.Contains(stderr.String(), "nothing left running") {
+		t.Errorf("no clean stop reported:\n%s", stderr.String())
+	}
+}
+
+var pidRE = regexp.MustCompile(`(?:consul|nomad) ready.* pid=(\d+)`)
+
+func agentPIDs(log string) []int {
+	var pids []int
+	for _, m := range pidRE.FindAllStringSubmatch(log, -1) {
+		n, _ := strconv.Atoi(m[1])
+		pids = append(pids, n)
+	}
+	return pids
+}
+
+// listenerPID finds the process serving url's port, through /proc.
+func listenerPID(t *testing.T, url string) int {
+	t.Helper()
+	port := url[strings.LastIndex(url, ":")+1:]
+	port = strings.TrimSuffix(port, "/")
+	n, _ := strconv.Atoi(port)
+	inode := ""
+	b, _ := os.ReadFile("/proc/net/tcp")
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 9 && strings.HasSuffix(f[1], ":"+strings.ToUpper(strconv.FormatInt(int64(n), 16))) && f[3] == "0A" {
+			inode = f[9]
+		}
+	}
+	if inode == "" {
+		return 0
+	}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		fds, _ := os.ReadDir("/proc/" + p.Name() + "/fd")
+		for _, fd := range fds {
+			if l, _ := os.Readlink("/proc/" + p.Name() + "/fd/" + fd.Name()); l == "socket:["+inode+"]" {
+				return pid
+			}
+		}
+	}
+	return 0
+}

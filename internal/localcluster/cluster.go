@@ -1,0 +1,196 @@
+package localcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+const defaultGrace = 15 * time.Second
+
+// Options configure a local cluster. The zero value is usable.
+type Options struct {
+	// Dir holds configs, data and logs. Empty means a new temporary
+	// directory, removed by Stop.
+	Dir string
+	// Datacenter for both agents; "dc1" when empty.
+	Datacenter string
+	// NomadBin and ConsulBin are the agent binaries; found with FindBinary
+	// when empty.
+	NomadBin, ConsulBin string
+	// NomadClientHCL is added inside Nomad's client block (options, meta,
+	// reserved ports); NomadHCL at the top level (plugin blocks).
+	NomadClientHCL, NomadHCL string
+	// Logger receives progress; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Cluster is a running Consul server and Nomad server+client on loopback.
+type Cluster struct {
+	// ConsulAddr and NomadAddr are the agents' HTTP API addresses
+	// (http://127.0.0.1:port).
+	ConsulAddr, NomadAddr string
+	// Dir holds configs, data and logs of both agents.
+	Dir string
+
+	Nomad  *nomad.Client
+	Consul *consul.Client
+
+	consul, nomad *process
+	removeDir     bool
+	log           *slog.Logger
+}
+
+// Start starts Consul, waits for its leader, then starts Nomad and waits for
+// its node to be ready with raw_exec and Consul fingerprinted.
+func Start(ctx context.Context, o Options) (*Cluster, error) {
+	if o.Datacenter == "" {
+		o.Datacenter = "dc1"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	var err error
+	if o.ConsulBin == "" {
+		if o.ConsulBin, err = FindBinary("consul"); err != nil {
+			return nil, err
+		}
+	}
+	if o.NomadBin == "" {
+		if o.NomadBin, err = FindBinary("nomad"); err != nil {
+			return nil, err
+		}
+	}
+	c := &Cluster{Dir: o.Dir, log: o.Logger}
+	if c.Dir == "" {
+		if c.Dir, err = os.MkdirTemp("", "metal-cluster-"); err != nil {
+			return nil, fmt.Errorf("cluster dir: %w", err)
+		}
+		c.removeDir = true
+	} else if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster dir: %w", err)
+	}
+
+	o.Logger.Info("starting consul", "bin", o.ConsulBin, "dir", c.Dir)
+	c.consul, c.ConsulAddr, err = startConsul(ctx, o.ConsulBin, c.Dir, o.Datacenter)
+	if err != nil {
+		_ = c.cleanupDir()
+		return nil, err
+	}
+	ccfg := consul.DefaultConfig()
+	ccfg.Address = c.ConsulAddr
+	if c.Consul, err = consul.NewClient(ccfg); err != nil {
+		_ = c.Stop(context.Background())
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	o.Logger.Info("consul ready", "addr", c.ConsulAddr, "pid", c.consul.PID())
+
+	o.Logger.Info("starting nomad", "bin", o.NomadBin)
+	c.nomad, c.Nomad, c.NomadAddr, err = startNomad(ctx, o.NomadBin, c.Dir, o, c.ConsulAddr)
+	if err != nil {
+		_ = c.Stop(context.Background())
+		return nil, err
+	}
+	o.Logger.Info("nomad ready", "addr", c.NomadAddr, "pid", c.nomad.PID())
+	return c, nil
+}
+
+// PIDs returns the process ids of the agents this cluster started.
+func (c *Cluster) PIDs() []int {
+	var pids []int
+	for _, p := range []*process{c.consul, c.nomad} {
+		if p != nil {
+			pids = append(pids, p.PID())
+		}
+	}
+	return pids
+}
+
+// Stop purges every job (so no task outlives its agent), waits for their
+// allocations to stop, then stops Nomad and Consul by PID and removes a
+// temporary directory. It is safe to call more than once.
+func (c *Cluster) Stop(ctx context.Context) error {
+	var errs []error
+	if c.nomad != nil && !c.nomad.exited() && c.Nomad != nil {
+		if err := PurgeJobs(ctx, c.Nomad); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, p := range []*process{c.nomad, c.consul} {
+		if p == nil {
+			continue
+		}
+		if err := p.stop(defaultGrace); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := unmountUnder(c.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.cleanupDir(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Cluster) cleanupDir() error {
+	if !c.removeDir {
+		return nil
+	}
+	if err := os.RemoveAll(c.Dir); err != nil {
+		return fmt.Errorf("remove cluster dir: %w", err)
+	}
+	return nil
+}
+
+// PurgeJobs deregisters and purges every job in every namespace and waits
+// until none of their allocations is still running.
+func PurgeJobs(ctx context.Context, c *nomad.Client) error {
+	q := (&nomad.QueryOptions{Namespace: "*"}).WithContext(ctx)
+	jobs, _, err := c.Jobs().List(q)
+	if err != nil {
+		return fmt.Errorf("list jobs: %w", err)
+	}
+	var errs []error
+	for _, j := range jobs {
+		w := (&nomad.WriteOptions{Namespace: j.Namespace}).WithContext(ctx)
+		if _, _, err := c.Jobs().Deregister(j.ID, true, w); err != nil {
+			errs = append(errs, fmt.Errorf("purge job %s: %w", j.ID, err))
+		}
+	}
+	if err := WaitNoRunningAllocs(ctx, c); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// WaitNoRunningAllocs blocks until no allocation's client status is pending
+// or running.
+func WaitNoRunningAllocs(ctx context.Context, c *nomad.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var index uint64
+	for {
+		q := (&nomad.QueryOptions{Namespace: "*", WaitIndex: index, WaitTime: 5 * time.Second}).WithContext(ctx)
+		allocs, meta, err := c.Allocations().List(q)
+		if err != nil {
+			return fmt.Errorf("wait for allocations to stop: %w", err)
+		}
+		index = meta.LastIndex
+		live := 0
+		for _, a := range allocs {
+			if a.ClientStatus == nomad.AllocClientStatusPending || a.ClientStatus == nomad.AllocClientStatusRunning {
+				live++
+			}
+		}
+		if live == 0 {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,38 @@
+package localcluster
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestConfigsStayOnLoopbackAndOffline(t *testing.T) {
+	n := nomadConfig(nomadParams{DataDir: "/d", Datacenter: "dc1", ConsulAddr: "127.0.0.1:1", HTTP: 1, RPC: 2, Serf: 3, MinDynamic: 20000, MaxDynamic: 20499})
+	c := consulConfig("/d", "dc1", 1, 2, 3)
+	for _, tt := range []struct{ name, cfg, want string }{
+		{"nomad update check", n, "disable_update_check = true"},
+		{"nomad cloud fingerprinters", n, `"fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"`},
+		{"nomad bind", n, `bind_addr            = "127.0.0.1"`},
+		{"nomad client interface", n, `network_interface = "lo"`},
+		{"nomad raw_exec", n, `plugin "raw_exec"`},
+		{"consul update check", c, "disable_update_check = true"},
+		{"consul bind", c, `bind_addr            = "127.0.0.1"`},
+		{"consul client addr", c, `client_addr          = "127.0.0.1"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(tt.cfg, tt.want) {
+				t.Fatalf("config lacks %q:\n%s", tt.want, tt.cfg)
+			}
+		})
+	}
+}
+
+func TestRenderVars(t *testing.T) {
+	got, err := RenderVars(map[string]any{"b": true, "a": "x\"y", "n": 3, "l": []string{"dc1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "a = \"x\\\"y\"\nb = true\nl = [\"dc1\"]\nn = 3\n"
+	if got != want {
+		t.Fatalf("got %q want %q", got, want)
+	}
+}

@@ -1,0 +1,79 @@
+package localcluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// RenderVars renders HCL2 job variables as the content of a variables file.
+// JSON literals are valid HCL for strings, numbers, bools and lists.
+func RenderVars(vars map[string]any) (string, error) {
+	keys := make([]string, 0, len(vars))
+	for k := range vars {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		v, err := json.Marshal(vars[k])
+		if err != nil {
+			return "", fmt.Errorf("job variable %s: %w", k, err)
+		}
+		fmt.Fprintf(&b, "%s = %s\n", k, v)
+	}
+	return b.String(), nil
+}
+
+// ParseJob parses an HCL2 jobspec with variables through Nomad's own parser
+// (/v1/jobs/parse), so what is registered is exactly what `nomad job run`
+// would register.
+func ParseJob(ctx context.Context, c *nomad.Client, hcl string, vars map[string]any) (*nomad.Job, error) {
+	v, err := RenderVars(vars)
+	if err != nil {
+		return nil, err
+	}
+	job, err := c.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{JobHCL: hcl, Variables: v, Canonicalize: true})
+	if err != nil {
+		return nil, fmt.Errorf("parse job: %w", err)
+	}
+	return job, nil
+}
+
+// RunJob parses and registers a jobspec, like `nomad job run -var ...`.
+func RunJob(ctx context.Context, c *nomad.Client, hcl string, vars map[string]any) (*nomad.Job, error) {
+	job, err := ParseJob(ctx, c, hcl, vars)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := c.Jobs().Register(job, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+		return nil, fmt.Errorf("register job %s: %w", *job.ID, err)
+	}
+	return job, nil
+}
+
+// WaitService blocks until Consul has at least one passing instance of
+// service and returns the passing instances. It uses blocking queries.
+func WaitService(ctx context.Context, c *consul.Client, service string) ([]*consul.ServiceEntry, error) {
+	var index uint64
+	for {
+		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Second}).WithContext(ctx)
+		entries, meta, err := c.Health().Service(service, "", true, q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("wait for service %s: %w", service, ctx.Err())
+			}
+			return nil, fmt.Errorf("wait for service %s: %w", service, err)
+		}
+		if len(entries) > 0 {
+			return entries, nil
+		}
+		index = meta.LastIndex
+	}
+}

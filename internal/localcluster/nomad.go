@@ -1,0 +1,175 @@
+package localcluster
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// cloudFingerprinters are denied so that the client never probes the cloud
+// metadata address (169.254.169.254): without this, a dev agent sends HTTP
+// there at start.
+const cloudFingerprinters = "env_aws,env_gce,env_azure,env_digitalocean"
+
+type nomadParams struct {
+	DataDir     string
+	Datacenter  string
+	ConsulAddr  string // host:port
+	HTTP        int
+	RPC         int
+	Serf        int
+	MinDynamic  int
+	MaxDynamic  int
+	ClientExtra string // extra HCL inside the client block
+	Extra       string // extra top-level HCL (plugins, ...)
+}
+
+// nomadConfig renders a combined server and client agent bound to loopback
+// with raw_exec enabled. The dynamic port range is a random window so that
+// several test clusters on one machine rarely hand out the same port.
+func nomadConfig(p nomadParams) string {
+	return fmt.Sprintf(`# Written by metal (internal/localcluster). Loopback only.
+name                 = "metal-local"
+region               = "global"
+datacenter           = %q
+data_dir             = %q
+bind_addr            = "127.0.0.1"
+disable_update_check = true
+log_level            = "WARN"
+
+ports {
+  http = %d
+  rpc  = %d
+  serf = %d
+}
+
+advertise {
+  http = "127.0.0.1"
+  rpc  = "127.0.0.1"
+  serf = "127.0.0.1"
+}
+
+server {
+  enabled          = true
+  bootstrap_expect = 1
+}
+
+client {
+  enabled           = true
+  network_interface = "lo"
+  min_dynamic_port  = %d
+  max_dynamic_port  = %d
+  gc_max_allocs     = 200
+  options = {
+    "fingerprint.denylist" = %q
+  }
+%s
+}
+
+plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+
+consul {
+  address = %q
+}
+%s`, p.Datacenter, p.DataDir, p.HTTP, p.RPC, p.Serf, p.MinDynamic, p.MaxDynamic,
+		cloudFingerprinters, p.ClientExtra, p.ConsulAddr, p.Extra)
+}
+
+func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr string) (*process, *nomad.Client, string, error) {
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	dataDir := filepath.Join(dir, "nomad-data")
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, nil, "", fmt.Errorf("nomad data dir: %w", err)
+	}
+	minDyn := 20000 + rand.IntN(22)*500
+	cfg := nomadConfig(nomadParams{
+		DataDir:     dataDir,
+		Datacenter:  o.Datacenter,
+		ConsulAddr:  strings.TrimPrefix(consulAddr, "http://"),
+		HTTP:        ports[0],
+		RPC:         ports[1],
+		Serf:        ports[2],
+		MinDynamic:  minDyn,
+		MaxDynamic:  minDyn + 499,
+		ClientExtra: o.NomadClientHCL,
+		Extra:       o.NomadHCL,
+	})
+	cfgPath := filepath.Join(dir, "nomad.hcl")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, nil, "", fmt.Errorf("write nomad config: %w", err)
+	}
+	p, err := startProcess("nomad", filepath.Join(dir, "nomad.log"), bin, "agent", "-config", cfgPath)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	addr := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	ncfg := nomad.DefaultConfig()
+	ncfg.Address = addr
+	client, err := nomad.NewClient(ncfg)
+	if err != nil {
+		_ = p.stop(defaultGrace)
+		return nil, nil, "", fmt.Errorf("nomad client: %w", err)
+	}
+	if err := waitNomadReady(ctx, p, client); err != nil {
+		_ = p.stop(defaultGrace)
+		return nil, nil, "", err
+	}
+	return p, client, addr, nil
+}
+
+// waitNomadReady waits for a leader, then for the local node to be ready,
+// eligible, with raw_exec healthy and Consul fingerprinted. The node list is
+// read with blocking queries, so this wakes on change rather than on a timer.
+func waitNomadReady(ctx context.Context, p *process, c *nomad.Client) error {
+	err := p.waitFor(ctx, "a raft leader", func(context.Context) (bool, error) {
+		leader, err := c.Status().Leader()
+		return err == nil && leader != "", err
+	})
+	if err != nil {
+		return err
+	}
+	var index uint64
+	return p.waitFor(ctx, "a ready client with raw_exec and consul", func(ctx context.Context) (bool, error) {
+		q := (&nomad.QueryOptions{WaitIndex: index, WaitTime: 2 * time.Second}).WithContext(ctx)
+		nodes, meta, err := c.Nodes().List(q)
+		if err != nil {
+			return false, err
+		}
+		index = meta.LastIndex
+		for _, n := range nodes {
+			if n.Status != nomad.NodeStatusReady || n.SchedulingEligibility != nomad.NodeSchedulingEligible {
+				continue
+			}
+			d, ok := n.Drivers["raw_exec"]
+			if !ok || !d.Healthy {
+				continue
+			}
+			node, _, err := c.Nodes().Info(n.ID, (&nomad.QueryOptions{}).WithContext(ctx))
+			if err != nil {
+				return false, err
+			}
+			if node.Attributes["consul.version"] != "" {
+				return true, nil
+			}
+		}
+		// The consul fingerprint is periodic and does not bump the node list
+		// index; do not block on it once the node itself is ready.
+		if len(nodes) > 0 {
+			index = 0
+		}
+		return false, nil
+	})
+}

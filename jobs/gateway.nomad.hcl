@@ -1,0 +1,150 @@
+# The Metal gateway: player links, admission and the player page.
+#
+#   nomad job run -var driver=raw_exec -var metal_binary=$PWD/bin/metal jobs/gateway.nomad.hcl
+#
+# Production runs the container image with the docker driver; `make dev` and
+# the tests run the local binary with raw_exec.
+
+variable "datacenters" {
+  type        = list(string)
+  description = "Datacenters the gateway may run in."
+  default     = ["*"]
+}
+
+variable "count" {
+  type        = number
+  description = "Number of gateway instances. All state lives in Nomad and Consul, so any number works."
+  default     = 1
+}
+
+variable "driver" {
+  type        = string
+  description = "Task driver: docker (production) or raw_exec (local development and tests)."
+  default     = "docker"
+
+  validation {
+    condition     = contains(["docker", "raw_exec"], var.driver)
+    error_message = "The driver must be \"docker\" or \"raw_exec\"."
+  }
+}
+
+variable "image" {
+  type        = string
+  description = "Container image with the metal binary (docker driver)."
+  default     = "ghcr.io/metal-stream/metal:latest"
+}
+
+variable "metal_binary" {
+  type        = string
+  description = "Absolute path of the metal binary on the client (raw_exec driver)."
+  default     = "/usr/local/bin/metal"
+}
+
+variable "nomad_addr" {
+  type        = string
+  description = "Nomad HTTP API address the gateway uses."
+  default     = "http://127.0.0.1:4646"
+}
+
+variable "consul_addr" {
+  type        = string
+  description = "Consul HTTP API address the gateway uses."
+  default     = "http://127.0.0.1:8500"
+}
+
+variable "open_mode" {
+  type        = bool
+  description = "Let anyone start a session without a player link. Only for local development."
+  default     = false
+}
+
+variable "port" {
+  type        = number
+  description = "Static HTTP port for the gateway; 0 picks a dynamic port."
+  default     = 0
+}
+
+locals {
+  args = [
+    "gateway",
+    "-listen", "${NOMAD_IP_http}:${NOMAD_PORT_http}",
+    "-open=${var.open_mode}",
+  ]
+  env = {
+    NOMAD_ADDR       = var.nomad_addr
+    CONSUL_HTTP_ADDR = var.consul_addr
+  }
+}
+
+job "metal-gateway" {
+  datacenters = var.datacenters
+  type        = "service"
+
+  group "gateway" {
+    count = var.count
+
+    network {
+      port "http" {
+        static = var.port
+      }
+    }
+
+    service {
+      name     = "metal-gateway"
+      provider = "consul"
+      port     = "http"
+
+      check {
+        name     = "healthz"
+        type     = "http"
+        path     = "/healthz"
+        interval = "5s"
+        timeout  = "2s"
+      }
+    }
+
+    dynamic "task" {
+      for_each = var.driver == "raw_exec" ? ["gateway"] : []
+      labels   = ["gateway"]
+
+      content {
+        driver = "raw_exec"
+
+        config {
+          command = var.metal_binary
+          args    = local.args
+        }
+
+        env = local.env
+
+        resources {
+          cpu    = 200
+          memory = 128
+        }
+      }
+    }
+
+    dynamic "task" {
+      for_each = var.driver == "docker" ? ["gateway"] : []
+      labels   = ["gateway"]
+
+      content {
+        driver = "docker"
+
+        config {
+          image   = var.image
+          ports   = ["http"]
+          command = "metal"
+          args    = local.args
+        }
+
+        env = local.env
+
+        resources {
+          cpu    = 200
+          memory = 128
+        }
+      }
+    }
+  }
+}
