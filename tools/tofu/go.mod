@@ -2,7 +2,7 @@
 // Never run `go mod tidy` here: it deletes the require below.
 module github.com/metal-stream/metal/tools/tofu
 
-go 1.24
+go 1.26.6
 
 require github.com/opentofu/opentofu v1.12.6
 

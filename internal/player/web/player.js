@@ -1,0 +1,208 @@
+// Metal player: WHEP playback with input over a data channel.
+"use strict";
+
+(function () {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const cfg = Object.assign({
+    whep: params.get("whep") || new URL("whep", location.href.split("#")[0]).href,
+    token: params.get("token") || "",
+    iceServers: params.get("ice") ? JSON.parse(params.get("ice")) : [],
+    iceTransportPolicy: params.get("relay") === "1" ? "relay" : "all",
+    stats: params.get("stats") === "1",
+  }, window.METAL_CONFIG || {});
+
+  const video = document.getElementById("video");
+  const statusEl = document.getElementById("status");
+  const statsEl = document.getElementById("stats");
+  const state = { pc: null, dc: null, location: null, retries: 0, lastBytes: 0, lastTime: 0, pointerLocked: false, stopped: false };
+  // Exposed for tests and the gateway's page.
+  window.metal = { state, cfg, setStatus, connect, stop };
+
+  function setStatus(text) {
+    statusEl.textContent = text;
+    statusEl.classList.toggle("hidden", !text);
+    window.metal.status = text;
+  }
+
+  async function connect() {
+    if (state.stopped) return;
+    if (!cfg.token) { setStatus("No session token: open the link you were given."); return; }
+    setStatus(state.retries ? `Reconnecting (try ${state.retries + 1})…` : "Connecting…");
+    const pc = new RTCPeerConnection({ iceServers: cfg.iceServers, iceTransportPolicy: cfg.iceTransportPolicy });
+    state.pc = pc;
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    const dc = pc.createDataChannel("input", { ordered: true });
+    state.dc = dc;
+    dc.onmessage = (e) => {
+      try {
+        const m = JSON.parse(e.data);
+        if (m.type === "error") { window.metal.lastInputError = m.error; console.warn("input refused:", m.error); }
+      } catch (_) { /* ignore */ }
+    };
+    pc.ontrack = (e) => {
+      if (e.track.kind === "video") {
+        video.srcObject = e.streams[0] || new MediaStream([e.track]);
+      } else if (video.srcObject) {
+        video.srcObject.addTrack(e.track);
+      }
+    };
+    pc.oniceconnectionstatechange = () => {
+      const s = pc.iceConnectionState;
+      if (s === "checking") setStatus("Connecting…");
+      if (s === "connected" || s === "completed") { state.retries = 0; }
+      if (pc !== state.pc) return;
+      if (s === "failed") scheduleReconnect();
+      if (s === "disconnected") {
+        setStatus("Connection interrupted…");
+        setTimeout(() => { if (pc === state.pc && pc.iceConnectionState !== "connected") scheduleReconnect(); }, 3000);
+      }
+    };
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      await gathered(pc, 2000);
+      const resp = await fetch(cfg.whep, {
+        method: "POST",
+        headers: { "Content-Type": "application/sdp", "Authorization": "Bearer " + cfg.token },
+        body: pc.localDescription.sdp,
+      });
+      const text = await resp.text();
+      if (resp.status !== 201) {
+        setStatus(`Stream refused (${resp.status}): ${text.trim()}`);
+        window.metal.error = text.trim();
+        if (resp.status >= 500) scheduleReconnect();
+        return;
+      }
+      state.location = new URL(resp.headers.get("Location"), cfg.whep).href;
+      await pc.setRemoteDescription({ type: "answer", sdp: text });
+      setStatus("Starting stream…");
+    } catch (err) {
+      setStatus("Connection failed: " + err.message);
+      scheduleReconnect();
+    }
+  }
+
+  function gathered(pc, ms) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      pc.addEventListener("icegatheringstatechange", () => {
+        if (pc.iceGatheringState === "complete") { clearTimeout(t); resolve(); }
+      });
+    });
+  }
+
+  function scheduleReconnect() {
+    if (state.stopped || state.reconnecting) return;
+    state.reconnecting = true;
+    teardown();
+    const delay = Math.min(8000, 500 * 2 ** state.retries++);
+    setStatus(`Connection lost; reconnecting in ${Math.round(delay / 1000)} s…`);
+    setTimeout(() => { state.reconnecting = false; connect(); }, delay);
+  }
+
+  function teardown() {
+    if (state.location) {
+      fetch(state.location, { method: "DELETE", headers: { "Authorization": "Bearer " + cfg.token } }).catch(() => {});
+      state.location = null;
+    }
+    if (state.pc) { state.pc.close(); state.pc = null; }
+  }
+
+  function stop() { state.stopped = true; teardown(); }
+  window.addEventListener("pagehide", stop);
+
+  video.addEventListener("playing", () => setStatus(""));
+
+  // Stats overlay: fps, bitrate, RTT, decode time.
+  async function stats() {
+    const pc = state.pc;
+    if (!pc) return;
+    const report = await pc.getStats();
+    let fps = 0, bytes = 0, decode = 0, frames = 0, rtt = 0, w = 0, h = 0, codec = "";
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        fps = s.framesPerSecond || 0; bytes = s.bytesReceived; frames = s.framesDecoded || 0;
+        decode = frames ? 1000 * (s.totalDecodeTime || 0) / frames : 0; w = s.frameWidth; h = s.frameHeight;
+        const c = report.get(s.codecId); codec = c ? c.mimeType : "";
+      }
+      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") rtt = 1000 * (s.currentRoundTripTime || 0);
+    });
+    const now = performance.now();
+    const kbps = state.lastTime ? (8 * (bytes - state.lastBytes)) / (now - state.lastTime) : 0;
+    state.lastBytes = bytes; state.lastTime = now;
+    window.metal.stats = { fps, kbps, rtt, decodeMs: decode, framesDecoded: frames, width: w, height: h, codec };
+    statsEl.textContent = `${codec} ${w}x${h}\n${fps.toFixed(0)} fps  ${(kbps / 1000).toFixed(1)} Mbit/s\nRTT ${rtt.toFixed(1)} ms  decode ${decode.toFixed(1)} ms`;
+  }
+  setInterval(stats, 1000);
+  statsEl.hidden = !cfg.stats;
+  document.getElementById("togglestats").onclick = () => { statsEl.hidden = !statsEl.hidden; };
+  document.getElementById("fullscreen").onclick = () => document.documentElement.requestFullscreen?.();
+  document.getElementById("unmute").onclick = (e) => { video.muted = !video.muted; e.target.textContent = video.muted ? "🔇 Sound" : "🔊 Sound"; };
+  document.getElementById("lock").onclick = () => video.requestPointerLock?.();
+  document.addEventListener("pointerlockchange", () => { state.pointerLocked = document.pointerLockElement === video; });
+
+  // Input.
+  function send(msg) {
+    if (state.dc && state.dc.readyState === "open") state.dc.send(JSON.stringify(msg));
+  }
+  window.metal.send = send;
+
+  const special = {
+    Enter: 0xff0d, Backspace: 0xff08, Tab: 0xff09, Escape: 0xff1b, Delete: 0xffff, Home: 0xff50,
+    ArrowLeft: 0xff51, ArrowUp: 0xff52, ArrowRight: 0xff53, ArrowDown: 0xff54, PageUp: 0xff55,
+    PageDown: 0xff56, End: 0xff57, Insert: 0xff63, Shift: 0xffe1, Control: 0xffe3, Alt: 0xffe9,
+    Meta: 0xffeb, CapsLock: 0xffe5, " ": 0x20,
+  };
+  function keysym(e) {
+    if (special[e.key]) return special[e.key];
+    if (/^F([1-9]|1[0-2])$/.test(e.key)) return 0xffbe + Number(e.key.slice(1)) - 1;
+    if ([...e.key].length === 1) {
+      const cp = e.key.codePointAt(0);
+      return cp < 0x100 ? cp : 0x01000000 + cp;
+    }
+    return 0;
+  }
+  for (const type of ["keydown", "keyup"]) {
+    document.addEventListener(type, (e) => {
+      const k = keysym(e);
+      if (!k) return;
+      e.preventDefault();
+      send({ type: "key", keysym: k, down: type === "keydown" });
+    });
+  }
+
+  // Map a client position to 0..1 of the picture (object-fit: contain).
+  function position(e) {
+    const r = video.getBoundingClientRect();
+    const vw = video.videoWidth || r.width, vh = video.videoHeight || r.height;
+    const scale = Math.min(r.width / vw, r.height / vh);
+    const ox = r.left + (r.width - vw * scale) / 2, oy = r.top + (r.height - vh * scale) / 2;
+    const clamp = (v) => Math.min(1, Math.max(0, v));
+    return { x: clamp((e.clientX - ox) / (vw * scale)), y: clamp((e.clientY - oy) / (vh * scale)) };
+  }
+  video.addEventListener("mousemove", (e) => {
+    if (state.pointerLocked) {
+      if (e.movementX || e.movementY) send({ type: "rel", dx: Math.round(e.movementX), dy: Math.round(e.movementY) });
+    } else {
+      send(Object.assign({ type: "move" }, position(e)));
+    }
+  });
+  for (const type of ["mousedown", "mouseup"]) {
+    video.addEventListener(type, (e) => {
+      const b = { 0: 1, 1: 2, 2: 3 }[e.button];
+      if (!b) return;
+      e.preventDefault();
+      video.focus();
+      send({ type: "button", button: b, down: type === "mousedown" });
+    });
+  }
+  video.addEventListener("contextmenu", (e) => e.preventDefault());
+  video.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const step = (v) => Math.max(-16, Math.min(16, Math.round(v / 100) || Math.sign(v)));
+    send({ type: "wheel", dx: step(e.deltaX), dy: step(e.deltaY) });
+  }, { passive: false });
+
+  if (!window.METAL_CONFIG || !window.METAL_CONFIG.manual) connect();
+})();

@@ -1,0 +1,110 @@
+package streamer
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Config is the streamer's configuration; DefaultConfig documents defaults.
+type Config struct {
+	// Listen is the HTTP address for WHEP, /healthz, /metrics and the page.
+	Listen string
+	// ICEPort is the one UDP port for all ICE traffic (0 picks a free one).
+	ICEPort int
+	// PublicIPs are advertised in ICE candidates instead of local addresses
+	// (SetICEAddressRewriteRules); empty advertises local addresses.
+	PublicIPs []string
+	// Loopback includes 127.0.0.1 candidates (tests and a laptop).
+	Loopback bool
+	// ICEInterfaces limits candidate gathering to these interfaces; empty
+	// means all.
+	ICEInterfaces []string
+
+	// Display attaches to an existing X display (":0"); empty starts Xvfb.
+	Display string
+	// Width, Height and FPS of the capture and encode.
+	Width, Height, FPS int
+	// Encoder is "auto" (nvh264enc, then x264enc, then vp8enc) or one name.
+	Encoder string
+	// StartKbps, MinKbps and MaxKbps bound congestion control.
+	StartKbps, MinKbps, MaxKbps int
+	// Audio enables the Opus track from a PulseAudio null sink.
+	Audio bool
+	// Demo draws a moving scene with a frame code on the display.
+	Demo bool
+
+	// SessionID is the session this streamer serves; tokens for another
+	// session are refused.
+	SessionID string
+	// TokenKey verifies session tokens (at least 32 bytes).
+	TokenKey []byte
+	// IdleTimeout ends the streamer (exit 0) after this long with no peer;
+	// 0 disables it.
+	IdleTimeout time.Duration
+	// PlayoutDelayZero sends the playout-delay header extension with
+	// min = max = 0, which tells Chromium to render without a jitter buffer.
+	PlayoutDelayZero bool
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:           "127.0.0.1:8081",
+		ICEPort:          8443,
+		Width:            1280,
+		Height:           720,
+		FPS:              30,
+		Encoder:          "auto",
+		StartKbps:        4000,
+		MinKbps:          300,
+		MaxKbps:          20000,
+		Audio:            true,
+		Demo:             true,
+		SessionID:        "local",
+		IdleTimeout:      0,
+		PlayoutDelayZero: true,
+	}
+}
+
+// Validate checks the configuration, naming the flag at fault.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("-listen %q: %w", c.Listen, err))
+	}
+	if c.ICEPort < 0 || c.ICEPort > 65535 {
+		errs = append(errs, fmt.Errorf("-ice-port %d out of range", c.ICEPort))
+	}
+	for _, ip := range c.PublicIPs {
+		if net.ParseIP(ip) == nil {
+			errs = append(errs, fmt.Errorf("-public-ip %q is not an IP address", ip))
+		}
+	}
+	if !(c.Width == 1280 && c.Height == 720) && !(c.Width == 1920 && c.Height == 1080) &&
+		(c.Width < 64 || c.Height < 64 || c.Width > 3840 || c.Height > 2160 || c.Width%2 != 0 || c.Height%2 != 0) {
+		errs = append(errs, fmt.Errorf("-resolution %dx%d: want even sizes from 64x64 to 3840x2160 (720p and 1080p are tested)", c.Width, c.Height))
+	}
+	if c.FPS < 1 || c.FPS > 120 {
+		errs = append(errs, fmt.Errorf("-fps %d: want 1..120 (30 and 60 are tested)", c.FPS))
+	}
+	switch c.Encoder {
+	case "auto", EncoderNVH264, EncoderX264, EncoderVP8:
+	default:
+		errs = append(errs, fmt.Errorf("-encoder %q: want auto, %s, %s or %s", c.Encoder, EncoderNVH264, EncoderX264, EncoderVP8))
+	}
+	if c.MinKbps <= 0 || c.MinKbps > c.StartKbps || c.StartKbps > c.MaxKbps {
+		errs = append(errs, fmt.Errorf("bitrates: want 0 < -min-kbps (%d) <= -start-kbps (%d) <= -max-kbps (%d)", c.MinKbps, c.StartKbps, c.MaxKbps))
+	}
+	if c.SessionID == "" {
+		errs = append(errs, errors.New("-session is empty"))
+	}
+	if len(c.TokenKey) < 32 {
+		errs = append(errs, fmt.Errorf("-token-key: %d bytes, want at least 32", len(c.TokenKey)))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("-idle-timeout %s is negative", c.IdleTimeout))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,12 @@
+package streamer
+
+import "errors"
+
+var (
+	// ErrBadInput is wrapped by every input message validation error.
+	ErrBadInput = errors.New("bad input message")
+	// ErrViewOnly is returned for input from a peer without the owner role.
+	ErrViewOnly = errors.New("view-only peer: input refused")
+	// ErrNoEncoder is returned when no usable video encoder is found.
+	ErrNoEncoder = errors.New("no usable video encoder")
+)

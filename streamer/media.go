@@ -1,0 +1,129 @@
+package streamer
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+)
+
+// Encoder is what the media fan-out needs from the capture pipeline.
+type Encoder interface {
+	ForceKeyframe()
+	SetProperty(name, value string)
+}
+
+// H.264 as browsers decode it: constrained baseline, packetization mode 1.
+const h264Fmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+
+// Media holds the local tracks every peer shares and drives the encoder:
+// key frames on request, bitrate from congestion control.
+type Media struct {
+	Video, Audio *webrtc.TrackLocalStaticSample
+	encoderName  string
+	fps          int
+	minKbps      int
+	maxKbps      int
+	m            *metrics
+
+	mu         sync.Mutex
+	enc        Encoder
+	lastKey    time.Time
+	keyPending bool
+	kbps       int
+
+	frames     atomic.Uint64
+	lastSecond atomic.Uint64
+}
+
+func newMedia(encoder string, cfg Config, m *metrics) (*Media, error) {
+	codec := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: h264Fmtp}
+	if Codec(encoder) == "video/VP8" {
+		codec = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+	}
+	video, err := webrtc.NewTrackLocalStaticSample(codec, "video", "metal")
+	if err != nil {
+		return nil, err
+	}
+	audio, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{
+		MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1",
+	}, "audio", "metal")
+	if err != nil {
+		return nil, err
+	}
+	return &Media{Video: video, Audio: audio, encoderName: encoder, fps: cfg.FPS,
+		minKbps: cfg.MinKbps, maxKbps: cfg.MaxKbps, kbps: cfg.StartKbps, m: m}, nil
+}
+
+// setEncoder attaches the running pipeline.
+func (md *Media) setEncoder(e Encoder) {
+	md.mu.Lock()
+	md.enc = e
+	md.mu.Unlock()
+}
+
+// writeVideo sends one encoded frame to every peer.
+func (md *Media) writeVideo(data []byte, dur, latency time.Duration) {
+	if dur <= 0 {
+		dur = time.Second / time.Duration(md.fps)
+	}
+	md.frames.Add(1)
+	md.m.frames.Inc()
+	if latency > 0 {
+		md.m.encodeLatency.Observe(latency.Seconds())
+	}
+	_ = md.Video.WriteSample(media.Sample{Data: data, Duration: dur})
+}
+
+func (md *Media) writeAudio(data []byte, dur time.Duration) {
+	if dur <= 0 {
+		dur = 10 * time.Millisecond
+	}
+	_ = md.Audio.WriteSample(media.Sample{Data: data, Duration: dur})
+}
+
+// Frames is the number of encoded video frames so far.
+func (md *Media) Frames() uint64 { return md.frames.Load() }
+
+// tickFPS updates the fps gauge; call once a second.
+func (md *Media) tickFPS() {
+	now := md.frames.Load()
+	md.m.fps.Set(float64(now - md.lastSecond.Swap(now)))
+}
+
+// RequestKeyframe asks for a key frame, at most one per 250 ms: a PLI storm
+// from several peers must not turn the stream into key frames only.
+func (md *Media) RequestKeyframe() {
+	md.mu.Lock()
+	defer md.mu.Unlock()
+	md.m.keyframeRequst.Inc()
+	if md.enc == nil || time.Since(md.lastKey) < 250*time.Millisecond {
+		return
+	}
+	md.lastKey = time.Now()
+	md.enc.ForceKeyframe()
+}
+
+// SetBitrate applies a congestion-control target, clamped to the configured
+// bounds, when it differs by more than 5% from the current one.
+func (md *Media) SetBitrate(bps int) {
+	kbps := max(md.minKbps, min(md.maxKbps, bps/1000))
+	md.mu.Lock()
+	defer md.mu.Unlock()
+	if md.enc == nil || abs(kbps-md.kbps)*20 < md.kbps {
+		return
+	}
+	md.kbps = kbps
+	name, value := bitrateProperty(md.encoderName, kbps)
+	md.enc.SetProperty(name, value)
+	md.m.targetBitrate.Set(float64(kbps * 1000))
+}
+
+// Bitrate is the encoder's current target in kbit/s.
+func (md *Media) Bitrate() int {
+	md.mu.Lock()
+	defer md.mu.Unlock()
+	return md.kbps
+}

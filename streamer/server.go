@@ -1,0 +1,368 @@
+package streamer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/metal-stream/metal/internal/pionlog"
+	"github.com/metal-stream/metal/internal/player"
+	"github.com/metal-stream/metal/internal/token"
+	"github.com/metal-stream/metal/streamer/internal/gst"
+	"github.com/metal-stream/metal/streamer/internal/x11"
+)
+
+// Server is one streamer: a display, its pipelines, and the WHEP endpoint.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	signer  *token.Signer
+	metrics *metrics
+	probe   EncoderProbe
+
+	httpLn   net.Listener
+	udpMux   *ice.MultiUDPMuxDefault
+	settings webrtc.SettingEngine
+
+	media   *Media
+	input   Injector
+	display string
+	encoder string
+	ready   atomic.Bool
+
+	mu       sync.Mutex
+	peers    map[string]*peer
+	idleFrom time.Time
+}
+
+// New validates cfg and builds a streamer; Listen binds its ports, Run
+// starts the display and pipelines and serves.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	signer, err := token.NewSigner(cfg.TokenKey)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg:      cfg,
+		log:      log.With("component", "streamer", "session", cfg.SessionID),
+		signer:   signer,
+		metrics:  newMetrics(),
+		probe:    gstProbe{},
+		peers:    map[string]*peer{},
+		idleFrom: time.Now(),
+	}, nil
+}
+
+// Listen binds the HTTP listener and the one UDP port for ICE.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("streamer listen %s: %w", s.cfg.Listen, err)
+	}
+	opts := []ice.UDPMuxFromPortOption{
+		ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4),
+		ice.UDPMuxFromPortWithLogger(pionlog.Factory{Log: s.log}.NewLogger("udpmux")),
+	}
+	if s.cfg.Loopback {
+		opts = append(opts, ice.UDPMuxFromPortWithLoopback())
+	}
+	if len(s.cfg.ICEInterfaces) > 0 {
+		opts = append(opts, ice.UDPMuxFromPortWithInterfaceFilter(func(name string) bool {
+			return slices.Contains(s.cfg.ICEInterfaces, name)
+		}))
+	}
+	mux, err := ice.NewMultiUDPMuxFromPort(s.cfg.ICEPort, opts...)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("ice udp port %d: %w", s.cfg.ICEPort, err)
+	}
+	se := webrtc.SettingEngine{LoggerFactory: pionlog.Factory{Log: s.log}}
+	se.SetICEUDPMux(mux)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIncludeLoopbackCandidate(s.cfg.Loopback)
+	if len(s.cfg.ICEInterfaces) > 0 {
+		se.SetInterfaceFilter(func(name string) bool { return slices.Contains(s.cfg.ICEInterfaces, name) })
+	}
+	if len(s.cfg.PublicIPs) > 0 {
+		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
+			External: s.cfg.PublicIPs, AsCandidateType: webrtc.ICECandidateTypeHost, Mode: webrtc.ICEAddressRewriteReplace,
+		}); err != nil {
+			ln.Close()
+			mux.Close()
+			return fmt.Errorf("-public-ip: %w", err)
+		}
+	}
+	s.httpLn, s.udpMux, s.settings = ln, mux, se
+	return nil
+}
+
+// Addr is the HTTP address.
+func (s *Server) Addr() net.Addr { return s.httpLn.Addr() }
+
+// URL is the streamer's HTTP base URL.
+func (s *Server) URL() string { return "http://" + s.httpLn.Addr().String() }
+
+// Encoder is the video encoder in use (after Run has started).
+func (s *Server) Encoder() string { return s.encoder }
+
+// Display is the X display in use (after Run has started).
+func (s *Server) Display() string { return s.display }
+
+// OwnerURL is a player link holding an owner token for this session, valid
+// for ttl: what `metal streamer` prints for a laptop user.
+func (s *Server) OwnerURL(ttl time.Duration) (string, error) {
+	tok, err := s.signer.Sign(s.cfg.SessionID, token.RoleOwner, ttl, time.Now())
+	if err != nil {
+		return "", err
+	}
+	return s.URL() + "/#token=" + tok, nil
+}
+
+// Run starts the display, audio, and pipelines, then serves until ctx ends
+// or the idle timeout passes (then it returns nil, so the process exits 0).
+func (s *Server) Run(ctx context.Context) error {
+	if s.httpLn == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	defer s.udpMux.Close()
+	var cleanup []func()
+	defer func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}()
+
+	// Display.
+	s.display = s.cfg.Display
+	if s.display == "" {
+		x, err := startXvfb(ctx, s.cfg.Width, s.cfg.Height)
+		if err != nil {
+			return err
+		}
+		cleanup = append(cleanup, x.stop)
+		s.display = x.display
+		s.log.Info("started Xvfb", "display", s.display, "size", fmt.Sprintf("%dx%d", s.cfg.Width, s.cfg.Height))
+	}
+	inj, err := x11.Open(s.display)
+	if err != nil {
+		return err
+	}
+	cleanup = append(cleanup, inj.Close)
+	s.input = inj
+
+	// Encoder and video.
+	s.encoder, err = ChooseEncoder(s.cfg.Encoder, s.probe, s.log)
+	if err != nil {
+		return err
+	}
+	s.metrics.encoder.WithLabelValues(s.encoder).Set(1)
+	s.log.Info("video encoder", "encoder", s.encoder, "codec", Codec(s.encoder),
+		"resolution", fmt.Sprintf("%dx%d", s.cfg.Width, s.cfg.Height), "fps", s.cfg.FPS)
+	if s.media, err = newMedia(s.encoder, s.cfg, s.metrics); err != nil {
+		return err
+	}
+	s.metrics.targetBitrate.Set(float64(s.cfg.StartKbps * 1000))
+	video, err := gst.Launch(videoPipeline(s.display, s.encoder, s.cfg.Width, s.cfg.Height, s.cfg.FPS, s.cfg.StartKbps),
+		func(smp gst.Sample) {
+			if s.ready.CompareAndSwap(false, true) {
+				s.log.Info("first video frame encoded")
+			}
+			s.media.writeVideo(smp.Data, smp.Duration, smp.Latency)
+		})
+	if err != nil {
+		return fmt.Errorf("video pipeline: %w", err)
+	}
+	cleanup = append(cleanup, video.Stop)
+	s.media.setEncoder(video)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return video.Wait(gctx) })
+
+	// Audio.
+	if s.cfg.Audio {
+		pa, err := startPulse(ctx)
+		if err != nil {
+			return err
+		}
+		cleanup = append(cleanup, pa.stop)
+		audio, err := gst.Launch(audioPipeline(pa.server, audioSink+".monitor"),
+			func(smp gst.Sample) { s.media.writeAudio(smp.Data, smp.Duration) })
+		if err != nil {
+			return fmt.Errorf("audio pipeline: %w", err)
+		}
+		cleanup = append(cleanup, audio.Stop)
+		g.Go(func() error { return audio.Wait(gctx) })
+		// Programs started for the desktop find the sink through PULSE_SERVER.
+		os.Setenv("PULSE_SERVER", pa.server)
+		if s.cfg.Demo {
+			tone, err := gst.Launch("audiotestsrc is-live=true wave=sine freq=440 volume=0.05 ! audio/x-raw,rate=48000,channels=2 ! "+
+				"pulsesink server="+pa.server+" device="+audioSink, nil)
+			if err != nil {
+				return fmt.Errorf("demo tone: %w", err)
+			}
+			cleanup = append(cleanup, tone.Stop)
+		}
+	}
+
+	// Demo scene.
+	if s.cfg.Demo {
+		demo, err := x11.Open(s.display)
+		if err != nil {
+			return err
+		}
+		cleanup = append(cleanup, demo.Close)
+		g.Go(func() error { demo.RunDemo(gctx, s.cfg.FPS); return nil })
+	}
+
+	// HTTP.
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16 << 10}
+	g.Go(func() error {
+		if err := srv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("streamer serve: %w", err)
+		}
+		return nil
+	})
+	errIdle := errors.New("idle")
+	g.Go(func() error {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+			}
+			s.media.tickFPS()
+			if s.cfg.IdleTimeout > 0 {
+				s.mu.Lock()
+				idle := len(s.peers) == 0 && time.Since(s.idleFrom) >= s.cfg.IdleTimeout
+				s.mu.Unlock()
+				if idle {
+					s.log.Info("no peer within the idle timeout; exiting", "idle_timeout", s.cfg.IdleTimeout)
+					return errIdle
+				}
+			}
+		}
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shut)
+		s.closePeers()
+		return nil
+	})
+	s.log.Info("streamer serving", "url", s.URL(), "display", s.display)
+	err = g.Wait()
+	if errors.Is(err, errIdle) || (err == nil && ctx.Err() != nil) {
+		return nil
+	}
+	return err
+}
+
+// Handler serves WHEP, health, metrics and the player page.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /whep", s.whepPost)
+	mux.HandleFunc("DELETE /whep/{id}", s.whepDelete)
+	mux.HandleFunc("PATCH /whep/{id}", s.whepPatch)
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /", player.Handler())
+	return cors(http.MaxBytesHandler(mux, maxOfferBytes+1024))
+}
+
+// Health is the /healthz body.
+type Health struct {
+	Status     string `json:"status"` // "ok" once the first frame is encoded, else "starting"
+	Session    string `json:"session"`
+	Encoder    string `json:"encoder"`
+	Codec      string `json:"codec"`
+	Width      int    `json:"width"`
+	Height     int    `json:"height"`
+	FPS        int    `json:"fps"`
+	Peers      int    `json:"peers"`
+	Frames     uint64 `json:"frames"`
+	BitrateKbs int    `json:"bitrate_kbps"`
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	h := Health{Status: "starting", Session: s.cfg.SessionID, Encoder: s.encoder, Codec: Codec(s.encoder),
+		Width: s.cfg.Width, Height: s.cfg.Height, FPS: s.cfg.FPS, Peers: len(s.peers)}
+	s.mu.Unlock()
+	code := http.StatusServiceUnavailable
+	if s.ready.Load() {
+		h.Status, code = "ok", http.StatusOK
+		h.Frames, h.BitrateKbs = s.media.Frames(), s.media.Bitrate()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(h)
+}
+
+func (s *Server) addPeer(p *peer) {
+	s.mu.Lock()
+	s.peers[p.id] = p
+	n := len(s.peers)
+	s.mu.Unlock()
+	s.metrics.peers.Set(float64(n))
+	p.log.Info("peer added", "peers", n)
+}
+
+// removePeer closes and forgets a peer; false if it was not known.
+func (s *Server) removePeer(id string) bool {
+	s.mu.Lock()
+	p, ok := s.peers[id]
+	delete(s.peers, id)
+	n := len(s.peers)
+	if ok && n == 0 {
+		s.idleFrom = time.Now()
+	}
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	s.metrics.peers.Set(float64(n))
+	go p.close() // Close waits for pion's goroutines; never block a callback on it.
+	p.log.Info("peer removed", "peers", n)
+	return true
+}
+
+func (s *Server) closePeers() {
+	s.mu.Lock()
+	peers := s.peers
+	s.peers = map[string]*peer{}
+	s.mu.Unlock()
+	for _, p := range peers {
+		p.close()
+	}
+}
+
+// gstProbe detects encoders through GStreamer.
+type gstProbe struct{}
+
+func (gstProbe) HasElement(name string) bool { return gst.HasElement(name) }
+func (gstProbe) Probe(enc string) error      { return gst.Probe(probePipeline(enc), 5*time.Second) }
