@@ -9,9 +9,11 @@ import (
 
 type recorder struct{ calls []string }
 
-func (r *recorder) MoveTo(x, y int)         { r.calls = append(r.calls, fmt.Sprintf("move %d %d", x, y)) }
-func (r *recorder) MoveBy(dx, dy int)       { r.calls = append(r.calls, fmt.Sprintf("rel %d %d", dx, dy)) }
-func (r *recorder) Button(b int, down bool) { r.calls = append(r.calls, fmt.Sprintf("button %d %v", b, down)) }
+func (r *recorder) MoveTo(x, y int)   { r.calls = append(r.calls, fmt.Sprintf("move %d %d", x, y)) }
+func (r *recorder) MoveBy(dx, dy int) { r.calls = append(r.calls, fmt.Sprintf("rel %d %d", dx, dy)) }
+func (r *recorder) Button(b int, down bool) {
+	r.calls = append(r.calls, fmt.Sprintf("button %d %v", b, down))
+}
 func (r *recorder) Key(k uint32, down bool) error {
 	r.calls = append(r.calls, fmt.Sprintf("key %#x %v", k, down))
 	return nil
