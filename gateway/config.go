@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"time"
 )
 
 // Config is the gateway's configuration. Zero values are replaced by
@@ -18,11 +19,24 @@ type Config struct {
 	// OpenMode lets anyone start a session without a player link. Only for
 	// local development (`make dev`).
 	OpenMode bool
+	// AdminToken authorises the admin API (/v1/admin/...); empty disables it.
+	AdminToken string
+	// LinkKey signs player links (at least 32 bytes).
+	LinkKey []byte
+	// TokenTTL is how long a session token handed to a browser is valid for
+	// a WHEP request.
+	TokenTTL time.Duration
+	// TrustProxy takes the client address from X-Forwarded-For (only behind a
+	// proxy that sets it); otherwise the TCP peer address is used.
+	TrustProxy bool
+	// RatePerSecond and Burst limit session and page requests per client IP.
+	RatePerSecond float64
+	Burst         int
 }
 
 // DefaultConfig returns the defaults documented in the README.
 func DefaultConfig() Config {
-	return Config{Listen: "127.0.0.1:8080"}
+	return Config{Listen: "127.0.0.1:8080", TokenTTL: 10 * time.Minute, RatePerSecond: 2, Burst: 10}
 }
 
 // Validate checks the configuration once at start.
@@ -36,6 +50,18 @@ func (c Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("-public-url %q: want an absolute http(s) URL", c.PublicURL))
 		}
+	}
+	if len(c.LinkKey) < 32 {
+		errs = append(errs, fmt.Errorf("-link-key: %d bytes, want at least 32", len(c.LinkKey)))
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		errs = append(errs, errors.New("-admin-token: want at least 16 characters"))
+	}
+	if c.TokenTTL <= 0 {
+		errs = append(errs, fmt.Errorf("-token-ttl %s: want a positive duration", c.TokenTTL))
+	}
+	if c.RatePerSecond <= 0 || c.Burst <= 0 {
+		errs = append(errs, fmt.Errorf("-rate %v and -burst %d: want positive values", c.RatePerSecond, c.Burst))
 	}
 	return errors.Join(errs...)
 }

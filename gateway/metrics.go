@@ -10,6 +10,8 @@ import (
 
 type metrics struct {
 	requests *prometheus.CounterVec
+	rejected prometheus.Counter
+	streams  prometheus.Gauge
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -19,7 +21,11 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "HTTP requests by route template and status code.",
 		}, []string{"route", "code"}),
 	}
-	reg.MustRegister(m.requests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.rejected = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "metal_gateway_sessions_rejected_total", Help: "Session requests refused because capacity and queue were full."})
+	m.streams = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "metal_gateway_progress_streams", Help: "Open progress (SSE) streams."})
+	reg.MustRegister(m.requests, m.rejected, m.streams, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

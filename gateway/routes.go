@@ -10,6 +10,9 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
+
+	"github.com/metal-stream/metal/internal/player"
 )
 
 //go:embed web
@@ -18,25 +21,91 @@ var webFS embed.FS
 func (s *Server) routes() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	// Never trust X-Forwarded-For unless an operator configures a proxy.
+	// The client address for rate limits: the TCP peer, unless the operator
+	// says a proxy in front sets X-Forwarded-For.
 	e.IPExtractor = echo.ExtractIPDirect()
+	if s.cfg.TrustProxy {
+		e.IPExtractor = echo.ExtractIPFromXFFHeader()
+	}
+	e.HTTPErrorHandler = s.errorHandler
 	e.Use(middleware.Recover(), s.metrics.middleware)
 	e.Use(middleware.BodyLimit("64K"))
 
-	static, _ := fs.Sub(webFS, "web")
+	limit := middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
+		Store: middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
+			Rate: rate.Limit(s.cfg.RatePerSecond), Burst: s.cfg.Burst, ExpiresIn: 3 * time.Minute,
+		}),
+		IdentifierExtractor: func(c echo.Context) (string, error) { return c.RealIP(), nil },
+		DenyHandler: func(c echo.Context, _ string, _ error) error {
+			c.Response().Header().Set("Retry-After", "1")
+			return jsonError(c, http.StatusTooManyRequests, "too many requests from your address; slow down")
+		},
+		ErrorHandler: func(c echo.Context, _ error) error {
+			return jsonError(c, http.StatusForbidden, "cannot tell your address")
+		},
+	})
+
+	web, _ := fs.Sub(webFS, "web")
 	e.GET("/", s.index)
+	e.GET("/p/:link", s.playPage, limit)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})))
-	e.GET("/static/*", echo.WrapHandler(http.StripPrefix("/static/", http.FileServer(http.FS(static)))))
+	e.GET("/static/player/*", echo.WrapHandler(http.StripPrefix("/static/player/", player.Handler())))
+	e.GET("/static/*", echo.WrapHandler(http.StripPrefix("/static/", http.FileServerFS(web))))
+
+	v1 := e.Group("/v1")
+	v1.POST("/sessions", s.createSession, limit)
+	v1.GET("/sessions/:id", s.getSession)
+	v1.DELETE("/sessions/:id", s.deleteSession)
+	v1.GET("/sessions/:id/events", s.sessionEvents)
+
+	admin := v1.Group("/admin", s.adminAuth)
+	admin.POST("/players", s.addPlayer)
+	admin.GET("/players", s.listPlayers)
+	admin.DELETE("/players/:name", s.revokePlayer)
 	return e
 }
 
+// errorHandler answers echo's own errors (404, 405, 413) as JSON.
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := http.StatusInternalServerError, "internal error"
+	if he, ok := err.(*echo.HTTPError); ok {
+		code = he.Code
+		if m, ok := he.Message.(string); ok {
+			msg = m
+		} else {
+			msg = http.StatusText(code)
+		}
+	} else {
+		s.log.Error("request failed", "path", c.Path(), "err", err)
+	}
+	_ = jsonError(c, code, "%s", msg)
+}
+
 func (s *Server) index(c echo.Context) error {
-	b, err := webFS.ReadFile("web/index.html")
+	name := "web/index.html"
+	if s.cfg.OpenMode {
+		name = "web/play.html"
+	}
+	b, err := webFS.ReadFile(name)
 	if err != nil {
 		return err
 	}
+	return c.HTMLBlob(http.StatusOK, b)
+}
+
+// playPage serves the player page for a link; the page itself asks for
+// the session, so a bad link is answered there with a clear message.
+func (s *Server) playPage(c echo.Context) error {
+	b, err := webFS.ReadFile("web/play.html")
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Referrer-Policy", "no-referrer")
 	return c.HTMLBlob(http.StatusOK, b)
 }
 
@@ -53,6 +122,9 @@ func (s *Server) readyz(c echo.Context) error {
 		if err := chk.Check(ctx); err != nil {
 			failed[name] = err.Error()
 		}
+	}
+	if !s.placer.Ready() {
+		failed["scheduler"] = "loading sessions"
 	}
 	if len(failed) > 0 {
 		return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "failed": failed})

@@ -25,6 +25,18 @@ type CheckerFunc func(ctx context.Context) error
 // Check calls f.
 func (f CheckerFunc) Check(ctx context.Context) error { return f(ctx) }
 
+// Deps are the gateway's collaborators.
+type Deps struct {
+	// Placer runs sessions (the scheduler).
+	Placer Placer
+	// Players keeps issued player links.
+	Players PlayerStore
+	// TURN hands out relays per session; nil for none.
+	TURN TURNProvider
+	// Checks are named readiness checks for /readyz.
+	Checks map[string]Checker
+}
+
 // Server is the gateway's HTTP server.
 type Server struct {
 	cfg      Config
@@ -34,12 +46,19 @@ type Server struct {
 	checks   map[string]Checker
 	registry *prometheus.Registry
 	metrics  *metrics
+	placer   Placer
+	players  PlayerStore
+	links    *links
+	turn     TURNProvider
 }
 
-// New builds a gateway. checks are named readiness checks for /readyz.
-func New(cfg Config, log *slog.Logger, checks map[string]Checker) (*Server, error) {
+// New builds a gateway.
+func New(cfg Config, log *slog.Logger, deps Deps) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if deps.Placer == nil || deps.Players == nil {
+		return nil, errors.New("gateway: a placer and a player store are required")
 	}
 	if log == nil {
 		log = slog.Default()
@@ -47,8 +66,12 @@ func New(cfg Config, log *slog.Logger, checks map[string]Checker) (*Server, erro
 	s := &Server{
 		cfg:      cfg,
 		log:      log.With("component", "gateway"),
-		checks:   checks,
+		checks:   deps.Checks,
 		registry: prometheus.NewRegistry(),
+		placer:   deps.Placer,
+		players:  deps.Players,
+		links:    &links{key: cfg.LinkKey, store: deps.Players},
+		turn:     deps.TURN,
 	}
 	s.metrics = newMetrics(s.registry)
 	s.echo = s.routes()

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,25 +11,77 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
-	"go.uber.org/goleak"
+	"github.com/metal-stream/metal/internal/localcluster/clustertest"
+	"github.com/metal-stream/metal/jobs"
+	"github.com/metal-stream/metal/scheduler"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	clustertest.Main(m, clustertest.Options{VerifyLeaks: true})
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newTestServer(t *testing.T, checks map[string]Checker) *Server {
+const testKey = "gateway-test-key-0123456789abcdef-xyz"
+
+// newTestServer builds a gateway on the package's real Consul and Nomad,
+// with a real scheduler under a KV prefix of its own.
+func newTestServer(t *testing.T, mutate func(*Config), checks map[string]Checker) *Server {
 	t.Helper()
+	c := clustertest.Cluster(t)
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
-	s, err := New(cfg, quietLogger(), checks)
+	cfg.LinkKey = []byte(testKey)
+	cfg.AdminToken = "admin-token-0123456789"
+	cfg.RatePerSecond, cfg.Burst = 1000, 1000
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	hcl, _ := jobs.Read("streamer.nomad.hcl")
+	sc := scheduler.DefaultConfig()
+	sc.JobHCL, sc.MasterKey = hcl, []byte(testKey)
+	sc.KVPrefix = "metal-test/" + strings.ReplaceAll(t.Name(), "/", "_") + "/sessions/"
+	sc.JobVars = map[string]any{"driver": "raw_exec", "gpu": false, "metal_binary": "/bin/false"}
+	sched, err := scheduler.New(sc, c.Nomad, c.Consul, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = sched.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for !sched.Ready() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s, err := New(cfg, quietLogger(), Deps{
+		Placer:  sched,
+		Players: &ConsulPlayers{KV: c.Consul.KV(), Prefix: "metal-test/" + strings.ReplaceAll(t.Name(), "/", "_") + "/players/"},
+		Checks:  checks,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
 	return s
+}
+
+func do(t *testing.T, s *Server, method, path, ctype, auth, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.RemoteAddr = "127.0.0.1:4000"
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", "Bearer "+auth)
+	}
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	return rec
 }
 
 func TestHealthAndReadiness(t *testing.T) {
@@ -45,13 +98,12 @@ func TestHealthAndReadiness(t *testing.T) {
 		{"ready when all up", map[string]Checker{"nomad": up, "consul": up}, "/readyz", 200, `"ready"`},
 		{"not ready names the failing check", map[string]Checker{"nomad": up, "consul": down}, "/readyz", 503, `"consul":"connection refused"`},
 		{"index page", nil, "/", 200, "Metal gateway"},
-		{"unknown path", nil, "/nope", 404, "Not Found"},
+		{"unknown path is JSON", nil, "/nope", 404, `{"error":"Not Found"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newTestServer(t, tt.checks)
-			rec := httptest.NewRecorder()
-			s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tt.path, nil))
+			s := newTestServer(t, nil, tt.checks)
+			rec := do(t, s, http.MethodGet, tt.path, "", "", "")
 			if rec.Code != tt.wantCode || !strings.Contains(rec.Body.String(), tt.wantBody) {
 				t.Fatalf("GET %s = %d %s, want %d containing %s", tt.path, rec.Code, rec.Body, tt.wantCode, tt.wantBody)
 			}
@@ -60,13 +112,10 @@ func TestHealthAndReadiness(t *testing.T) {
 }
 
 func TestMetricsUseRouteTemplates(t *testing.T) {
-	s := newTestServer(t, nil)
-	for _, p := range []string{"/healthz", "/secret-player-link-123"} {
-		s.Handler().ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, p, nil))
-	}
-	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	body := rec.Body.String()
+	s := newTestServer(t, nil, nil)
+	do(t, s, http.MethodGet, "/healthz", "", "", "")
+	do(t, s, http.MethodGet, "/p/secret-player-link-123", "", "", "")
+	body := do(t, s, http.MethodGet, "/metrics", "", "", "").Body.String()
 	if !strings.Contains(body, `metal_gateway_http_requests_total{code="200",route="/healthz"} 1`) {
 		t.Fatalf("metrics lack the healthz counter:\n%s", body)
 	}
@@ -76,10 +125,7 @@ func TestMetricsUseRouteTemplates(t *testing.T) {
 }
 
 func TestRunServesAndStops(t *testing.T) {
-	s := newTestServer(t, nil)
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
+	s := newTestServer(t, nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -87,12 +133,7 @@ func TestRunServesAndStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var body map[string]string
-	_ = json.NewDecoder(resp.Body).Decode(&body)
 	resp.Body.Close()
-	if body["status"] != "ok" {
-		t.Fatalf("healthz body %v", body)
-	}
 	http.DefaultClient.CloseIdleConnections()
 	cancel()
 	if err := <-done; err != nil {
@@ -101,15 +142,145 @@ func TestRunServesAndStops(t *testing.T) {
 }
 
 func TestConfigValidateNamesFlag(t *testing.T) {
+	good := DefaultConfig()
+	good.LinkKey = []byte(testKey)
 	for _, tt := range []struct {
-		cfg  Config
-		want string
+		mutate func(*Config)
+		want   string
 	}{
-		{Config{Listen: "nope"}, "-listen"},
-		{Config{Listen: ":1", PublicURL: "ftp://x"}, "-public-url"},
+		{func(c *Config) { c.Listen = "nope" }, "-listen"},
+		{func(c *Config) { c.PublicURL = "ftp://x" }, "-public-url"},
+		{func(c *Config) { c.LinkKey = []byte("short") }, "-link-key"},
+		{func(c *Config) { c.AdminToken = "short" }, "-admin-token"},
+		{func(c *Config) { c.Burst = 0 }, "-burst"},
 	} {
-		if err := tt.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("Validate(%+v) = %v, want mention of %s", tt.cfg, err, tt.want)
+		c := good
+		tt.mutate(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Validate = %v, want mention of %s", err, tt.want)
 		}
+	}
+}
+
+// TestBadRequestsChangeNothing sends malformed, oversized and unauthorised
+// requests and checks each gets a clear 4xx and that Nomad and Consul hold
+// nothing new afterwards.
+func TestBadRequestsChangeNothing(t *testing.T) {
+	s := newTestServer(t, nil, nil)
+	c := clustertest.Cluster(t)
+	forged := "eyJuIjoiYSJ9.AAAA"
+	tests := []struct {
+		name, method, path, ctype, auth, body string
+		want                                  int
+		wantText                              string
+	}{
+		{"no link", "POST", "/v1/sessions", "application/json", "", `{}`, 401, "player link is required"},
+		{"forged link", "POST", "/v1/sessions", "application/json", "", `{"link":"` + forged + `"}`, 401, "invalid or revoked"},
+		{"guest outside open mode", "POST", "/v1/sessions", "application/json", "", `{"guest":"abcdefgh1"}`, 401, "player link is required"},
+		{"wrong content type", "POST", "/v1/sessions", "text/plain", "", `{}`, 415, "application/json"},
+		{"malformed JSON", "POST", "/v1/sessions", "application/json", "", `{"link":`, 400, "invalid JSON"},
+		{"unknown field", "POST", "/v1/sessions", "application/json", "", `{"link":"x","admin":true}`, 400, "unknown field"},
+		{"oversized", "POST", "/v1/sessions", "application/json", "", `{"link":"` + strings.Repeat("a", 70<<10) + `"}`, 413, ""},
+		{"malformed session id", "GET", "/v1/sessions/../../etc", "", "", "", 404, ""},
+		{"bad session id", "GET", "/v1/sessions/XYZ", "", "", "", 400, "malformed session id"},
+		{"unknown session", "GET", "/v1/sessions/0123456789abcdef0123456789abcdef", "", "", "", 404, "no such session"},
+		{"delete unknown", "DELETE", "/v1/sessions/0123456789abcdef0123456789abcdef", "", "", "", 404, "no such session"},
+		{"events unknown", "GET", "/v1/sessions/0123456789abcdef0123456789abcdef/events", "", "", "", 404, "no such session"},
+		{"admin without token", "POST", "/v1/admin/players", "application/json", "", `{"name":"a"}`, 401, "admin token required"},
+		{"admin wrong token", "GET", "/v1/admin/players", "", "wrong-token-0123456789", "", 401, "admin token required"},
+		{"bad player name", "POST", "/v1/admin/players", "application/json", "admin-token-0123456789", `{"name":"Bad Name!"}`, 400, "player name must be"},
+		{"bad expiry", "POST", "/v1/admin/players", "application/json", "admin-token-0123456789", `{"name":"a","expires":"soon"}`, 400, "positive duration"},
+		{"revoke unknown", "DELETE", "/v1/admin/players/nobody", "", "admin-token-0123456789", "", 404, "no such player"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := do(t, s, tt.method, tt.path, tt.ctype, tt.auth, tt.body)
+			if rec.Code != tt.want || !strings.Contains(rec.Body.String(), tt.wantText) {
+				t.Fatalf("%s %s = %d %s, want %d containing %q", tt.method, tt.path, rec.Code, rec.Body, tt.want, tt.wantText)
+			}
+			if rec.Code >= 400 && !json.Valid(rec.Body.Bytes()) {
+				t.Fatalf("error body is not JSON: %s", rec.Body)
+			}
+		})
+	}
+	jobs, _, err := c.Nomad.Jobs().List(nil)
+	if err != nil || len(jobs) != 0 {
+		t.Fatalf("Nomad jobs after bad requests: %v %v", jobs, err)
+	}
+	keys, _, err := c.Consul.KV().Keys("metal-test/"+t.Name()+"/sessions/", "", nil)
+	if err != nil || len(keys) != 0 {
+		t.Fatalf("session records after bad requests: %v %v", keys, err)
+	}
+}
+
+// TestPlayerLinks issues a link through the admin API, starts a session with
+// it, then revokes it.
+func TestPlayerLinks(t *testing.T) {
+	s := newTestServer(t, nil, nil)
+	admin := "admin-token-0123456789"
+	rec := do(t, s, "POST", "/v1/admin/players", "application/json", admin, `{"name":"alice","expires":"1h"}`)
+	if rec.Code != 201 {
+		t.Fatalf("add player = %d %s", rec.Code, rec.Body)
+	}
+	var pl PlayerLink
+	_ = json.Unmarshal(rec.Body.Bytes(), &pl)
+	link := pl.URL[strings.LastIndex(pl.URL, "/p/")+3:]
+	if len(link) < 40 || !strings.HasPrefix(pl.URL, s.URL()+"/p/") {
+		t.Fatalf("link URL %q", pl.URL)
+	}
+	if page := do(t, s, "GET", "/p/"+link, "", "", ""); page.Code != 200 || !strings.Contains(page.Body.String(), "play.js") {
+		t.Fatalf("player page = %d", page.Code)
+	}
+	// A tampered link is refused.
+	tampered := link[:len(link)-2] + "AA"
+	if rec := do(t, s, "POST", "/v1/sessions", "application/json", "", `{"link":"`+tampered+`"}`); rec.Code != 401 {
+		t.Fatalf("tampered link = %d %s", rec.Code, rec.Body)
+	}
+	// The link works, and asking twice resumes the same session.
+	rec = do(t, s, "POST", "/v1/sessions", "application/json", "", `{"link":"`+link+`"}`)
+	if rec.Code != 201 && rec.Code != 202 {
+		t.Fatalf("create with link = %d %s", rec.Code, rec.Body)
+	}
+	var v1, v2 SessionView
+	_ = json.Unmarshal(rec.Body.Bytes(), &v1)
+	rec = do(t, s, "POST", "/v1/sessions", "application/json", "", `{"link":"`+link+`"}`)
+	_ = json.Unmarshal(rec.Body.Bytes(), &v2)
+	if rec.Code != 200 || v1.ID == "" || v1.ID != v2.ID {
+		t.Fatalf("second request = %d %s; want 200 resuming %s", rec.Code, rec.Body, v1.ID)
+	}
+	if rec := do(t, s, "DELETE", "/v1/sessions/"+v1.ID, "", "", ""); rec.Code != 204 {
+		t.Fatalf("delete = %d %s", rec.Code, rec.Body)
+	}
+	list := do(t, s, "GET", "/v1/admin/players", "", admin, "")
+	if !bytes.Contains(list.Body.Bytes(), []byte(`"name":"alice"`)) {
+		t.Fatalf("player list %s", list.Body)
+	}
+	if rec := do(t, s, "DELETE", "/v1/admin/players/alice", "", admin, ""); rec.Code != 204 {
+		t.Fatalf("revoke = %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, s, "POST", "/v1/sessions", "application/json", "", `{"link":"`+link+`"}`); rec.Code != 401 {
+		t.Fatalf("revoked link = %d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestRateLimitPerClientIP(t *testing.T) {
+	s := newTestServer(t, func(c *Config) { c.RatePerSecond, c.Burst = 0.001, 3 }, nil)
+	codes := map[int]int{}
+	for range 6 {
+		codes[do(t, s, "POST", "/v1/sessions", "application/json", "", `{}`).Code]++
+	}
+	if codes[429] != 3 || codes[401] != 3 {
+		t.Fatalf("codes %v, want 3 answered then 3 rate-limited", codes)
+	}
+	// X-Forwarded-For is not trusted by default: a spoofed header does not
+	// buy a new budget.
+	req := httptest.NewRequest("POST", "/v1/sessions", strings.NewReader(`{}`))
+	req.RemoteAddr = "127.0.0.1:4000"
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != 429 {
+		t.Fatalf("spoofed X-Forwarded-For got %d, want 429", rec.Code)
 	}
 }

@@ -58,6 +58,36 @@ variable "open_mode" {
   default     = false
 }
 
+variable "capacity" {
+  type        = number
+  description = "Sessions placed at once: the GPUs with an encoder across the fleet."
+  default     = 1
+}
+
+variable "queue" {
+  type        = number
+  description = "Sessions that may wait beyond capacity; more get 429."
+  default     = 10
+}
+
+variable "stream_datacenter" {
+  type        = string
+  description = "Datacenter to place streams in."
+  default     = "dc1"
+}
+
+variable "streamer_driver" {
+  type        = string
+  description = "Task driver of streamer jobs: docker or raw_exec."
+  default     = "docker"
+}
+
+variable "streamer_args" {
+  type        = list(string)
+  description = "Extra gateway flags for streamer jobs, for example [\"-gpu=false\", \"-streamer-demo\"]."
+  default     = []
+}
+
 variable "port" {
   type        = number
   description = "Static HTTP port for the gateway; 0 picks a dynamic port."
@@ -65,11 +95,23 @@ variable "port" {
 }
 
 locals {
-  args = [
+  args = concat([
     "gateway",
     "-listen", "${NOMAD_IP_http}:${NOMAD_PORT_http}",
     "-open=${var.open_mode}",
-  ]
+    "-capacity", "${var.capacity}",
+    "-queue", "${var.queue}",
+    "-datacenter", var.stream_datacenter,
+    "-streamer-driver", var.streamer_driver,
+    "-streamer-binary", var.metal_binary,
+  ], var.streamer_args)
+  # The signing key and admin token come from the Nomad variable
+  # nomad/jobs/metal-gateway (keys "key" and "admin_token"), never from the
+  # job specification.
+  secrets_template = <<-EOT
+    {{ with nomadVar "nomad/jobs/metal-gateway" }}METAL_KEY={{ .key }}
+    METAL_ADMIN_TOKEN={{ .admin_token }}{{ end }}
+  EOT
   env = {
     NOMAD_ADDR       = var.nomad_addr
     CONSUL_HTTP_ADDR = var.consul_addr
@@ -117,6 +159,12 @@ job "metal-gateway" {
 
         env = local.env
 
+        template {
+          data        = local.secrets_template
+          destination = "secrets/metal.env"
+          env         = true
+        }
+
         resources {
           cpu    = 200
           memory = 128
@@ -139,6 +187,12 @@ job "metal-gateway" {
         }
 
         env = local.env
+
+        template {
+          data        = local.secrets_template
+          destination = "secrets/metal.env"
+          env         = true
+        }
 
         resources {
           cpu    = 200

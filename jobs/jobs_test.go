@@ -23,6 +23,10 @@ var variants = map[string][]map[string]string{
 		{},
 		{"driver": "raw_exec", "metal_binary": "/usr/local/bin/metal", "open_mode": "true"},
 	},
+	"streamer.nomad.hcl": {
+		{"session_id": "0123456789abcdef0123456789abcdef"},
+		{"session_id": "abc-1", "driver": "raw_exec", "gpu": "false", "loopback": "true", "resolution": "1920x1080", "fps": "30"},
+	},
 }
 
 // TestJobsValidate runs the real `nomad job validate` against the real agent
@@ -71,9 +75,62 @@ func TestJobsRejectBadVariables(t *testing.T) {
 	}
 }
 
+func TestStreamerRejectsBadSessionID(t *testing.T) {
+	c := clustertest.Cluster(t)
+	hcl, err := jobs.Read("streamer.nomad.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"", "UPPER", "a_b", "x;rm -rf", strings.Repeat("a", 65)} {
+		_, err := localcluster.ParseJob(t.Context(), c.Nomad, hcl, map[string]any{"session_id": id})
+		if err == nil || !strings.Contains(err.Error(), "session_id must be") {
+			t.Errorf("session_id %q: err = %v, want the validation message", id, err)
+		}
+	}
+	if _, err := localcluster.ParseJob(t.Context(), c.Nomad, hcl, map[string]any{"session_id": "0123456789abcdef0123456789abcdef"}); err != nil {
+		t.Errorf("a real session id was refused: %v", err)
+	}
+}
+
 func TestEveryJobFileIsEmbedded(t *testing.T) {
 	files, _ := filepath.Glob("*.nomad.hcl")
 	if len(files) == 0 || len(files) != len(jobs.Names()) {
 		t.Fatalf("files on disk %v, embedded %v", files, jobs.Names())
+	}
+}
+
+// TestStreamerGPUConstraint checks the parsed job: with gpu on, the task asks
+// for one nvidia/gpu that has an H.264 encoder; with gpu off, for none; and a
+// session never restarts or moves.
+func TestStreamerGPUConstraint(t *testing.T) {
+	c := clustertest.Cluster(t)
+	hcl, err := jobs.Read("streamer.nomad.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := localcluster.ParseJob(t.Context(), c.Nomad, hcl, map[string]any{"session_id": "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := job.TaskGroups[0]
+	devs := tg.Tasks[0].Resources.Devices
+	if len(devs) != 1 || devs[0].Name != "nvidia/gpu" || *devs[0].Count != 1 {
+		t.Fatalf("devices = %+v, want one nvidia/gpu", devs)
+	}
+	if cs := devs[0].Constraints; len(cs) != 1 || cs[0].LTarget != "${device.attr.nvenc_h264}" || cs[0].RTarget != "true" {
+		t.Fatalf("device constraints = %+v, want nvenc_h264 == true", cs)
+	}
+	if *tg.RestartPolicy.Attempts != 0 || *tg.ReschedulePolicy.Attempts != 0 || *tg.ReschedulePolicy.Unlimited {
+		t.Fatalf("restart %+v reschedule %+v: a session must never restart or move", tg.RestartPolicy, tg.ReschedulePolicy)
+	}
+	if *job.Type != "batch" {
+		t.Fatalf("job type %s, want batch (idle exit 0 completes the job)", *job.Type)
+	}
+	job, err = localcluster.ParseJob(t.Context(), c.Nomad, hcl, map[string]any{"session_id": "s1", "gpu": false, "driver": "raw_exec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := job.TaskGroups[0].Tasks[0].Resources.Devices; len(d) != 0 {
+		t.Fatalf("gpu=false still asks for devices: %+v", d)
 	}
 }

@@ -47,6 +47,29 @@ type Server struct {
 	mu       sync.Mutex
 	peers    map[string]*peer
 	idleFrom time.Time
+
+	// OnEncoded, when set before Run, is called with each video frame's
+	// capture-to-encoded latency (benchmarks).
+	OnEncoded func(latency time.Duration)
+
+	drawnMu sync.Mutex
+	drawn   [frameRing]time.Time // when demo frame code n was on screen, at n % frameRing
+}
+
+const frameRing = 1 << 12
+
+func (s *Server) frameDrawn(n uint32) {
+	s.drawnMu.Lock()
+	s.drawn[n%frameRing] = time.Now()
+	s.drawnMu.Unlock()
+}
+
+// FrameDrawnAt is when the demo drew frame code n (for glass-to-glass
+// measurement); zero if it is not in the recent window.
+func (s *Server) FrameDrawnAt(n uint32) time.Time {
+	s.drawnMu.Lock()
+	defer s.drawnMu.Unlock()
+	return s.drawn[n%frameRing]
 }
 
 // New validates cfg and builds a streamer; Listen binds its ports, Run
@@ -190,6 +213,9 @@ func (s *Server) Run(ctx context.Context) error {
 				s.log.Info("first video frame encoded")
 			}
 			s.media.writeVideo(smp.Data, smp.Duration, smp.Latency)
+			if s.OnEncoded != nil && smp.Latency > 0 {
+				s.OnEncoded(smp.Latency)
+			}
 		})
 	if err != nil {
 		return fmt.Errorf("video pipeline: %w", err)
@@ -233,7 +259,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 		cleanup = append(cleanup, demo.Close)
-		g.Go(func() error { demo.RunDemo(gctx, s.cfg.FPS); return nil })
+		g.Go(func() error { demo.RunDemo(gctx, s.cfg.FPS, s.frameDrawn); return nil })
 	}
 
 	// HTTP.

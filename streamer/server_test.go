@@ -19,7 +19,7 @@ import (
 
 var testKey = []byte("test-key-0123456789abcdef-0123456789")
 
-func freeUDPPort(t *testing.T) int {
+func freeUDPPort(t testing.TB) int {
 	t.Helper()
 	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -37,7 +37,7 @@ type running struct {
 
 // startStreamer runs a real streamer (Xvfb, GStreamer, PulseAudio) on
 // loopback and stops it when the test ends.
-func startStreamer(t *testing.T, mutate func(*Config)) *running {
+func startStreamer(t testing.TB, mutate func(*Config), hooks ...func(*Server)) *running {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -59,6 +59,9 @@ func startStreamer(t *testing.T, mutate func(*Config)) *running {
 	}
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
+	}
+	for _, h := range hooks {
+		h(s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{Server: s, cancel: cancel, done: make(chan error, 1)}
@@ -94,7 +97,7 @@ func startStreamer(t *testing.T, mutate func(*Config)) *running {
 	return r
 }
 
-func health(t *testing.T, base string) (Health, int) {
+func health(t testing.TB, base string) (Health, int) {
 	t.Helper()
 	resp, err := http.Get(base + "/healthz")
 	if err != nil {
@@ -106,7 +109,7 @@ func health(t *testing.T, base string) (Health, int) {
 	return h, resp.StatusCode
 }
 
-func (r *running) token(t *testing.T, session string, role token.Role) string {
+func (r *running) token(t testing.TB, session string, role token.Role) string {
 	t.Helper()
 	s, _ := token.NewSigner(testKey)
 	tok, err := s.Sign(session, role, time.Hour, time.Now())

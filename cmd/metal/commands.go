@@ -22,6 +22,7 @@ func commands() []command {
 		{"streamer", "stream a desktop to browsers over WebRTC (WHEP)", runStreamer},
 		{"turn", "run the TURN relay for one edge", runTURN},
 		{"dev", "run Metal locally on real Consul and Nomad agents", runDev},
+		{"player", "issue, list and revoke player links (admin API)", runPlayer},
 		{"version", "print the version", runVersion},
 	}
 }

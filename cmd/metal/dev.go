@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/metal-stream/metal/internal/flagenv"
 	"github.com/metal-stream/metal/internal/localcluster"
@@ -22,6 +27,8 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	nomadBin := fs.String("nomad-bin", "", "nomad binary (default: bin/nomad, then $PATH)")
 	consulBin := fs.String("consul-bin", "", "consul binary (default: bin/consul, then $PATH)")
 	port := fs.Int("gateway-port", 8080, "gateway HTTP port on 127.0.0.1 (0 picks a free one)")
+	capacity := fs.Int("capacity", 2, "streams placed at once on this machine")
+	queue := fs.Int("queue", 10, "sessions that may wait beyond capacity")
 	flagenv.Usage(fs, "metal dev [flags]")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
@@ -59,14 +66,25 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	step("registering job metal-gateway (raw_exec, open mode)")
+	key, adminToken := randomHex(32), randomHex(16)
+	if _, _, err := cluster.Nomad.Variables().Create(&nomad.Variable{
+		Path:  "nomad/jobs/metal-gateway",
+		Items: nomad.VariableItems{"key": key, "admin_token": adminToken},
+	}, nil); err != nil {
+		return fmt.Errorf("write gateway secrets: %w", err)
+	}
+	step("registering job metal-gateway (raw_exec, open mode, capacity %d, queue %d)", *capacity, *queue)
 	if _, err := localcluster.RunJob(ctx, cluster.Nomad, hcl, map[string]any{
-		"driver":       "raw_exec",
-		"metal_binary": self,
-		"nomad_addr":   cluster.NomadAddr,
-		"consul_addr":  cluster.ConsulAddr,
-		"open_mode":    true,
-		"port":         *port,
+		"driver":          "raw_exec",
+		"metal_binary":    self,
+		"nomad_addr":      cluster.NomadAddr,
+		"consul_addr":     cluster.ConsulAddr,
+		"open_mode":       true,
+		"port":            *port,
+		"capacity":        *capacity,
+		"queue":           *queue,
+		"streamer_driver": "raw_exec",
+		"streamer_args":   []string{"-gpu=false", "-streamer-loopback", "-streamer-demo"},
 	}); err != nil {
 		return err
 	}
@@ -78,9 +96,16 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	}
 	svc := entries[0].Service
 	url := fmt.Sprintf("http://%s:%d/", svc.Address, svc.Port)
-	step("Metal is running. Player URL:")
+	step("Metal is running. Player URL (open mode: anyone on this machine may play):")
 	fmt.Println(url)
+	step("issue a player link: %s player add alice -gateway %s -admin-token %s", self, strings.TrimSuffix(url, "/"), adminToken)
 	step("Ctrl-C stops everything")
 	<-ctx.Done()
 	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

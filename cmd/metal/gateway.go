@@ -5,24 +5,63 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"time"
 
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/metal-stream/metal/gateway"
 	"github.com/metal-stream/metal/internal/flagenv"
+	"github.com/metal-stream/metal/jobs"
+	"github.com/metal-stream/metal/scheduler"
 )
 
 func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	cfg := gateway.DefaultConfig()
+	sc := scheduler.DefaultConfig()
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP listen address")
 	fs.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "gateway URL as players reach it (derived from -listen when empty)")
 	fs.BoolVar(&cfg.OpenMode, "open", cfg.OpenMode, "let anyone start a session without a player link (local development only)")
+	fs.StringVar(&cfg.AdminToken, "admin-token", cfg.AdminToken, "bearer token for the admin API (empty disables it)")
+	key := fs.String("key", "", "secret (at least 32 bytes) that signs player links and derives session-token keys")
+	fs.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "lifetime of a session token handed to a browser")
+	fs.BoolVar(&cfg.TrustProxy, "trust-proxy", cfg.TrustProxy, "take client addresses from X-Forwarded-For (only behind a proxy that sets it)")
+	fs.Float64Var(&cfg.RatePerSecond, "rate", cfg.RatePerSecond, "session and page requests per second per client address")
+	fs.IntVar(&cfg.Burst, "burst", cfg.Burst, "burst of requests per client address")
+	fs.IntVar(&sc.Capacity, "capacity", sc.Capacity, "sessions placed at once (GPUs with an encoder)")
+	fs.IntVar(&sc.QueueBound, "queue", sc.QueueBound, "sessions that may wait beyond capacity; more get 429")
+	fs.StringVar(&sc.Datacenter, "datacenter", sc.Datacenter, "datacenter to place streams in")
+	fs.DurationVar(&sc.ReapAfter, "reap-after", sc.ReapAfter, "stop a session no browser has asked about for this long (0: never)")
+	driver := fs.String("streamer-driver", "docker", "task driver for streamer jobs: docker or raw_exec")
+	binary := fs.String("streamer-binary", "/usr/local/bin/metal", "metal binary on clients (raw_exec)")
+	image := fs.String("streamer-image", "ghcr.io/metal-stream/metal-desktop:latest", "streamer image (docker)")
+	gpu := fs.Bool("gpu", true, "streams require an NVIDIA GPU with NVENC")
+	loopback := fs.Bool("streamer-loopback", false, "streamers offer 127.0.0.1 candidates (development)")
+	demo := fs.Bool("streamer-demo", false, "streamers draw the demo scene")
+	resolution := fs.String("resolution", "1280x720", "stream resolution: 1280x720 or 1920x1080")
+	fps := fs.Int("fps", 60, "stream frame rate: 30 or 60")
+	idle := fs.Duration("streamer-idle-timeout", 2*time.Minute, "a streamer with no browser for this long exits")
 	flagenv.Usage(fs, "metal gateway [flags]  (Nomad and Consul from NOMAD_ADDR, CONSUL_HTTP_ADDR and their token variables)")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
 	}
+	if len(*key) < 32 {
+		return fmt.Errorf("-key (METAL_KEY): %d bytes, want at least 32", len(*key))
+	}
+	cfg.LinkKey = []byte(*key)
+	sc.MasterKey = []byte(*key)
+	hcl, err := jobs.Read("streamer.nomad.hcl")
+	if err != nil {
+		return err
+	}
+	sc.JobHCL = hcl
+	sc.JobVars = map[string]any{
+		"driver": *driver, "metal_binary": *binary, "image": *image, "gpu": *gpu, "loopback": *loopback,
+		"demo": *demo, "resolution": *resolution, "fps": *fps, "idle_timeout": idle.String(),
+	}
+
 	nc, err := nomad.NewClient(nomad.DefaultConfig())
 	if err != nil {
 		return fmt.Errorf("nomad client: %w", err)
@@ -31,22 +70,32 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	if err != nil {
 		return fmt.Errorf("consul client: %w", err)
 	}
-	checks := map[string]gateway.Checker{
-		"nomad": gateway.CheckerFunc(func(ctx context.Context) error {
-			_, err := nc.Status().Leader()
-			return err
-		}),
-		"consul": gateway.CheckerFunc(func(ctx context.Context) error {
-			_, err := cc.Status().LeaderWithQueryOptions((&consul.QueryOptions{}).WithContext(ctx))
-			return err
-		}),
+	sched, err := scheduler.New(sc, nc, cc, log)
+	if err != nil {
+		return err
 	}
-	srv, err := gateway.New(cfg, log, checks)
+	srv, err := gateway.New(cfg, log, gateway.Deps{
+		Placer:  sched,
+		Players: &gateway.ConsulPlayers{KV: cc.KV(), Prefix: "metal/players/"},
+		Checks: map[string]gateway.Checker{
+			"nomad": gateway.CheckerFunc(func(ctx context.Context) error {
+				_, err := nc.Status().Leader()
+				return err
+			}),
+			"consul": gateway.CheckerFunc(func(ctx context.Context) error {
+				_, err := cc.Status().LeaderWithQueryOptions((&consul.QueryOptions{}).WithContext(ctx))
+				return err
+			}),
+		},
+	})
 	if err != nil {
 		return err
 	}
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	return srv.Run(ctx)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return sched.Run(ctx) })
+	g.Go(func() error { return srv.Run(ctx) })
+	return g.Wait()
 }

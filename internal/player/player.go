@@ -17,7 +17,7 @@ import (
 //go:embed web
 var files embed.FS
 
-// FS is the page's files: index.html and player.js.
+// FS is the page's files: index.html, player.css and player.js.
 func FS() fs.FS {
 	sub, _ := fs.Sub(files, "web")
 	return sub

@@ -9,6 +9,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,4 +119,14 @@ func (s *Signer) mac(payload string) []byte {
 	h.Write([]byte("metal-session-v1."))
 	h.Write([]byte(payload))
 	return h.Sum(nil)
+}
+
+// DeriveKey returns the signing key for one session, derived from the
+// gateway's master key. Each streamer gets only its own session's key, so a
+// compromised streamer cannot mint tokens for any other session.
+func DeriveKey(master []byte, session string) []byte {
+	h := hmac.New(sha256.New, master)
+	h.Write([]byte("metal-session-key-v1."))
+	h.Write([]byte(session))
+	return []byte(hex.EncodeToString(h.Sum(nil)))
 }

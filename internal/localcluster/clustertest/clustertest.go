@@ -11,9 +11,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/metal-stream/metal/internal/localcluster"
 )
@@ -24,7 +27,12 @@ var (
 )
 
 // Options are passed to localcluster.Start by Main.
-type Options = localcluster.Options
+type Options struct {
+	localcluster.Options
+	// VerifyLeaks checks, after the cluster has stopped, that the tests left
+	// no goroutine running (go.uber.org/goleak).
+	VerifyLeaks bool
+}
 
 // Main starts a cluster, runs the package's tests and stops the cluster. Call
 // it from TestMain: `func TestMain(m *testing.M) { clustertest.Main(m, clustertest.Options{}) }`.
@@ -37,7 +45,7 @@ func run(m *testing.M, o Options) int {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	cluster, startErr = localcluster.Start(ctx, o)
+	cluster, startErr = localcluster.Start(ctx, o.Options)
 	cancel()
 	if startErr != nil && os.Getenv("CI") == "true" {
 		fmt.Fprintf(os.Stderr, "clustertest: CI=true and the local cluster did not start: %v\n", startErr)
@@ -52,6 +60,17 @@ func run(m *testing.M, o Options) int {
 			if code == 0 {
 				code = 1
 			}
+		}
+	}
+	if o.VerifyLeaks && code == 0 {
+		http.DefaultClient.CloseIdleConnections()
+		if err := goleak.Find(
+			goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+			goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		); err != nil {
+			fmt.Fprintf(os.Stderr, "clustertest: goroutines leaked: %v\n", err)
+			code = 1
 		}
 	}
 	return code

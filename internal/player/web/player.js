@@ -9,8 +9,22 @@
     iceServers: params.get("ice") ? JSON.parse(params.get("ice")) : [],
     iceTransportPolicy: params.get("relay") === "1" ? "relay" : "all",
     stats: params.get("stats") === "1",
+    manual: params.get("manual") === "1",
   }, window.METAL_CONFIG || {});
 
+  // Build the player's elements unless the page has them.
+  if (!document.getElementById("video")) {
+    document.body.insertAdjacentHTML("beforeend", `
+<video id="video" autoplay playsinline muted tabindex="0"></video>
+<div id="status">Loading…</div>
+<div id="stats" hidden></div>
+<div id="bar">
+  <button id="unmute" title="Sound">🔇 Sound</button>
+  <button id="lock" title="Pointer lock (games)">🎯 Lock</button>
+  <button id="togglestats" title="Statistics">📊 Stats</button>
+  <button id="fullscreen" title="Fullscreen">⛶ Fullscreen</button>
+</div>`);
+  }
   const video = document.getElementById("video");
   const statusEl = document.getElementById("status");
   const statsEl = document.getElementById("stats");
@@ -27,6 +41,7 @@
   async function connect() {
     if (state.stopped) return;
     if (!cfg.token) { setStatus("No session token: open the link you were given."); return; }
+    state.connectStartedAt = performance.now();
     setStatus(state.retries ? `Reconnecting (try ${state.retries + 1})…` : "Connecting…");
     const pc = new RTCPeerConnection({ iceServers: cfg.iceServers, iceTransportPolicy: cfg.iceTransportPolicy });
     state.pc = pc;
@@ -204,5 +219,5 @@
     send({ type: "wheel", dx: step(e.deltaX), dy: step(e.deltaY) });
   }, { passive: false });
 
-  if (!window.METAL_CONFIG || !window.METAL_CONFIG.manual) connect();
+  if (!cfg.manual) connect();
 })();

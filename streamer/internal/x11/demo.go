@@ -40,12 +40,15 @@ func (x *Display) DrawFrameCode(n uint32) {
 		}
 		C.metal_rect(x.d, px, C.int(i*FrameCodeCell), 0, FrameCodeCell, FrameCodeCell)
 	}
-	C.XFlush(x.d)
+	// XSync, not XFlush: the code is on the screen when this returns, so the
+	// caller's timestamp is when the frame became capturable.
+	C.XSync(x.d, 0)
 }
 
 // RunDemo draws a moving box and the frame code on the root window at fps
-// until ctx ends, so that a new user sees motion. It returns the frame count.
-func (x *Display) RunDemo(ctx context.Context, fps int) uint32 {
+// until ctx ends, so that a new user sees motion. onFrame, when set, is called
+// with each frame code once it is on the screen. It returns the frame count.
+func (x *Display) RunDemo(ctx context.Context, fps int, onFrame func(n uint32)) uint32 {
 	if fps <= 0 {
 		fps = 30
 	}
@@ -76,5 +79,8 @@ func (x *Display) RunDemo(ctx context.Context, fps int) uint32 {
 		lastX = pos
 		x.mu.Unlock()
 		x.DrawFrameCode(n)
+		if onFrame != nil {
+			onFrame(n)
+		}
 	}
 }

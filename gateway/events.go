@@ -1,0 +1,78 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/metal-stream/metal/scheduler"
+)
+
+// sessionEvents streams a session's progress as server-sent events: one
+// "status" event per change, a comment every 15 s to keep proxies open, and
+// the stream ends after a terminal state.
+func (s *Server) sessionEvents(c echo.Context) error {
+	id, err := s.sessionID(c)
+	if err != nil || id == "" {
+		return err
+	}
+	if _, err := s.placer.Get(id); errors.Is(err, scheduler.ErrNotFound) {
+		return jsonError(c, http.StatusNotFound, "no such session")
+	}
+	w := c.Response()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	s.metrics.streams.Inc()
+	defer s.metrics.streams.Dec()
+
+	ctx := c.Request().Context()
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	var last []byte
+	for {
+		changed := s.placer.Changed()
+		st, err := s.placer.Get(id)
+		if err != nil {
+			return nil
+		}
+		s.placer.Touch(id)
+		b, _ := json.Marshal(s.view(ctx, withoutToken(st)))
+		if string(b) != string(last) {
+			full, _ := json.Marshal(s.view(ctx, st))
+			if _, err := fmt.Fprintf(w, "event: status\ndata: %s\n\n", full); err != nil {
+				return nil
+			}
+			w.Flush()
+			last = b
+		}
+		if st.State.Terminal() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		case <-keepalive.C:
+			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
+				return nil
+			}
+			w.Flush()
+		}
+	}
+}
+
+// withoutToken compares statuses without the per-call token, which changes
+// on every render.
+func withoutToken(st scheduler.Status) scheduler.Status {
+	st.Endpoint = nil
+	if st.State == scheduler.StateReady || st.State == scheduler.StateConnected {
+		st.Encoder += "|" + string(st.State)
+	}
+	return st
+}

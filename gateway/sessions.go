@@ -1,0 +1,224 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/metal-stream/metal/internal/token"
+	"github.com/metal-stream/metal/scheduler"
+)
+
+// Placer is what the gateway needs from the scheduler.
+type Placer interface {
+	Enqueue(ctx context.Context, player string) (scheduler.Status, bool, error)
+	Get(id string) (scheduler.Status, error)
+	Stop(ctx context.Context, id, reason string) error
+	Touch(id string)
+	Changed() <-chan struct{}
+	SessionKey(id string) []byte
+	Ready() bool
+}
+
+// ICEServer is one entry of RTCPeerConnection's iceServers.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// TURNProvider hands out TURN servers with short-lived credentials for a
+// session (nil: none).
+type TURNProvider interface {
+	ICEServers(ctx context.Context, session string) ([]ICEServer, error)
+}
+
+// Stream is what a browser needs to play a ready session.
+type Stream struct {
+	WHEP       string      `json:"whep"`
+	Token      string      `json:"token"`
+	ICEServers []ICEServer `json:"ice_servers"`
+}
+
+// SessionView is the JSON a player sees.
+type SessionView struct {
+	ID       string          `json:"id"`
+	State    scheduler.State `json:"state"`
+	Position int             `json:"position,omitempty"`
+	Reason   string          `json:"reason,omitempty"`
+	Encoder  string          `json:"encoder,omitempty"`
+	Node     string          `json:"node,omitempty"`
+	Stream   *Stream         `json:"stream,omitempty"`
+}
+
+type createRequest struct {
+	Link  string `json:"link,omitempty"`
+	Guest string `json:"guest,omitempty"`
+}
+
+var (
+	sessionIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
+	guestPattern     = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
+)
+
+// apiError is every JSON error body.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func jsonError(c echo.Context, code int, format string, a ...any) error {
+	return c.JSON(code, apiError{Error: fmt.Sprintf(format, a...)})
+}
+
+// createSession admits a player: it resumes the player's live session
+// (200), places or queues a new one (201 or 202), or refuses (401, 429).
+func (s *Server) createSession(c echo.Context) error {
+	if c.Request().ContentLength != 0 || c.Request().Header.Get("Content-Type") != "" {
+		mt, _, err := mime.ParseMediaType(c.Request().Header.Get("Content-Type"))
+		if err != nil || mt != "application/json" {
+			return jsonError(c, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		}
+	}
+	var req createRequest
+	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, 4<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return jsonError(c, http.StatusRequestEntityTooLarge, "request body larger than 4 KiB")
+		}
+		return jsonError(c, http.StatusBadRequest, "invalid JSON body: %v", err)
+	}
+	var player string
+	switch {
+	case req.Link != "":
+		p, err := s.links.Check(c.Request().Context(), req.Link, time.Now())
+		if errors.Is(err, ErrBadLink) {
+			return jsonError(c, http.StatusUnauthorized, "%v", err)
+		}
+		if err != nil {
+			return jsonError(c, http.StatusServiceUnavailable, "player store unavailable: %v", err)
+		}
+		player = p.Name
+	case s.cfg.OpenMode && req.Guest != "":
+		if !guestPattern.MatchString(req.Guest) {
+			return jsonError(c, http.StatusBadRequest, "guest id must be 8-64 characters of A-Z, a-z, 0-9, '_' and '-'")
+		}
+		player = "guest-" + req.Guest
+	case s.cfg.OpenMode:
+		return jsonError(c, http.StatusBadRequest, `send {"link": "..."} or, in open mode, {"guest": "<id>"}`)
+	default:
+		return jsonError(c, http.StatusUnauthorized, `a player link is required: send {"link": "..."}`)
+	}
+	if !s.placer.Ready() {
+		return jsonError(c, http.StatusServiceUnavailable, "gateway is starting")
+	}
+	st, created, err := s.placer.Enqueue(c.Request().Context(), player)
+	switch {
+	case errors.Is(err, scheduler.ErrQueueFull):
+		s.metrics.rejected.Inc()
+		c.Response().Header().Set("Retry-After", "30")
+		return jsonError(c, http.StatusTooManyRequests, "all GPUs are busy and the queue is full; try again later")
+	case err != nil:
+		return jsonError(c, http.StatusServiceUnavailable, "could not queue the session: %v", err)
+	}
+	view := s.view(c.Request().Context(), st)
+	c.Response().Header().Set("Location", "/v1/sessions/"+st.ID)
+	switch {
+	case !created:
+		return c.JSON(http.StatusOK, view)
+	case st.State == scheduler.StateQueued:
+		return c.JSON(http.StatusAccepted, view)
+	default:
+		return c.JSON(http.StatusCreated, view)
+	}
+}
+
+func (s *Server) sessionID(c echo.Context) (string, error) {
+	id := c.Param("id")
+	if !sessionIDPattern.MatchString(id) {
+		return "", jsonError(c, http.StatusBadRequest, "malformed session id")
+	}
+	return id, nil
+}
+
+func (s *Server) getSession(c echo.Context) error {
+	id, err := s.sessionID(c)
+	if err != nil || id == "" {
+		return err
+	}
+	st, err := s.placer.Get(id)
+	if errors.Is(err, scheduler.ErrNotFound) {
+		return jsonError(c, http.StatusNotFound, "no such session")
+	}
+	if err != nil {
+		return err
+	}
+	s.placer.Touch(id)
+	return c.JSON(http.StatusOK, s.view(c.Request().Context(), st))
+}
+
+func (s *Server) deleteSession(c echo.Context) error {
+	id, err := s.sessionID(c)
+	if err != nil || id == "" {
+		return err
+	}
+	err = s.placer.Stop(c.Request().Context(), id, scheduler.ReasonStopped)
+	if errors.Is(err, scheduler.ErrNotFound) {
+		return jsonError(c, http.StatusNotFound, "no such session")
+	}
+	if err != nil {
+		return jsonError(c, http.StatusServiceUnavailable, "could not stop: %v", err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// view turns a status into what the browser sees; a ready session carries
+// the WHEP URL, an owner token for its streamer and TURN servers.
+func (s *Server) view(ctx context.Context, st scheduler.Status) SessionView {
+	v := SessionView{ID: st.ID, State: st.State, Position: st.Position, Reason: st.Reason, Encoder: st.Encoder, Node: st.Node}
+	if st.Endpoint == nil || (st.State != scheduler.StateReady && st.State != scheduler.StateConnected) {
+		return v
+	}
+	signer, err := token.NewSigner(s.placer.SessionKey(st.ID))
+	if err != nil {
+		return v
+	}
+	tok, err := signer.Sign(st.ID, token.RoleOwner, s.cfg.TokenTTL, time.Now())
+	if err != nil {
+		return v
+	}
+	stream := &Stream{WHEP: fmt.Sprintf("http://%s/whep", hostPort(st.Endpoint.Address, st.Endpoint.Port)), Token: tok, ICEServers: []ICEServer{}}
+	if s.turn != nil {
+		if ice, err := s.turn.ICEServers(ctx, st.ID); err == nil {
+			stream.ICEServers = ice
+		} else {
+			s.log.Warn("turn servers", "session", st.ID, "err", err)
+		}
+	}
+	v.Stream = stream
+	return v
+}
+
+func hostPort(host string, port int) string {
+	if len(host) > 0 && host[0] != '[' && containsColon(host) {
+		return fmt.Sprintf("[%s]:%d", host, port)
+	}
+	return fmt.Sprintf("%s:%d", host, port)
+}
+
+func containsColon(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == ':' {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,283 @@
+# One player's stream: a streamer task on a GPU node (or any node with
+# gpu = false), found through Consul as "metal-streamer".
+#
+# The gateway registers one such job per session (job id
+# "metal-session-<session id>"), passing these variables; an operator can
+# also run it by hand to try a node:
+#
+#   nomad job run -var session_id=try -var driver=raw_exec -var gpu=false \
+#     -var metal_binary=$PWD/bin/metal jobs/streamer.nomad.hcl
+#
+# It is a batch job: the streamer exits 0 after its idle timeout and the job
+# is complete. It never restarts or moves: a session that loses its node or
+# its process fails visibly instead of silently starting over elsewhere.
+
+variable "session_id" {
+  type        = string
+  description = "Session this streamer serves; tokens for any other session are refused."
+
+  validation {
+    condition     = strlen(var.session_id) > 0 && strlen(var.session_id) <= 64 && trim(var.session_id, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
+    error_message = "The session_id must be 1-64 characters of a-z, 0-9 and -."
+  }
+}
+
+variable "datacenter" {
+  type        = string
+  description = "Datacenter (edge) to place the stream in."
+  default     = "dc1"
+}
+
+variable "driver" {
+  type        = string
+  description = "Task driver: docker (production, NVIDIA runtime) or raw_exec (local development and tests)."
+  default     = "docker"
+
+  validation {
+    condition     = contains(["docker", "raw_exec"], var.driver)
+    error_message = "The driver must be \"docker\" or \"raw_exec\"."
+  }
+}
+
+variable "image" {
+  type        = string
+  description = "Container image with metal, GStreamer and the desktop (docker driver)."
+  default     = "ghcr.io/metal-stream/metal-desktop:latest"
+}
+
+variable "metal_binary" {
+  type        = string
+  description = "Absolute path of the metal binary on the client (raw_exec driver)."
+  default     = "/usr/local/bin/metal"
+}
+
+variable "gpu" {
+  type        = bool
+  description = "Require an NVIDIA GPU with an H.264 encoder (NVENC). Off for GPU-less development machines."
+  default     = true
+}
+
+variable "resolution" {
+  type        = string
+  description = "Capture and encode size, WIDTHxHEIGHT."
+  default     = "1280x720"
+
+  validation {
+    condition     = contains(["1280x720", "1920x1080"], var.resolution)
+    error_message = "The resolution must be 1280x720 or 1920x1080."
+  }
+}
+
+variable "fps" {
+  type        = number
+  description = "Frames per second."
+  default     = 60
+
+  validation {
+    condition     = contains([30, 60], var.fps)
+    error_message = "The fps must be 30 or 60."
+  }
+}
+
+variable "idle_timeout" {
+  type        = string
+  description = "The streamer exits (and the job completes) after this long without a browser."
+  default     = "120s"
+}
+
+variable "public_ip" {
+  type        = string
+  description = "Address advertised in ICE candidates; empty uses the node's own addresses."
+  default     = ""
+}
+
+variable "loopback" {
+  type        = bool
+  description = "Offer 127.0.0.1 candidates (local development and tests only)."
+  default     = false
+}
+
+variable "demo" {
+  type        = bool
+  description = "Draw the moving demo scene instead of waiting for a desktop."
+  default     = false
+}
+
+variable "cpu" {
+  type        = number
+  description = "CPU to reserve, MHz."
+  default     = 2000
+}
+
+variable "memory" {
+  type        = number
+  description = "Memory to reserve, MiB."
+  default     = 1024
+}
+
+locals {
+  args = [
+    "streamer",
+    "-listen", "${NOMAD_IP_http}:${NOMAD_PORT_http}",
+    "-ice-port", "${NOMAD_PORT_webrtc}",
+    "-session", var.session_id,
+    "-resolution", var.resolution,
+    "-fps", "${var.fps}",
+    "-idle-timeout", var.idle_timeout,
+    "-public-ip", var.public_ip,
+    "-loopback=${var.loopback}",
+    "-demo=${var.demo}",
+  ]
+  # The session-token key lives in a Nomad variable the gateway writes for
+  # this job only; it never appears in the job specification.
+  key_template = <<-EOT
+    {{ with nomadVar "nomad/jobs/metal-session-${var.session_id}" }}METAL_TOKEN_KEY={{ .token_key }}{{ end }}
+  EOT
+}
+
+job "metal-streamer" {
+  datacenters = [var.datacenter]
+  type        = "batch"
+
+  meta {
+    session = var.session_id
+  }
+
+  group "stream" {
+    restart {
+      attempts = 0
+      mode     = "fail"
+    }
+
+    reschedule {
+      attempts  = 0
+      unlimited = false
+    }
+
+    network {
+      port "http" {}
+      port "webrtc" {}
+    }
+
+    service {
+      name     = "metal-streamer"
+      provider = "consul"
+      port     = "http"
+      tags     = ["session-${var.session_id}"]
+
+      meta {
+        session = var.session_id
+        encoder = var.gpu ? "nvh264enc" : "x264enc"
+      }
+
+      check {
+        name     = "healthz"
+        type     = "http"
+        path     = "/healthz"
+        interval = "2s"
+        timeout  = "1s"
+      }
+    }
+
+    dynamic "task" {
+      for_each = var.driver == "raw_exec" ? ["streamer"] : []
+      labels   = ["streamer"]
+
+      content {
+        driver = "raw_exec"
+
+        config {
+          command = var.metal_binary
+          args    = local.args
+        }
+
+        template {
+          data        = local.key_template
+          destination = "secrets/metal.env"
+          env         = true
+        }
+
+        resources {
+          cpu    = var.cpu
+          memory = var.memory
+
+          dynamic "device" {
+            for_each = var.gpu ? ["nvidia/gpu"] : []
+            iterator = gpu
+            labels   = [gpu.value]
+
+            content {
+              count = 1
+
+              constraint {
+                attribute = "${device.attr.nvenc_h264}"
+                value     = "true"
+              }
+
+              affinity {
+                attribute = "${device.attr.memory}"
+                operator  = ">="
+                value     = "16 GiB"
+                weight    = 50
+              }
+            }
+          }
+        }
+
+        kill_timeout = "10s"
+      }
+    }
+
+    dynamic "task" {
+      for_each = var.driver == "docker" ? ["streamer"] : []
+      labels   = ["streamer"]
+
+      content {
+        driver = "docker"
+
+        config {
+          image   = var.image
+          runtime = var.gpu ? "nvidia" : "runc"
+          ports   = ["http", "webrtc"]
+          command = "metal"
+          args    = local.args
+        }
+
+        template {
+          data        = local.key_template
+          destination = "secrets/metal.env"
+          env         = true
+        }
+
+        resources {
+          cpu    = var.cpu
+          memory = var.memory
+
+          dynamic "device" {
+            for_each = var.gpu ? ["nvidia/gpu"] : []
+            iterator = gpu
+            labels   = [gpu.value]
+
+            content {
+              count = 1
+
+              constraint {
+                attribute = "${device.attr.nvenc_h264}"
+                value     = "true"
+              }
+
+              affinity {
+                attribute = "${device.attr.memory}"
+                operator  = ">="
+                value     = "16 GiB"
+                weight    = 50
+              }
+            }
+          }
+        }
+
+        kill_timeout = "10s"
+      }
+    }
+  }
+}

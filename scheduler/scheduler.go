@@ -1,0 +1,542 @@
+package scheduler
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/metal-stream/metal/internal/token"
+)
+
+// Config configures the scheduler.
+type Config struct {
+	// Capacity is how many sessions may be placed at once (the GPUs with an
+	// encoder across the fleet, or a limit for a GPU-less dev machine).
+	Capacity int
+	// QueueBound is how many sessions may wait beyond Capacity; more get
+	// ErrQueueFull (the gateway answers 429).
+	QueueBound int
+	// Datacenter to place streams in.
+	Datacenter string
+	// JobHCL is jobs/streamer.nomad.hcl; JobVars are its variables beyond
+	// session_id and datacenter (driver, metal_binary, gpu, ...).
+	JobHCL  string
+	JobVars map[string]any
+	// JobPrefix names session jobs: JobPrefix + session id.
+	JobPrefix string
+	// KVPrefix is where session records live in Consul KV.
+	KVPrefix string
+	// ReapAfter stops a session that no browser has asked about (status or
+	// progress stream) for this long and that has no connected peer; 0
+	// disables it.
+	ReapAfter time.Duration
+	// KeepEnded is how long an ended session's record stays readable.
+	KeepEnded time.Duration
+	// MasterKey derives each session's token key (token.DeriveKey).
+	MasterKey []byte
+}
+
+// DefaultConfig returns the defaults the README documents.
+func DefaultConfig() Config {
+	return Config{
+		Capacity:   1,
+		QueueBound: 10,
+		Datacenter: "dc1",
+		JobPrefix:  "metal-session-",
+		KVPrefix:   "metal/sessions/",
+		ReapAfter:  60 * time.Second,
+		KeepEnded:  2 * time.Minute,
+	}
+}
+
+// allocInfo is the latest allocation of a session job.
+type allocInfo struct {
+	id            string
+	clientStatus  string
+	desiredStatus string
+	node          string
+	failure       string // why the streamer task failed, from its events
+	modifyIndex   uint64
+}
+
+// Scheduler places and follows sessions. Create it with New and run it.
+type Scheduler struct {
+	cfg    Config
+	log    *slog.Logger
+	nomad  *nomad.Client
+	consul *consul.Client
+	store  *store
+
+	admitMu sync.Mutex // serialises Enqueue, so bounds hold under a flood
+
+	mu        sync.Mutex
+	records   map[string]*record
+	allocs    map[string]*allocInfo
+	blocked   map[string]bool
+	endpoints map[string]Endpoint
+	lastSeen  map[string]time.Time
+	changed   chan struct{}
+	loaded    bool
+
+	kick chan struct{}
+}
+
+// New builds a scheduler; Run loads state from Consul and Nomad and starts
+// following them.
+func New(cfg Config, nc *nomad.Client, cc *consul.Client, log *slog.Logger) (*Scheduler, error) {
+	if cfg.Capacity < 0 || cfg.QueueBound < 0 {
+		return nil, errors.New("scheduler: capacity and queue bound must not be negative")
+	}
+	if cfg.JobHCL == "" {
+		return nil, errors.New("scheduler: no streamer job specification")
+	}
+	if len(cfg.MasterKey) < token.MinKeyLen {
+		return nil, fmt.Errorf("scheduler: master key: %w", token.ErrShortKey)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Scheduler{
+		cfg: cfg, log: log.With("component", "scheduler"), nomad: nc, consul: cc,
+		store:   &store{kv: cc.KV(), prefix: cfg.KVPrefix},
+		records: map[string]*record{}, allocs: map[string]*allocInfo{}, blocked: map[string]bool{},
+		endpoints: map[string]Endpoint{}, lastSeen: map[string]time.Time{},
+		changed: make(chan struct{}), kick: make(chan struct{}, 1),
+	}, nil
+}
+
+// JobID is the Nomad job id of a session.
+func (s *Scheduler) JobID(session string) string { return s.cfg.JobPrefix + session }
+
+// SessionKey is the token key of a session's streamer.
+func (s *Scheduler) SessionKey(session string) []byte {
+	return token.DeriveKey(s.cfg.MasterKey, session)
+}
+
+// Run loads every session from Consul KV, then follows Nomad's event stream
+// and Consul's health, places queued sessions, and reaps, until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) error {
+	if err := s.load(ctx); err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.watchNomad(ctx) })
+	g.Go(func() error { return s.watchConsul(ctx) })
+	g.Go(func() error { return s.placeLoop(ctx) })
+	g.Go(func() error { return s.reapLoop(ctx) })
+	return g.Wait()
+}
+
+// Ready reports whether Run has loaded the stored sessions.
+func (s *Scheduler) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loaded
+}
+
+func (s *Scheduler) load(ctx context.Context) error {
+	recs, _, err := s.store.list(ctx, 0)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	now := time.Now()
+	for _, r := range recs {
+		s.records[r.ID] = r
+		s.lastSeen[r.ID] = now // a restarted gateway gives browsers a full reap period
+	}
+	s.loaded = true
+	s.mu.Unlock()
+	s.log.Info("loaded sessions", "count", len(recs))
+	s.poke()
+	return nil
+}
+
+// notifyLocked wakes every Changed waiter. Call with s.mu held.
+func (s *Scheduler) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Changed returns a channel closed at the next change of any session.
+func (s *Scheduler) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+func (s *Scheduler) poke() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Enqueue creates a session for player, or returns the player's live one
+// (created false). It returns ErrQueueFull when capacity and queue are full.
+func (s *Scheduler) Enqueue(ctx context.Context, player string) (Status, bool, error) {
+	s.admitMu.Lock()
+	defer s.admitMu.Unlock()
+
+	s.mu.Lock()
+	live := 0
+	for _, r := range s.records {
+		if r.Ended {
+			continue
+		}
+		if r.Player == player {
+			st := s.statusLocked(r)
+			s.lastSeen[r.ID] = time.Now()
+			s.mu.Unlock()
+			return st, false, nil
+		}
+		live++
+	}
+	s.mu.Unlock()
+	if live >= s.cfg.Capacity+s.cfg.QueueBound {
+		return Status{}, false, ErrQueueFull
+	}
+
+	r := &record{ID: newSessionID(), Player: player, Created: time.Now().UTC(), Datacenter: s.cfg.Datacenter}
+	if err := s.store.put(ctx, r); err != nil {
+		return Status{}, false, err
+	}
+	s.mu.Lock()
+	r.createIndex = uint64(time.Now().UnixNano()) // local order until the next load
+	s.records[r.ID] = r
+	s.lastSeen[r.ID] = time.Now()
+	st := s.statusLocked(r)
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.log.Info("session queued", "session", r.ID, "player", player)
+	s.poke()
+	return st, true, nil
+}
+
+// Get returns a session's status.
+func (s *Scheduler) Get(id string) (Status, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.records[id]
+	if !ok {
+		return Status{}, ErrNotFound
+	}
+	return s.statusLocked(r), nil
+}
+
+// Touch records that a browser asked about the session (it is wanted).
+func (s *Scheduler) Touch(id string) {
+	s.mu.Lock()
+	if _, ok := s.records[id]; ok {
+		s.lastSeen[id] = time.Now()
+	}
+	s.mu.Unlock()
+}
+
+// Stop ends a session: its job is stopped and purged, its key deleted.
+func (s *Scheduler) Stop(ctx context.Context, id, reason string) error {
+	s.mu.Lock()
+	r, ok := s.records[id]
+	if !ok {
+		s.mu.Unlock()
+		return ErrNotFound
+	}
+	already := r.Ended
+	if !already {
+		r.Ended, r.Reason, r.EndedAt = true, reason, time.Now().UTC()
+	}
+	placed := r.Placed
+	rc := *r
+	s.notifyLocked()
+	s.mu.Unlock()
+	if already {
+		return nil
+	}
+	s.log.Info("session stopped", "session", id, "reason", reason)
+	var errs []error
+	if err := s.store.put(ctx, &rc); err != nil {
+		errs = append(errs, err)
+	}
+	if placed {
+		errs = append(errs, s.purgeJob(ctx, id))
+	}
+	s.poke()
+	return errors.Join(errs...)
+}
+
+func (s *Scheduler) purgeJob(ctx context.Context, id string) error {
+	var errs []error
+	if _, _, err := s.nomad.Jobs().Deregister(s.JobID(id), true, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil && !isNotFound(err) {
+		errs = append(errs, fmt.Errorf("purge job %s: %w", s.JobID(id), err))
+	}
+	if _, err := s.nomad.Variables().Delete("nomad/jobs/"+s.JobID(id), (&nomad.WriteOptions{}).WithContext(ctx)); err != nil && !isNotFound(err) {
+		errs = append(errs, fmt.Errorf("delete key of %s: %w", id, err))
+	}
+	return errors.Join(errs...)
+}
+
+// statusLocked derives a session's state. Call with s.mu held.
+func (s *Scheduler) statusLocked(r *record) Status {
+	st := Status{ID: r.ID, Player: r.Player, Created: r.Created, Datacenter: r.Datacenter}
+	a := s.allocs[r.ID]
+	if a != nil {
+		st.Node = a.node
+	}
+	switch {
+	case r.Ended && r.Failed:
+		st.State, st.Reason = StateFailed, r.Reason
+	case r.Ended:
+		st.State, st.Reason = StateEnded, r.Reason
+	case !r.Placed:
+		st.State, st.Position = StateQueued, s.positionLocked(r)
+	case a == nil:
+		st.State = StatePlacing
+		if s.blocked[r.ID] {
+			st.Reason = ReasonNoCapacity
+		}
+	default:
+		ep, ok := s.endpoints[r.ID]
+		switch {
+		case ok && a.clientStatus == nomad.AllocClientStatusRunning && ep.Peers > 0:
+			st.State = StateConnected
+		case ok && a.clientStatus == nomad.AllocClientStatusRunning:
+			st.State = StateReady
+		default:
+			st.State = StateStarting
+		}
+		if ok {
+			e := ep
+			st.Endpoint, st.Encoder = &e, ep.Encoder
+		}
+	}
+	return st
+}
+
+func (s *Scheduler) positionLocked(r *record) int {
+	pos := 1
+	for _, o := range s.records {
+		if !o.Ended && !o.Placed && o.createIndex < r.createIndex {
+			pos++
+		}
+	}
+	return pos
+}
+
+// placeLoop places queued sessions, oldest first, while fewer than Capacity
+// sessions are placed and not ended.
+func (s *Scheduler) placeLoop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.kick:
+		}
+		for {
+			r := s.nextToPlace()
+			if r == nil {
+				break
+			}
+			if err := s.place(ctx, r); err != nil {
+				s.log.Error("place session", "session", r.ID, "err", err)
+				if ctx.Err() != nil {
+					return nil
+				}
+				s.fail(ctx, r.ID, "placement failed: "+err.Error())
+			}
+		}
+		s.gcEnded(ctx)
+	}
+}
+
+func (s *Scheduler) nextToPlace() *record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	active := 0
+	var queue []*record
+	for _, r := range s.records {
+		switch {
+		case r.Ended:
+		case r.Placed:
+			active++
+		default:
+			queue = append(queue, r)
+		}
+	}
+	if active >= s.cfg.Capacity || len(queue) == 0 {
+		return nil
+	}
+	sort.Slice(queue, func(i, j int) bool { return queue[i].createIndex < queue[j].createIndex })
+	r := queue[0]
+	r.Placed = true // reserve the slot; place() persists it
+	s.notifyLocked()
+	return r
+}
+
+// place writes the session's key into a Nomad variable only its job can
+// read, then registers the job. Registration is create-only (EnforceIndex
+// with index 0), so a retried placement never places twice.
+func (s *Scheduler) place(ctx context.Context, r *record) error {
+	s.mu.Lock()
+	rc := *r
+	s.mu.Unlock()
+	if err := s.store.put(ctx, &rc); err != nil {
+		return err
+	}
+	jobID := s.JobID(r.ID)
+	if _, _, err := s.nomad.Variables().Create(&nomad.Variable{
+		Path:  "nomad/jobs/" + jobID,
+		Items: nomad.VariableItems{"token_key": string(s.SessionKey(r.ID))},
+	}, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("write session key: %w", err)
+	}
+	job, err := s.jobFor(ctx, r)
+	if err != nil {
+		return err
+	}
+	_, _, err = s.nomad.Jobs().RegisterOpts(job, &nomad.RegisterOptions{EnforceIndex: true, ModifyIndex: 0},
+		(&nomad.WriteOptions{}).WithContext(ctx))
+	if err != nil && !strings.Contains(err.Error(), "job already exists") {
+		return fmt.Errorf("register job %s: %w", jobID, err)
+	}
+	s.log.Info("session placed", "session", r.ID, "job", jobID)
+	return nil
+}
+
+// jobFor renders jobs/streamer.nomad.hcl for a session through Nomad's own
+// parser and names the job after the session.
+func (s *Scheduler) jobFor(ctx context.Context, r *record) (*nomad.Job, error) {
+	vars := map[string]any{"session_id": r.ID, "datacenter": r.Datacenter}
+	for k, v := range s.cfg.JobVars {
+		vars[k] = v
+	}
+	text, err := renderVars(vars)
+	if err != nil {
+		return nil, err
+	}
+	job, err := s.nomad.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{JobHCL: s.cfg.JobHCL, Variables: text, Canonicalize: true})
+	if err != nil {
+		return nil, fmt.Errorf("parse streamer job: %w", err)
+	}
+	id := s.JobID(r.ID)
+	job.ID, job.Name = &id, &id
+	if job.Meta == nil {
+		job.Meta = map[string]string{}
+	}
+	job.Meta["session"], job.Meta["player"] = r.ID, r.Player
+	return job, nil
+}
+
+// fail ends a session as failed with reason.
+func (s *Scheduler) fail(ctx context.Context, id, reason string) {
+	s.finish(ctx, id, true, reason)
+}
+
+// finish marks a session ended (or failed), persists it and purges its job.
+func (s *Scheduler) finish(ctx context.Context, id string, failed bool, reason string) {
+	s.mu.Lock()
+	r, ok := s.records[id]
+	if !ok || r.Ended {
+		s.mu.Unlock()
+		return
+	}
+	r.Ended, r.Failed, r.Reason, r.EndedAt = true, failed, reason, time.Now().UTC()
+	rc := *r
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.log.Info("session over", "session", id, "failed", failed, "reason", reason)
+	if err := s.store.put(ctx, &rc); err != nil {
+		s.log.Error("store ended session", "session", id, "err", err)
+	}
+	if err := s.purgeJob(ctx, id); err != nil {
+		s.log.Error("purge ended session", "session", id, "err", err)
+	}
+	s.poke()
+}
+
+// reapLoop stops sessions nobody asked about for ReapAfter and that have no
+// connected browser, and forgets ended ones after KeepEnded.
+func (s *Scheduler) reapLoop(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		for _, id := range s.idle(time.Now()) {
+			if err := s.Stop(ctx, id, ReasonIdle); err != nil {
+				s.log.Error("reap session", "session", id, "err", err)
+			}
+		}
+		s.gcEnded(ctx)
+	}
+}
+
+func (s *Scheduler) idle(now time.Time) []string {
+	if s.cfg.ReapAfter <= 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for id, r := range s.records {
+		if r.Ended {
+			continue
+		}
+		if s.statusLocked(r).State == StateConnected {
+			s.lastSeen[id] = now
+			continue
+		}
+		if now.Sub(s.lastSeen[id]) >= s.cfg.ReapAfter {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func (s *Scheduler) gcEnded(ctx context.Context) {
+	s.mu.Lock()
+	var gone []string
+	for id, r := range s.records {
+		if r.Ended && time.Since(r.EndedAt) >= s.cfg.KeepEnded {
+			gone = append(gone, id)
+			delete(s.records, id)
+			delete(s.allocs, id)
+			delete(s.blocked, id)
+			delete(s.endpoints, id)
+			delete(s.lastSeen, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range gone {
+		if err := s.store.delete(ctx, id); err != nil {
+			s.log.Error("forget session", "session", id, "err", err)
+		}
+	}
+}
+
+func newSessionID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func isNotFound(err error) bool {
+	var ue nomad.UnexpectedResponseError
+	if errors.As(err, &ue) {
+		return ue.StatusCode() == 404
+	}
+	return strings.Contains(err.Error(), "not found")
+}

@@ -1,0 +1,71 @@
+package scheduler
+
+import "time"
+
+// State is where a session is in its life.
+type State string
+
+// Session states, in order.
+const (
+	StateQueued    State = "queued"    // waiting for capacity; Position says where
+	StatePlacing   State = "placing"   // job registered, Nomad is choosing a node
+	StateStarting  State = "starting"  // allocation on a node, streamer not healthy yet
+	StateReady     State = "ready"     // streamer healthy in Consul, nobody connected
+	StateConnected State = "connected" // a browser is connected
+	StateEnded     State = "ended"     // stopped by the player, the reaper or idle exit
+	StateFailed    State = "failed"    // Reason says why
+)
+
+// Terminal reports whether s is final.
+func (s State) Terminal() bool { return s == StateEnded || s == StateFailed }
+
+// Reasons a player can read.
+const (
+	ReasonNoCapacity      = "no GPU capacity"
+	ReasonNodeLost        = "node lost"
+	ReasonStreamerCrashed = "streamer crashed"
+	ReasonStopped         = "stopped"
+	ReasonIdle            = "no browser connected"
+	ReasonStreamerExited  = "streamer exited"
+)
+
+// record is what Consul KV holds for a session (metal/sessions/<id>).
+type record struct {
+	ID      string    `json:"id"`
+	Player  string    `json:"player"`
+	Created time.Time `json:"created"`
+	Placed  bool      `json:"placed"`
+	// Ended and Reason are set once the session is over; the record stays a
+	// while so that a player polling its status sees why.
+	Ended      bool      `json:"ended,omitempty"`
+	Failed     bool      `json:"failed,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	EndedAt    time.Time `json:"ended_at,omitempty"`
+	Datacenter string    `json:"datacenter,omitempty"`
+
+	createIndex uint64
+}
+
+// Endpoint is a healthy streamer as Consul reports it.
+type Endpoint struct {
+	Address string
+	Port    int
+	Node    string
+	Encoder string
+	Peers   int
+}
+
+// Status is a session as the gateway shows it.
+type Status struct {
+	ID         string    `json:"id"`
+	Player     string    `json:"player"`
+	State      State     `json:"state"`
+	Position   int       `json:"position,omitempty"` // 1-based, while queued
+	Reason     string    `json:"reason,omitempty"`
+	Created    time.Time `json:"created"`
+	Datacenter string    `json:"datacenter,omitempty"`
+	Node       string    `json:"node,omitempty"`
+	Encoder    string    `json:"encoder,omitempty"`
+	// Endpoint is set while ready or connected.
+	Endpoint *Endpoint `json:"-"`
+}

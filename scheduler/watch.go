@@ -1,0 +1,240 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// StreamerService is the Consul service streamers register.
+const StreamerService = "metal-streamer"
+
+// watchNomad follows Nomad's event stream for allocations and evaluations of
+// session jobs. It first lists the current allocations, then streams from
+// that index, and reconnects with backoff.
+func (s *Scheduler) watchNomad(ctx context.Context) error {
+	b := backoff.NewExponentialBackOff()
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = 0
+	var index uint64
+	for ctx.Err() == nil {
+		if index == 0 {
+			idx, err := s.seedAllocs(ctx)
+			if err != nil {
+				s.log.Warn("list allocations", "err", err)
+				sleep(ctx, b.NextBackOff())
+				continue
+			}
+			index = idx
+		}
+		err := s.stream(ctx, &index, b)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("nomad event stream ended; reconnecting", "err", err)
+		sleep(ctx, b.NextBackOff())
+	}
+	return nil
+}
+
+func (s *Scheduler) seedAllocs(ctx context.Context) (uint64, error) {
+	allocs, meta, err := s.nomad.Allocations().List((&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
+	if err != nil {
+		return 0, err
+	}
+	for _, a := range allocs {
+		if id, ok := strings.CutPrefix(a.JobID, s.cfg.JobPrefix); ok {
+			s.observeAlloc(ctx, id, &allocInfo{
+				id: a.ID, clientStatus: a.ClientStatus, desiredStatus: a.DesiredStatus,
+				node: a.NodeName, failure: taskFailure(a.TaskStates), modifyIndex: a.ModifyIndex,
+			})
+		}
+	}
+	return meta.LastIndex, nil
+}
+
+func (s *Scheduler) stream(ctx context.Context, index *uint64, b backoff.BackOff) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	topics := map[nomad.Topic][]string{nomad.TopicAllocation: {"*"}, nomad.TopicEvaluation: {"*"}}
+	ch, err := s.nomad.EventStream().Stream(ctx, topics, *index+1, (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	for evs := range ch {
+		if evs.Err != nil {
+			return evs.Err
+		}
+		b.Reset()
+		if evs.IsHeartbeat() {
+			continue
+		}
+		for _, e := range evs.Events {
+			switch e.Topic {
+			case nomad.TopicAllocation:
+				a, err := e.Allocation()
+				if err != nil || a == nil {
+					continue
+				}
+				if id, ok := strings.CutPrefix(a.JobID, s.cfg.JobPrefix); ok {
+					s.observeAlloc(ctx, id, &allocInfo{
+						id: a.ID, clientStatus: a.ClientStatus, desiredStatus: a.DesiredStatus,
+						node: a.NodeName, failure: taskFailure(a.TaskStates), modifyIndex: a.ModifyIndex,
+					})
+				}
+			case nomad.TopicEvaluation:
+				ev, err := e.Evaluation()
+				if err != nil || ev == nil {
+					continue
+				}
+				if id, ok := strings.CutPrefix(ev.JobID, s.cfg.JobPrefix); ok {
+					s.mu.Lock()
+					s.blocked[id] = ev.Status == nomad.EvalStatusBlocked || len(ev.FailedTGAllocs) > 0
+					s.notifyLocked()
+					s.mu.Unlock()
+				}
+			}
+		}
+		*index = evs.Index
+	}
+	return ctx.Err()
+}
+
+// observeAlloc records an allocation update and ends the session when the
+// allocation is terminal.
+func (s *Scheduler) observeAlloc(ctx context.Context, id string, a *allocInfo) {
+	s.mu.Lock()
+	r, ok := s.records[id]
+	if !ok {
+		s.mu.Unlock()
+		return
+	}
+	if old := s.allocs[id]; old != nil && old.id == a.id && old.modifyIndex > a.modifyIndex {
+		s.mu.Unlock()
+		return // stale
+	}
+	s.allocs[id] = a
+	ended := r.Ended
+	s.notifyLocked()
+	s.mu.Unlock()
+	if ended {
+		return
+	}
+	switch a.clientStatus {
+	case nomad.AllocClientStatusLost:
+		s.fail(ctx, id, ReasonNodeLost)
+	case nomad.AllocClientStatusFailed:
+		reason := ReasonStreamerCrashed
+		if a.failure != "" {
+			reason += " (" + a.failure + ")"
+		}
+		s.fail(ctx, id, reason)
+	case nomad.AllocClientStatusComplete:
+		reason := ReasonStreamerExited
+		if a.desiredStatus == nomad.AllocDesiredStatusStop {
+			reason = ReasonStopped
+		}
+		s.finish(ctx, id, false, reason)
+	}
+}
+
+// taskFailure summarises why a task died, from its last terminal event.
+func taskFailure(states map[string]*nomad.TaskState) string {
+	for _, ts := range states {
+		if ts == nil || !ts.Failed {
+			continue
+		}
+		for i := len(ts.Events) - 1; i >= 0; i-- {
+			ev := ts.Events[i]
+			if ev.Type == nomad.TaskTerminated {
+				if ev.Signal != 0 {
+					return fmt.Sprintf("killed by signal %d", ev.Signal)
+				}
+				return fmt.Sprintf("exit code %d", ev.ExitCode)
+			}
+			if ev.DisplayMessage != "" && (ev.Type == nomad.TaskDriverFailure || ev.Type == nomad.TaskSetupFailure) {
+				return ev.DisplayMessage
+			}
+		}
+	}
+	return ""
+}
+
+// watchConsul follows the health of every streamer with blocking queries
+// (stale reads allowed, so a leader election does not stall admissions).
+func (s *Scheduler) watchConsul(ctx context.Context) error {
+	b := backoff.NewExponentialBackOff()
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = 0
+	var index uint64
+	for ctx.Err() == nil {
+		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: 30 * time.Second, AllowStale: true}).WithContext(ctx)
+		entries, meta, err := s.consul.Health().Service(StreamerService, "", false, q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.log.Warn("consul health", "err", err)
+			sleep(ctx, b.NextBackOff())
+			continue
+		}
+		b.Reset()
+		if meta.LastIndex < index {
+			index = 0 // Consul's index went backwards (restore); start over
+		} else {
+			index = meta.LastIndex
+		}
+		eps := map[string]Endpoint{}
+		for _, e := range entries {
+			id := e.Service.Meta["session"]
+			if id == "" || e.Checks.AggregatedStatus() != consul.HealthPassing {
+				continue
+			}
+			ep := Endpoint{Address: e.Service.Address, Port: e.Service.Port, Node: e.Node.Node, Encoder: e.Service.Meta["encoder"]}
+			if ep.Address == "" {
+				ep.Address = e.Node.Address
+			}
+			for _, c := range e.Checks {
+				if h, ok := parseHealth(c.Output); ok {
+					ep.Encoder, ep.Peers = h.Encoder, h.Peers
+				}
+			}
+			eps[id] = ep
+		}
+		s.mu.Lock()
+		s.endpoints = eps
+		s.notifyLocked()
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// parseHealth reads the streamer's /healthz JSON out of a Consul HTTP check
+// output ("HTTP GET ...: 200 OK Output: {...}").
+func parseHealth(out string) (struct {
+	Encoder string `json:"encoder"`
+	Peers   int    `json:"peers"`
+}, bool) {
+	var h struct {
+		Encoder string `json:"encoder"`
+		Peers   int    `json:"peers"`
+	}
+	i := strings.IndexByte(out, '{')
+	if i < 0 {
+		return h, false
+	}
+	return h, json.Unmarshal([]byte(strings.TrimSpace(out[i:])), &h) == nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

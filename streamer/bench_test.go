@@ -1,0 +1,157 @@
+package streamer
+
+import (
+	"context"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/metal-stream/metal/internal/browsertest"
+	"github.com/metal-stream/metal/internal/token"
+)
+
+// frameCodeHarness reads the demo's frame code from every decoded frame in
+// requestVideoFrameCallback and records when the frame is displayed.
+const frameCodeHarness = `(() => {
+  window.g2g = [];
+  const v = document.getElementById("video");
+  const c = document.createElement("canvas"); c.width = 256; c.height = 16;
+  const ctx = c.getContext("2d", { willReadFrequently: true });
+  function onFrame(now, meta) {
+    if (!window.firstFrameAt) window.firstFrameAt = performance.now();
+    ctx.drawImage(v, 0, 0, 256, 16, 0, 0, 256, 16);
+    const d = ctx.getImageData(0, 0, 256, 16).data;
+    let code = 0;
+    for (let i = 0; i < 16; i++) code = (code << 1) | (d[(8 * 256 + i * 16 + 8) * 4] > 128 ? 1 : 0);
+    window.g2g.push([code, performance.timeOrigin + (meta.expectedDisplayTime || now)]);
+    v.requestVideoFrameCallback(onFrame);
+  }
+  v.requestVideoFrameCallback(onFrame);
+  return 0;
+})()`
+
+// BenchmarkStreamer measures, per resolution and frame rate with the
+// software encoder: capture-to-encoded latency (p50, p95), streamer CPU,
+// time from WHEP POST to the first decoded frame, and glass-to-glass latency
+// (a frame code drawn on the X display, read back from the decoded video in
+// Chromium). It prints figures and asserts nothing about time.
+func BenchmarkStreamer(b *testing.B) {
+	window := 6 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("METAL_BENCH_WINDOW")); err == nil {
+		window = v
+	}
+	cases := []struct {
+		name             string
+		w, h, fps        int
+		playoutDelayZero bool
+	}{
+		{"720p30", 1280, 720, 30, true},
+		{"720p60", 1280, 720, 60, true},
+		{"1080p30", 1920, 1080, 30, true},
+		{"1080p60", 1920, 1080, 60, true},
+		{"720p60-default-playout-delay", 1280, 720, 60, false},
+	}
+	browser := browsertest.New(b)
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			for range b.N {
+				benchOnce(b, browser, c.w, c.h, c.fps, c.playoutDelayZero, window)
+			}
+		})
+	}
+}
+
+func benchOnce(b *testing.B, browser context.Context, w, h, fps int, pd0 bool, window time.Duration) {
+	var mu sync.Mutex
+	var enc []float64
+	r := startStreamer(b, func(cfg *Config) {
+		cfg.Width, cfg.Height, cfg.FPS, cfg.Audio, cfg.PlayoutDelayZero = w, h, fps, false, pd0
+	}, func(s *Server) {
+		s.OnEncoded = func(d time.Duration) {
+			mu.Lock()
+			enc = append(enc, float64(d.Microseconds())/1000)
+			mu.Unlock()
+		}
+	})
+	tab := browsertest.Tab(b, browser)
+	url := r.URL() + "/#manual=1&token=" + r.token(b, "sess-test", token.RoleOwner)
+	if err := chromedp.Do(tab, chromedp.Navigate(url)); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := browsertest.Eval[int](tab, frameCodeHarness); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := browsertest.Eval[any](tab, `metal.connect(), 0`); err != nil {
+		b.Fatal(err)
+	}
+	if err := browsertest.WaitTrue(tab, `window.firstFrameAt > 0`, 30*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	firstFrame, _ := browsertest.Eval[float64](tab, `window.firstFrameAt - metal.state.connectStartedAt`)
+
+	// Measure over the window, after a second of warm-up.
+	time.Sleep(time.Second)
+	_, _ = browsertest.Eval[any](tab, `window.g2g = [], 0`)
+	mu.Lock()
+	enc = enc[:0]
+	mu.Unlock()
+	cpu0, t0 := processCPU(), time.Now()
+	time.Sleep(window)
+	cpu := (processCPU() - cpu0).Seconds() / time.Since(t0).Seconds() * 100
+	samples, err := browsertest.Eval[[][2]float64](tab, `window.g2g`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var g2g []float64
+	for _, s := range samples {
+		drawn := r.FrameDrawnAt(uint32(s[0]))
+		if drawn.IsZero() {
+			continue
+		}
+		ms := s[1] - float64(drawn.UnixMicro())/1000
+		if ms > 0 && ms < 1000 {
+			g2g = append(g2g, ms)
+		}
+	}
+	mu.Lock()
+	encCopy := slices.Clone(enc)
+	mu.Unlock()
+	fpsDecoded := float64(len(samples)) / window.Seconds()
+
+	b.ReportMetric(percentile(encCopy, 50), "enc-p50-ms")
+	b.ReportMetric(percentile(encCopy, 95), "enc-p95-ms")
+	b.ReportMetric(percentile(g2g, 50), "g2g-p50-ms")
+	b.ReportMetric(percentile(g2g, 95), "g2g-p95-ms")
+	b.ReportMetric(firstFrame, "whep-to-frame-ms")
+	b.ReportMetric(cpu, "cpu-%")
+	b.ReportMetric(fpsDecoded, "fps-decoded")
+	b.ReportMetric(float64(len(g2g)), "g2g-samples")
+}
+
+func percentile(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p/100))]
+}
+
+// processCPU is this process's user+system CPU time (GStreamer's threads
+// included), from /proc/self/stat.
+func processCPU() time.Duration {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
