@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/metal-stream/metal/internal/browsertest"
+	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 )
 
 var (
@@ -34,8 +37,12 @@ func metalBinary(t testing.TB) string {
 	return metalBin
 }
 
+// TestMain moves the tests into a network
+// namespace of their own (every packet on a private lo), starts one real
+// Consul and Nomad for the package, and removes the built binary at the end.
 func TestMain(m *testing.M) {
-	code := m.Run()
+	browsertest.EnterNetns()
+	code := clustertest.Run(m, clustertest.Options{})
 	if metalBin != "" {
 		os.RemoveAll(filepath.Dir(metalBin))
 	}

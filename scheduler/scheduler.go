@@ -135,6 +135,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	g.Go(func() error { return s.watchConsul(ctx) })
 	g.Go(func() error { return s.placeLoop(ctx) })
 	g.Go(func() error { return s.reapLoop(ctx) })
+	g.Go(func() error { return s.probeLoop(ctx, time.Second) })
 	return g.Wait()
 }
 
@@ -159,6 +160,19 @@ func (s *Scheduler) load(ctx context.Context) error {
 	s.loaded = true
 	s.mu.Unlock()
 	s.log.Info("loaded sessions", "count", len(recs))
+	// A gateway that stopped between storing a placement and registering its
+	// job finishes the job now (registration is create-only, so this never
+	// places twice).
+	for _, r := range recs {
+		if !r.Placed || r.Ended {
+			continue
+		}
+		if _, _, err := s.nomad.Jobs().Info(s.JobID(r.ID), (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx)); err != nil && isNotFound(err) {
+			if err := s.place(ctx, r); err != nil {
+				s.fail(ctx, r.ID, "placement failed: "+err.Error())
+			}
+		}
+	}
 	s.poke()
 	return nil
 }
@@ -190,7 +204,7 @@ func (s *Scheduler) Enqueue(ctx context.Context, player string) (Status, bool, e
 	defer s.admitMu.Unlock()
 
 	s.mu.Lock()
-	live := 0
+	live, active := 0, 0
 	for _, r := range s.records {
 		if r.Ended {
 			continue
@@ -202,13 +216,19 @@ func (s *Scheduler) Enqueue(ctx context.Context, player string) (Status, bool, e
 			return st, false, nil
 		}
 		live++
+		if r.Placed {
+			active++
+		}
 	}
 	s.mu.Unlock()
 	if live >= s.cfg.Capacity+s.cfg.QueueBound {
 		return Status{}, false, ErrQueueFull
 	}
 
-	r := &record{ID: newSessionID(), Player: player, Created: time.Now().UTC(), Datacenter: s.cfg.Datacenter}
+	// With a free slot the session is placed now, in the request; otherwise
+	// it waits in the queue for placeLoop.
+	r := &record{ID: newSessionID(), Player: player, Created: time.Now().UTC(), Datacenter: s.cfg.Datacenter,
+		Placed: active < s.cfg.Capacity}
 	if err := s.store.put(ctx, r); err != nil {
 		return Status{}, false, err
 	}
@@ -216,10 +236,18 @@ func (s *Scheduler) Enqueue(ctx context.Context, player string) (Status, bool, e
 	r.createIndex = uint64(time.Now().UnixNano()) // local order until the next load
 	s.records[r.ID] = r
 	s.lastSeen[r.ID] = time.Now()
-	st := s.statusLocked(r)
 	s.notifyLocked()
 	s.mu.Unlock()
-	s.log.Info("session queued", "session", r.ID, "player", player)
+	if r.Placed {
+		if err := s.place(ctx, r); err != nil {
+			s.log.Error("place session", "session", r.ID, "err", err)
+			s.fail(context.WithoutCancel(ctx), r.ID, "placement failed: "+err.Error())
+		}
+	}
+	s.mu.Lock()
+	st := s.statusLocked(r)
+	s.mu.Unlock()
+	s.log.Info("session admitted", "session", r.ID, "player", player, "state", st.State)
 	s.poke()
 	return st, true, nil
 }

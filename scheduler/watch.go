@@ -208,6 +208,12 @@ func (s *Scheduler) watchConsul(ctx context.Context) error {
 			eps[id] = ep
 		}
 		s.mu.Lock()
+		for id, ep := range eps {
+			if old, ok := s.endpoints[id]; ok && old.Address == ep.Address && old.Port == ep.Port {
+				ep.Peers, ep.Encoder = old.Peers, old.Encoder
+				eps[id] = ep
+			}
+		}
 		s.endpoints = eps
 		s.notifyLocked()
 		s.mu.Unlock()

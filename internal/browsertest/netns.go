@@ -15,8 +15,16 @@ const netnsEnv = "METAL_TEST_NETNS"
 // namespace cannot be made (not root, no unshare) the tests run in place, on
 // loopback addresses only, unless CI=true, where that is an error.
 func MainInNetns(m *testing.M) {
+	EnterNetns()
+	os.Exit(m.Run())
+}
+
+// EnterNetns is MainInNetns for a TestMain that does more: in the parent it
+// runs the test binary again in a new network namespace and exits with its
+// code; in that child (or where no namespace can be made) it returns.
+func EnterNetns() {
 	if os.Getenv(netnsEnv) == "1" {
-		os.Exit(m.Run())
+		return
 	}
 	unshare, err := exec.LookPath("unshare")
 	if err == nil && os.Geteuid() == 0 {
@@ -40,5 +48,4 @@ func MainInNetns(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "browsertest: CI=true but no network namespace could be made (need root and unshare)")
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
 }

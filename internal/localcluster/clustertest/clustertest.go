@@ -37,10 +37,11 @@ type Options struct {
 // Main starts a cluster, runs the package's tests and stops the cluster. Call
 // it from TestMain: `func TestMain(m *testing.M) { clustertest.Main(m, clustertest.Options{}) }`.
 func Main(m *testing.M, o Options) {
-	os.Exit(run(m, o))
+	os.Exit(Run(m, o))
 }
 
-func run(m *testing.M, o Options) int {
+// Run is Main without the exit, for a TestMain with more to clean up.
+func Run(m *testing.M, o Options) int {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -1,0 +1,399 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/metal-stream/metal/internal/browsertest"
+	"github.com/metal-stream/metal/internal/localcluster"
+	"github.com/metal-stream/metal/internal/localcluster/clustertest"
+)
+
+const (
+	e2eKey   = "e2e-signing-key-0123456789abcdef-0123"
+	e2eAdmin = "e2e-admin-token-0123456789"
+)
+
+// gatewayProc is a real `metal gateway` process on the package's cluster.
+type gatewayProc struct {
+	url    string
+	args   []string
+	env    []string
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startGateway runs `metal gateway` with raw_exec streamers that draw the
+// demo scene, and cleans Nomad and Consul when the test ends.
+func startGateway(t *testing.T, capacity, queue int, extra ...string) *gatewayProc {
+	t.Helper()
+	c := clustertest.Cluster(t)
+	bin := metalBinary(t)
+	port := freePort(t)
+	g := &gatewayProc{
+		url: fmt.Sprintf("http://127.0.0.1:%d", port),
+		args: append([]string{"gateway",
+			"-listen", fmt.Sprintf("127.0.0.1:%d", port),
+			"-key", e2eKey, "-admin-token", e2eAdmin,
+			"-capacity", fmt.Sprint(capacity), "-queue", fmt.Sprint(queue),
+			"-streamer-driver", "raw_exec", "-streamer-binary", bin,
+			"-gpu=false", "-streamer-loopback", "-streamer-demo",
+			"-resolution", "1280x720", "-fps", "30",
+			"-rate", "10000", "-burst", "10000",
+		}, extra...),
+		env: append(os.Environ(), "NOMAD_ADDR="+c.NomadAddr, "CONSUL_HTTP_ADDR="+c.ConsulAddr),
+	}
+	g.start(t)
+	t.Cleanup(func() {
+		g.stop(t)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := localcluster.PurgeJobs(ctx, c.Nomad); err != nil {
+			t.Errorf("purge jobs: %v", err)
+		}
+		if _, err := c.Consul.KV().DeleteTree("metal/", nil); err != nil {
+			t.Errorf("clean kv: %v", err)
+		}
+	})
+	return g
+}
+
+func (g *gatewayProc) start(t *testing.T) {
+	t.Helper()
+	g.stderr = &lockedBuffer{}
+	g.cmd = exec.Command(metalBinary(t), g.args...)
+	g.cmd.Env = g.env
+	g.cmd.Stderr = g.stderr
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(g.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway not ready: %v\n%s", err, g.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (g *gatewayProc) stop(t *testing.T) {
+	if g.cmd == nil || g.cmd.ProcessState != nil {
+		return
+	}
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = g.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = g.cmd.Process.Kill()
+		<-done
+		t.Errorf("gateway ignored SIGTERM")
+	}
+}
+
+func (g *gatewayProc) api(t *testing.T, method, path, auth string, body any) (int, []byte) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, g.url+path, r)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", "Bearer "+auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// playerLink issues a link through the admin API, as `metal player add` does.
+func (g *gatewayProc) playerLink(t *testing.T, name string) string {
+	t.Helper()
+	code, b := g.api(t, "POST", "/v1/admin/players", e2eAdmin, map[string]string{"name": name})
+	if code != 201 {
+		t.Fatalf("add player %s: %d %s", name, code, b)
+	}
+	var l struct{ URL string }
+	_ = json.Unmarshal(b, &l)
+	return l.URL
+}
+
+type sessionView struct {
+	ID       string `json:"id"`
+	State    string `json:"state"`
+	Position int    `json:"position"`
+	Reason   string `json:"reason"`
+	Node     string `json:"node"`
+}
+
+func (g *gatewayProc) session(t *testing.T, id string) sessionView {
+	t.Helper()
+	code, b := g.api(t, "GET", "/v1/sessions/"+id, "", nil)
+	var v sessionView
+	if code == 200 {
+		_ = json.Unmarshal(b, &v)
+	}
+	return v
+}
+
+// open opens url in a new tab and waits for decoded frames.
+func open(t *testing.T, browser context.Context, url string) context.Context {
+	t.Helper()
+	tab := browsertest.Tab(t, browser)
+	if err := chromedp.Do(tab, chromedp.Navigate(url)); err != nil {
+		t.Fatal(err)
+	}
+	return tab
+}
+
+func waitFrames(t *testing.T, tab context.Context, min int) {
+	t.Helper()
+	if err := browsertest.WaitTrue(tab, fmt.Sprintf(`metal.stats && metal.stats.framesDecoded > %d && metal.stats.width === 1280`, min), 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sessionOf(t *testing.T, tab context.Context) string {
+	t.Helper()
+	id, err := browsertest.Eval[string](tab, `metal.session ? metal.session.id : ""`)
+	if err != nil || id == "" {
+		t.Fatalf("no session on the page: %v", err)
+	}
+	return id
+}
+
+// TestPlayerURLStreams: a player opens their link in Chromium; the gateway
+// has Nomad place a streamer, finds it in Consul, and frames decode.
+func TestPlayerURLStreams(t *testing.T) {
+	g := startGateway(t, 2, 5)
+	browser := browsertest.New(t)
+	tab := open(t, browser, g.playerLink(t, "alice"))
+	waitFrames(t, tab, 30)
+	id := sessionOf(t, tab)
+	if err := browsertest.WaitTrue(tab, `metal.session.state === "connected"`, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	v := g.session(t, id)
+	if v.State != "connected" || v.Node == "" {
+		t.Fatalf("session %+v, want connected on a node", v)
+	}
+	jobs, _, err := clustertest.Cluster(t).Nomad.Jobs().List(nil)
+	if err != nil || len(jobs) != 1 || jobs[0].ID != "metal-session-"+id {
+		t.Fatalf("Nomad jobs %v (%v), want exactly metal-session-%s", jobs, err, id)
+	}
+}
+
+// TestQueueThenPlace: with capacity 1, a second player waits at position 1
+// and is placed once the first leaves.
+func TestQueueThenPlace(t *testing.T) {
+	g := startGateway(t, 1, 3, "-reap-after", "5s")
+	browser := browsertest.New(t)
+	alice := open(t, browser, g.playerLink(t, "alice"))
+	waitFrames(t, alice, 10)
+
+	bob := open(t, browser, g.playerLink(t, "bob"))
+	if err := browsertest.WaitTrue(bob, `(metal.status || "").includes("number 1 in the queue")`, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if v := g.session(t, sessionOf(t, bob)); v.State != "queued" || v.Position != 1 {
+		t.Fatalf("bob's session %+v, want queued at 1", v)
+	}
+
+	// Alice leaves: her tab goes away, her streamer sees no peer, the reaper
+	// stops her session, and bob's is placed.
+	aliceID := sessionOf(t, alice)
+	if err := chromedp.Do(alice, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatal(err)
+	}
+	waitFrames(t, bob, 10)
+	if v := g.session(t, aliceID); v.State != "ended" {
+		t.Fatalf("alice's session %+v, want ended", v)
+	}
+}
+
+// TestStreamerCrashShownQuickly kills the streamer process; the player's
+// page must say "streamer crashed" within 5 seconds.
+func TestStreamerCrashShownQuickly(t *testing.T) {
+	g := startGateway(t, 1, 1)
+	browser := browsertest.New(t)
+	tab := open(t, browser, g.playerLink(t, "carol"))
+	waitFrames(t, tab, 10)
+	id := sessionOf(t, tab)
+	pid := findPID(t, "-session "+id)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := browsertest.WaitTrue(tab, `(metal.status || "").includes("streamer crashed")`, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if v := g.session(t, id); v.State != "failed" || !strings.Contains(v.Reason, "streamer crashed") {
+		t.Fatalf("session %+v, want failed: streamer crashed", v)
+	}
+}
+
+// TestGatewayRestartKeepsSession restarts the gateway process under a live
+// stream: the session is still known afterwards and the video never stops.
+func TestGatewayRestartKeepsSession(t *testing.T) {
+	g := startGateway(t, 1, 1)
+	browser := browsertest.New(t)
+	tab := open(t, browser, g.playerLink(t, "dave"))
+	waitFrames(t, tab, 10)
+	id := sessionOf(t, tab)
+	before := g.session(t, id)
+
+	g.stop(t)
+	g.start(t)
+
+	after := g.session(t, id)
+	if after.ID != id || (after.State != "connected" && after.State != "ready") || after.Node != before.Node {
+		t.Fatalf("after restart: %+v, before: %+v", after, before)
+	}
+	frames, _ := browsertest.Eval[int](tab, `metal.stats.framesDecoded`)
+	waitFrames(t, tab, frames+30)
+	// Asking again for the same player resumes, not duplicates.
+	code, b := g.api(t, "POST", "/v1/sessions", "", map[string]string{"link": linkToken(g.playerLink(t, "dave"))})
+	if code == 200 && !strings.Contains(string(b), id) {
+		t.Fatalf("resume after restart = %d %s", code, b)
+	}
+}
+
+func linkToken(url string) string { return url[strings.LastIndex(url, "/p/")+3:] }
+
+// TestFloodKeepsNomadSafe sends 200 concurrent session requests against
+// capacity 2 and queue 5: every request is answered (201, 202 or 429),
+// Nomad never holds more than capacity + queue jobs, and none remain after
+// the players leave.
+func TestFloodKeepsNomadSafe(t *testing.T) {
+	const capacity, queue, players = 2, 5, 200
+	g := startGateway(t, capacity, queue, "-open")
+	c := clustertest.Cluster(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var maxJobs int
+	var pollWG sync.WaitGroup
+	pollWG.Add(1)
+	go func() {
+		defer pollWG.Done()
+		var index uint64
+		for ctx.Err() == nil {
+			q := (&nomadQuery{index}).opts(ctx)
+			jobs, meta, err := c.Nomad.Jobs().List(q)
+			if err != nil {
+				continue
+			}
+			index = meta.LastIndex
+			live := 0
+			for _, j := range jobs {
+				if j.Status != "dead" {
+					live++
+				}
+			}
+			maxJobs = max(maxJobs, live)
+		}
+	}()
+
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var ids []string
+	var wg sync.WaitGroup
+	for i := range players {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, b := g.api(t, "POST", "/v1/sessions", "", map[string]string{"guest": fmt.Sprintf("flood-player-%03d", i)})
+			var v sessionView
+			_ = json.Unmarshal(b, &v)
+			mu.Lock()
+			codes[code]++
+			if v.ID != "" {
+				ids = append(ids, v.ID)
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if codes[201] != capacity || codes[202] != queue || codes[429] != players-capacity-queue {
+		t.Errorf("answers %v, want %d×201, %d×202, %d×429", codes, capacity, queue, players-capacity-queue)
+	}
+	for _, id := range ids {
+		if code, b := g.api(t, "DELETE", "/v1/sessions/"+id, "", nil); code != 204 {
+			t.Errorf("leave %s: %d %s", id, code, b)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		jobs, _, err := c.Nomad.Jobs().List(nil)
+		if err == nil && len(jobs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs left after the players left: %d", len(jobs))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cancel()
+	pollWG.Wait()
+	if maxJobs > capacity+queue || maxJobs == 0 {
+		t.Fatalf("Nomad held at most %d live jobs, want 1..%d", maxJobs, capacity+queue)
+	}
+	t.Logf("answers %v; most live jobs in Nomad at once: %d", codes, maxJobs)
+}
+
+// findPID finds the process whose command line contains marker.
+func findPID(t *testing.T, marker string) int {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		if strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), marker) {
+			var pid int
+			fmt.Sscan(e.Name(), &pid)
+			return pid
+		}
+	}
+	t.Fatalf("no process with %q", marker)
+	return 0
+}

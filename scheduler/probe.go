@@ -1,0 +1,74 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// probeLoop reads each healthy streamer's /healthz every interval for what
+// Consul does not carry promptly: whether a browser is connected (peers) and
+// the encoder in use. Consul syncs check output only every
+// check_update_interval (5 minutes by default), so its copy is stale.
+func (s *Scheduler) probeLoop(ctx context.Context, interval time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		s.mu.Lock()
+		targets := map[string]Endpoint{}
+		for id, ep := range s.endpoints {
+			if r, ok := s.records[id]; ok && !r.Ended {
+				targets[id] = ep
+			}
+		}
+		s.mu.Unlock()
+		for id, ep := range targets {
+			h, err := probe(ctx, client, ep)
+			if err != nil {
+				continue // Consul's check will notice a dead streamer
+			}
+			s.mu.Lock()
+			if cur, ok := s.endpoints[id]; ok && (cur.Peers != h.Peers || cur.Encoder != h.Encoder) {
+				cur.Peers, cur.Encoder = h.Peers, h.Encoder
+				s.endpoints[id] = cur
+				s.notifyLocked()
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+type streamerHealth struct {
+	Encoder string `json:"encoder"`
+	Peers   int    `json:"peers"`
+}
+
+func probe(ctx context.Context, c *http.Client, ep Endpoint) (streamerHealth, error) {
+	var h streamerHealth
+	url := "http://" + net.JoinHostPort(ep.Address, strconv.Itoa(ep.Port)) + "/healthz"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return h, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return h, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return h, fmt.Errorf("healthz %d", resp.StatusCode)
+	}
+	err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&h)
+	return h, err
+}
