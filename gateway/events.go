@@ -30,6 +30,7 @@ func (s *Server) sessionEvents(c echo.Context) error {
 	w.WriteHeader(http.StatusOK)
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
+	defer s.placer.Watch(id)()
 
 	ctx := c.Request().Context()
 	keepalive := time.NewTicker(15 * time.Second)

@@ -22,6 +22,7 @@ type Placer interface {
 	Get(id string) (scheduler.Status, error)
 	Stop(ctx context.Context, id, reason string) error
 	Touch(id string)
+	Watch(id string) (release func())
 	Changed() <-chan struct{}
 	SessionKey(id string) []byte
 	Ready() bool

@@ -86,6 +86,7 @@ type Scheduler struct {
 	blocked   map[string]bool
 	endpoints map[string]Endpoint
 	lastSeen  map[string]time.Time
+	watchers  map[string]int
 	changed   chan struct{}
 	loaded    bool
 
@@ -111,7 +112,7 @@ func New(cfg Config, nc *nomad.Client, cc *consul.Client, log *slog.Logger) (*Sc
 		cfg: cfg, log: log.With("component", "scheduler"), nomad: nc, consul: cc,
 		store:   &store{kv: cc.KV(), prefix: cfg.KVPrefix},
 		records: map[string]*record{}, allocs: map[string]*allocInfo{}, blocked: map[string]bool{},
-		endpoints: map[string]Endpoint{}, lastSeen: map[string]time.Time{},
+		endpoints: map[string]Endpoint{}, lastSeen: map[string]time.Time{}, watchers: map[string]int{},
 		changed: make(chan struct{}), kick: make(chan struct{}, 1),
 	}, nil
 }
@@ -270,6 +271,25 @@ func (s *Scheduler) Touch(id string) {
 		s.lastSeen[id] = time.Now()
 	}
 	s.mu.Unlock()
+}
+
+// Watch records that a browser follows the session's progress; the session
+// is not reaped until release is called (and ReapAfter has passed since).
+func (s *Scheduler) Watch(id string) (release func()) {
+	s.mu.Lock()
+	s.watchers[id]++
+	s.lastSeen[id] = time.Now()
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.watchers[id]--; s.watchers[id] <= 0 {
+			delete(s.watchers, id)
+		}
+		if _, ok := s.records[id]; ok {
+			s.lastSeen[id] = time.Now()
+		}
+		s.mu.Unlock()
+	}
 }
 
 // Stop ends a session: its job is stopped and purged, its key deleted.
@@ -437,6 +457,14 @@ func (s *Scheduler) place(ctx context.Context, r *record) error {
 	if err != nil && !strings.Contains(err.Error(), "job already exists") {
 		return fmt.Errorf("register job %s: %w", jobID, err)
 	}
+	// The session may have been stopped while its job was being registered;
+	// then Stop's purge may have come first, and this one must follow.
+	s.mu.Lock()
+	ended := s.records[r.ID] == nil || s.records[r.ID].Ended
+	s.mu.Unlock()
+	if ended {
+		return s.purgeJob(context.WithoutCancel(ctx), r.ID)
+	}
 	s.log.Info("session placed", "session", r.ID, "job", jobID)
 	return nil
 }
@@ -523,7 +551,7 @@ func (s *Scheduler) idle(now time.Time) []string {
 		if r.Ended {
 			continue
 		}
-		if s.statusLocked(r).State == StateConnected {
+		if s.watchers[id] > 0 || s.statusLocked(r).State == StateConnected {
 			s.lastSeen[id] = now
 			continue
 		}
