@@ -47,7 +47,7 @@ lint-jobs:
 
 lint-terraform:
 	@echo "==> tofu fmt -check -recursive terraform/"
-	@$(BIN)/tofu fmt -check -recursive terraform/
+	@TF_CLI_CONFIG_FILE=$(CURDIR)/tools/tofu/tofurc $(BIN)/tofu fmt -check -recursive terraform/
 
 unit:
 	$(GO) test -short $(TEST_FLAGS) ./...

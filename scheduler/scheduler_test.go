@@ -1,0 +1,221 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/metal-stream/metal/internal/localcluster/clustertest"
+	"github.com/metal-stream/metal/jobs"
+)
+
+func TestMain(m *testing.M) {
+	clustertest.Main(m, clustertest.Options{VerifyLeaks: true})
+}
+
+// fakeStreamer writes a script the streamer job runs instead of metal: the
+// real job file, the real Nomad and Consul, a process whose fate the test
+// chooses (run, exit 0, exit 3).
+func fakeStreamer(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "streamer.sh")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func newScheduler(t *testing.T, mutate func(*Config)) (*Scheduler, func()) {
+	t.Helper()
+	c := clustertest.Cluster(t)
+	hcl, _ := jobs.Read("streamer.nomad.hcl")
+	cfg := DefaultConfig()
+	cfg.JobHCL = hcl
+	cfg.MasterKey = []byte("scheduler-test-key-0123456789abcdef")
+	cfg.KVPrefix = "metal-test/" + t.Name() + "/"
+	cfg.JobVars = map[string]any{"driver": "raw_exec", "gpu": false, "metal_binary": fakeStreamer(t, "exec sleep 300")}
+	mutate(&cfg)
+	s, err := New(cfg, c.Nomad, c.Consul, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	for !s.Ready() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop := func() { cancel(); <-done }
+	t.Cleanup(func() {
+		stop()
+		for _, j := range mustJobs(t) {
+			_, _, _ = c.Nomad.Jobs().Deregister(j, true, nil)
+		}
+		_, _ = c.Consul.KV().DeleteTree("metal-test/", nil)
+	})
+	return s, stop
+}
+
+func mustJobs(t *testing.T) []string {
+	jobs, _, err := clustertest.Cluster(t).Nomad.Jobs().List(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, j := range jobs {
+		ids = append(ids, j.ID)
+	}
+	return ids
+}
+
+// waitState waits for a session to reach want, through Changed.
+func waitState(t *testing.T, s *Scheduler, id string, want State) Status {
+	t.Helper()
+	timeout := time.After(60 * time.Second)
+	for {
+		ch := s.Changed()
+		st, err := s.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State == want {
+			return st
+		}
+		select {
+		case <-ch:
+		case <-timeout:
+			t.Fatalf("session %s: state %s (%s), want %s", id, st.State, st.Reason, want)
+		}
+	}
+}
+
+func TestQueueOrderBoundsAndPromotion(t *testing.T) {
+	s, _ := newScheduler(t, func(c *Config) { c.Capacity, c.QueueBound = 1, 2 })
+	ctx := context.Background()
+	a, created, err := s.Enqueue(ctx, "a")
+	if err != nil || !created || a.State == StateQueued {
+		t.Fatalf("first = %+v %v %v, want placed", a, created, err)
+	}
+	b, _, _ := s.Enqueue(ctx, "b")
+	c, _, _ := s.Enqueue(ctx, "c")
+	if b.State != StateQueued || b.Position != 1 || c.Position != 2 {
+		t.Fatalf("b %+v c %+v, want queued at 1 and 2", b, c)
+	}
+	if _, _, err := s.Enqueue(ctx, "d"); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("fourth = %v, want ErrQueueFull", err)
+	}
+	again, created, _ := s.Enqueue(ctx, "b")
+	if created || again.ID != b.ID {
+		t.Fatalf("player b again = %+v created=%v, want its session", again, created)
+	}
+	waitState(t, s, a.ID, StateStarting)
+	if jobs := mustJobs(t); len(jobs) != 1 || jobs[0] != s.JobID(a.ID) {
+		t.Fatalf("jobs %v, want only a's", jobs)
+	}
+	if err := s.Stop(ctx, a.ID, ReasonStopped); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, b.ID, StateStarting)
+	if st, _ := s.Get(c.ID); st.State != StateQueued || st.Position != 1 {
+		t.Fatalf("c after promotion %+v, want queued at 1", st)
+	}
+	if st, _ := s.Get(a.ID); st.State != StateEnded || st.Reason != ReasonStopped {
+		t.Fatalf("a %+v, want ended: stopped", st)
+	}
+}
+
+func TestStreamerFateBecomesState(t *testing.T) {
+	tests := []struct {
+		name, script string
+		want         State
+		reason       string
+	}{
+		{"crash", "exit 3", StateFailed, "streamer crashed (exit code 3)"},
+		{"idle exit", "exit 0", StateEnded, ReasonStreamerExited},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := newScheduler(t, func(c *Config) {
+				c.JobVars["metal_binary"] = fakeStreamer(t, tt.script)
+			})
+			st, _, err := s.Enqueue(context.Background(), "p")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := waitState(t, s, st.ID, tt.want)
+			if got.Reason != tt.reason {
+				t.Fatalf("reason %q, want %q", got.Reason, tt.reason)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for len(mustJobs(t)) != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("job of an ended session not purged: %v", mustJobs(t))
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
+
+func TestRestartKeepsSessions(t *testing.T) {
+	var cfg Config
+	s, stop := newScheduler(t, func(c *Config) { c.Capacity, c.QueueBound = 1, 1; cfg = *c })
+	a, _, _ := s.Enqueue(context.Background(), "a")
+	b, _, _ := s.Enqueue(context.Background(), "b")
+	waitState(t, s, a.ID, StateStarting)
+	stop()
+
+	c := clustertest.Cluster(t)
+	s2, err := New(cfg, c.Nomad, c.Consul, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s2.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for !s2.Ready() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitState(t, s2, a.ID, StateStarting)
+	if st, _ := s2.Get(b.ID); st.State != StateQueued || st.Position != 1 {
+		t.Fatalf("b after restart %+v, want queued at 1", st)
+	}
+	if jobs := mustJobs(t); len(jobs) != 1 {
+		t.Fatalf("jobs after restart %v, want a's only (no double placement)", jobs)
+	}
+}
+
+func TestReaperStopsUnwatchedSessions(t *testing.T) {
+	s, _ := newScheduler(t, func(c *Config) { c.ReapAfter = 2 * time.Second })
+	watched, _, _ := s.Enqueue(context.Background(), "watched")
+	s2, _, _ := s.Enqueue(context.Background(), "forgotten")
+	release := s.Watch(watched.ID)
+	st := waitState(t, s, s2.ID, StateEnded)
+	if st.Reason != ReasonIdle {
+		t.Fatalf("reason %q", st.Reason)
+	}
+	if st, _ := s.Get(watched.ID); st.State.Terminal() {
+		t.Fatalf("watched session reaped: %+v", st)
+	}
+	release()
+	waitState(t, s, watched.ID, StateEnded)
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	c := clustertest.Cluster(t)
+	for _, cfg := range []Config{
+		{Capacity: -1, JobHCL: "x", MasterKey: make([]byte, 32)},
+		{JobHCL: "", MasterKey: make([]byte, 32)},
+		{JobHCL: "x", MasterKey: []byte("short")},
+	} {
+		if _, err := New(cfg, c.Nomad, c.Consul, nil); err == nil {
+			t.Errorf("New(%+v) accepted", cfg)
+		}
+	}
+}
