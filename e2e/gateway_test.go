@@ -49,7 +49,7 @@ func freePort(t testing.TB) int {
 
 // startGateway runs `metal gateway` with raw_exec streamers that draw the
 // demo scene, and cleans Nomad and Consul when the test ends.
-func startGateway(t *testing.T, capacity, queue int, extra ...string) *gatewayProc {
+func startGateway(t testing.TB, capacity, queue int, extra ...string) *gatewayProc {
 	t.Helper()
 	c := clustertest.Cluster(t)
 	bin := metalBinary(t)
@@ -82,7 +82,7 @@ func startGateway(t *testing.T, capacity, queue int, extra ...string) *gatewayPr
 	return g
 }
 
-func (g *gatewayProc) start(t *testing.T) {
+func (g *gatewayProc) start(t testing.TB) {
 	t.Helper()
 	g.stderr = &lockedBuffer{}
 	g.cmd = exec.Command(metalBinary(t), g.args...)
@@ -107,7 +107,7 @@ func (g *gatewayProc) start(t *testing.T) {
 	}
 }
 
-func (g *gatewayProc) stop(t *testing.T) {
+func (g *gatewayProc) stop(t testing.TB) {
 	if g.cmd == nil || g.cmd.ProcessState != nil {
 		return
 	}
@@ -123,7 +123,7 @@ func (g *gatewayProc) stop(t *testing.T) {
 	}
 }
 
-func (g *gatewayProc) api(t *testing.T, method, path, auth string, body any) (int, []byte) {
+func (g *gatewayProc) api(t testing.TB, method, path, auth string, body any) (int, []byte) {
 	t.Helper()
 	var r io.Reader
 	if body != nil {
@@ -147,7 +147,7 @@ func (g *gatewayProc) api(t *testing.T, method, path, auth string, body any) (in
 }
 
 // playerLink issues a link through the admin API, as `metal player add` does.
-func (g *gatewayProc) playerLink(t *testing.T, name string) string {
+func (g *gatewayProc) playerLink(t testing.TB, name string) string {
 	t.Helper()
 	code, b := g.api(t, "POST", "/v1/admin/players", e2eAdmin, map[string]string{"name": name})
 	if code != 201 {

@@ -1,0 +1,217 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/metal-stream/metal/internal/browsertest"
+	"github.com/metal-stream/metal/internal/localcluster"
+	"github.com/metal-stream/metal/internal/localcluster/clustertest"
+)
+
+func pct(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p/100))]
+}
+
+// firstFrameHarness records when the first frame is decoded, through
+// requestVideoFrameCallback, once the player has created its video element.
+const firstFrameHarness = `(() => {
+  const hook = () => {
+    const v = document.getElementById("video");
+    if (!v) return setTimeout(hook, 5);
+    v.requestVideoFrameCallback(() => { window.firstFrameAt = performance.now(); });
+  };
+  hook();
+  return 0;
+})()`
+
+// BenchmarkPlayerURLToFirstFrame measures, cold, the time from opening a
+// player URL to the first decoded frame: admission, Nomad placement, the
+// streamer starting (Xvfb, GStreamer, PulseAudio), Consul health, WHEP and
+// ICE. Each iteration is a new player and a new streamer.
+func BenchmarkPlayerURLToFirstFrame(b *testing.B) {
+	g := startGateway(b, 1, 1)
+	browser := browsertest.New(b)
+	var ms []float64
+	for i := range max(b.N, 3) {
+		link := g.playerLink(b, fmt.Sprintf("bench-%d", i))
+		tab := browsertest.Tab(b, browser)
+		if err := chromedp.Do(tab, chromedp.Navigate(link)); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := browsertest.Eval[int](tab, firstFrameHarness); err != nil {
+			b.Fatal(err)
+		}
+		if err := browsertest.WaitTrue(tab, `window.firstFrameAt > 0`, 90*time.Second); err != nil {
+			b.Fatal(err)
+		}
+		v, _ := browsertest.Eval[float64](tab, `window.firstFrameAt`)
+		ms = append(ms, v) // performance.now() counts from navigation start
+		id, _ := browsertest.Eval[string](tab, `metal.session.id`)
+		_ = chromedp.Do(tab, chromedp.Navigate("about:blank"))
+		req, _ := http.NewRequest("DELETE", g.url+"/v1/sessions/"+id, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		waitNoJobs(b)
+	}
+	b.ReportMetric(pct(ms, 50), "url-to-frame-p50-ms")
+	b.ReportMetric(pct(ms, 95), "url-to-frame-max-ms")
+}
+
+// BenchmarkPlacement registers batch jobs against the real Nomad agent and
+// measures placement latency (register to allocation created) one at a time,
+// and placements per second with 16 registrations in flight.
+func BenchmarkPlacement(b *testing.B) {
+	c := clustertest.Cluster(b)
+	ctx := context.Background()
+	hcl := `job "bench" {
+  type = "batch"
+  group "g" {
+    task "t" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/true"
+      }
+      resources {
+        cpu    = 10
+        memory = 10
+      }
+    }
+  }
+}`
+	base, err := localcluster.ParseJob(ctx, c.Nomad, hcl, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	place := func(id string) (time.Duration, error) {
+		job := *base
+		job.ID, job.Name = &id, &id
+		start := time.Now()
+		resp, _, err := c.Nomad.Jobs().Register(&job, nil)
+		if err != nil {
+			return 0, err
+		}
+		var index uint64
+		for {
+			allocs, meta, err := c.Nomad.Evaluations().Allocations(resp.EvalID, &nomad.QueryOptions{WaitIndex: index, WaitTime: 10 * time.Second})
+			if err != nil {
+				return 0, err
+			}
+			if len(allocs) > 0 {
+				return time.Since(start), nil
+			}
+			index = meta.LastIndex
+		}
+	}
+	n := max(b.N, 50)
+	var lat []float64
+	for i := range n {
+		d, err := place(fmt.Sprintf("bench-seq-%d", i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, float64(d.Microseconds())/1000)
+	}
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	start := time.Now()
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				if _, err := place(fmt.Sprintf("bench-par-%d", i)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	perSec := float64(n) / time.Since(start).Seconds()
+	if err := localcluster.PurgeJobs(ctx, c.Nomad); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(pct(lat, 50), "place-p50-ms")
+	b.ReportMetric(pct(lat, 99), "place-p99-ms")
+	b.ReportMetric(perSec, "placements/s")
+}
+
+// BenchmarkGatewayStatus measures session-status throughput of a real
+// gateway process under a bounded load: 8 clients for 3 seconds.
+func BenchmarkGatewayStatus(b *testing.B) {
+	g := startGateway(b, 0, 1, "-open")
+	_, body := g.api(b, "POST", "/v1/sessions", "", map[string]string{"guest": "bench-status-1"})
+	id := jsonField(body, "id")
+	if id == "" {
+		b.Fatalf("no session: %s", body)
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	var count atomic.Int64
+	var mu sync.Mutex
+	var lat []float64
+	deadline := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []float64
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				resp, err := client.Get(g.url + "/v1/sessions/" + id)
+				if err != nil {
+					continue
+				}
+				resp.Body.Close()
+				mine = append(mine, float64(time.Since(t0).Microseconds())/1000)
+				count.Add(1)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(count.Load())/3, "status-req/s")
+	b.ReportMetric(pct(lat, 99), "status-p99-ms")
+}
+
+func waitNoJobs(b testing.TB) {
+	c := clustertest.Cluster(b)
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if jobs, _, err := c.Nomad.Jobs().List(nil); err == nil && len(jobs) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.Fatal("jobs left over")
+}
+
+func jsonField(b []byte, key string) string {
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	v, _ := m[key].(string)
+	return v
+}
