@@ -1,0 +1,81 @@
+package turn
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"time"
+)
+
+// Config configures the relay.
+type Config struct {
+	// Listen is the UDP and TCP address for TURN (3478).
+	Listen string
+	// HealthListen serves /healthz and /metrics.
+	HealthListen string
+	// RelayIP is the address put in relay candidates (the edge's public IP).
+	RelayIP string
+	// RelayBind is where relay sockets are bound (default: RelayIP).
+	RelayBind string
+	// MinPort and MaxPort bound the relay ports; the Nomad client reserves
+	// this range (client { reserved { reserved_ports = "49160-49200" } }).
+	MinPort, MaxPort uint16
+	// Secret is the TURN REST shared secret (coturn's static-auth-secret).
+	Secret string
+	// Realm is the TURN realm.
+	Realm string
+	// Allowed, when not empty, are the only peer networks (the streamers').
+	Allowed []netip.Prefix
+	// Listeners is how many UDP sockets share the port (SO_REUSEPORT).
+	Listeners int
+	// MaxAllocations caps live relays; AllocationKbps caps each relay in each
+	// direction; MaxLifetime ends a relay however often it is refreshed.
+	MaxAllocations int
+	AllocationKbps int
+	MaxLifetime    time.Duration
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:         "0.0.0.0:3478",
+		HealthListen:   "127.0.0.1:3479",
+		MinPort:        49160,
+		MaxPort:        49200,
+		Realm:          "metal",
+		Listeners:      runtime.GOMAXPROCS(0),
+		MaxAllocations: 200,
+		AllocationKbps: 20000,
+		MaxLifetime:    12 * time.Hour,
+	}
+}
+
+// Validate checks the configuration once, naming the flag at fault. It never
+// prints the secret.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("-listen %q: %w", c.Listen, err))
+	}
+	if _, _, err := net.SplitHostPort(c.HealthListen); err != nil {
+		errs = append(errs, fmt.Errorf("-health-listen %q: %w", c.HealthListen, err))
+	}
+	if ip := net.ParseIP(c.RelayIP); ip == nil || ip.To4() == nil {
+		errs = append(errs, fmt.Errorf("-relay-ip %q: want the edge's IPv4 address", c.RelayIP))
+	}
+	if c.RelayBind != "" && net.ParseIP(c.RelayBind) == nil {
+		errs = append(errs, fmt.Errorf("-relay-bind %q is not an IP address", c.RelayBind))
+	}
+	if c.MinPort == 0 || c.MaxPort < c.MinPort {
+		errs = append(errs, fmt.Errorf("-min-port %d, -max-port %d: want 0 < min <= max", c.MinPort, c.MaxPort))
+	}
+	if len(c.Secret) < 16 {
+		errs = append(errs, errors.New("-secret (METAL_SECRET): want at least 16 characters"))
+	}
+	if c.Listeners < 1 || c.MaxAllocations < 1 || c.AllocationKbps < 0 || c.MaxLifetime < 0 {
+		errs = append(errs, errors.New("-listeners, -max-allocations must be positive; -allocation-kbps, -max-lifetime not negative"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,97 @@
+package turn
+
+import (
+	"net"
+	"net/netip"
+)
+
+// denied are the networks a relay must never reach.
+var denied = mustPrefixes(
+	// IPv4
+	"0.0.0.0/8",      // this network, unspecified
+	"10.0.0.0/8",     // RFC 1918
+	"100.64.0.0/10",  // CGNAT (RFC 6598)
+	"127.0.0.0/8",    // loopback
+	"169.254.0.0/16", // link-local, cloud metadata 169.254.169.254
+	"172.16.0.0/12",  // RFC 1918
+	"192.0.0.0/24",   // IETF protocol assignments
+	"192.168.0.0/16", // RFC 1918
+	"224.0.0.0/4",    // multicast
+	"240.0.0.0/4",    // reserved, broadcast
+	// IPv6
+	"::/128",    // unspecified
+	"::1/128",   // loopback
+	"fc00::/7",  // unique local (ULA)
+	"fe80::/10", // link-local
+	"ff00::/8",  // multicast
+	"100::/64",  // discard-only
+)
+
+func mustPrefixes(s ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(s))
+	for i, p := range s {
+		out[i] = netip.MustParsePrefix(p)
+	}
+	return out
+}
+
+// PeerFilter decides whether a relay may send to a peer address.
+type PeerFilter struct {
+	// Allowed, when not empty, are the only networks a relay may reach (the
+	// streamers' addresses). Denied networks stay denied even when listed.
+	Allowed []netip.Prefix
+}
+
+// Allow reports whether ip is a peer a client may relay to.
+func (f PeerFilter) Allow(ip net.IP) bool {
+	addr, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return false
+	}
+	addr = embeddedIPv4(addr)
+	for _, p := range denied {
+		if p.Contains(addr) {
+			return false
+		}
+	}
+	if len(f.Allowed) == 0 {
+		return true
+	}
+	for _, p := range f.Allowed {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// embeddedIPv4 returns the IPv4 address inside the IPv6 forms that carry
+// one, so that [::ffff:127.0.0.1] is judged as 127.0.0.1: IPv4-mapped
+// (::ffff:0:0/96), IPv4-compatible (::/96), NAT64 (64:ff9b::/96) and 6to4
+// (2002::/16).
+func embeddedIPv4(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return a
+	}
+	if a.Is4In6() {
+		return a.Unmap()
+	}
+	b := a.As16()
+	isZero := func(bs []byte) bool {
+		for _, x := range bs {
+			if x != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	switch {
+	case isZero(b[:12]) && !isZero(b[12:]) && !(b[12] == 0 && b[13] == 0 && b[14] == 0 && b[15] <= 1):
+		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}) // IPv4-compatible
+	case b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && isZero(b[4:12]):
+		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}) // NAT64
+	case b[0] == 0x20 && b[1] == 0x02:
+		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}) // 6to4
+	}
+	return a
+}

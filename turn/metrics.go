@@ -1,0 +1,37 @@
+package turn
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+type metrics struct {
+	reg         *prometheus.Registry
+	allocations prometheus.Gauge
+	capped      prometheus.Counter
+	denied      prometheus.Counter
+	authFailed  prometheus.Counter
+	relayed     *prometheus.CounterVec
+	dropped     prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		allocations: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "metal_turn_allocations", Help: "Live relay allocations."}),
+		capped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "metal_turn_allocations_refused_total", Help: "Allocations refused at the allocation cap."}),
+		denied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "metal_turn_permissions_denied_total", Help: "Permissions refused by the peer filter."}),
+		authFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "metal_turn_auth_failures_total", Help: "Requests with expired, forged or malformed credentials."}),
+		relayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "metal_turn_relayed_bytes_total", Help: "Relayed payload bytes by direction."}, []string{"direction"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "metal_turn_dropped_bytes_total", Help: "Bytes dropped by the per-allocation bandwidth cap."}),
+	}
+	m.reg.MustRegister(m.allocations, m.capped, m.denied, m.authFailed, m.relayed, m.dropped,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

@@ -1,0 +1,204 @@
+package turn
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/pion/randutil"
+	"github.com/pion/stun/v2"
+	"github.com/pion/transport/v3/stdnet"
+	"github.com/pion/turn/v3"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
+
+	"github.com/metal-stream/metal/internal/pionlog"
+)
+
+// Server is one edge's TURN relay.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	filter  PeerFilter
+	udp     []net.PacketConn
+	tcp     net.Listener
+	health  net.Listener
+	gen     *cappedGenerator
+	turnSrv *turn.Server
+}
+
+// New validates cfg.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{cfg: cfg, log: log.With("component", "turn"), m: newMetrics(), filter: PeerFilter{Allowed: cfg.Allowed}}, nil
+}
+
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// Listen binds the UDP sockets (several on one port, SO_REUSEPORT, so the
+// kernel spreads clients over cores), the TCP listener and the health port.
+func (s *Server) Listen() error {
+	lc := net.ListenConfig{Control: reusePort}
+	addr := s.cfg.Listen
+	for i := 0; i < s.cfg.Listeners; i++ {
+		pc, err := lc.ListenPacket(context.Background(), "udp4", addr)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("turn udp %s: %w", addr, err)
+		}
+		s.udp = append(s.udp, pc)
+		addr = pc.LocalAddr().String() // a :0 port is fixed by the first socket
+	}
+	tcp, err := net.Listen("tcp4", addr)
+	if err != nil {
+		s.closeListeners()
+		return fmt.Errorf("turn tcp %s: %w", addr, err)
+	}
+	s.tcp = tcp
+	h, err := net.Listen("tcp", s.cfg.HealthListen)
+	if err != nil {
+		s.closeListeners()
+		return fmt.Errorf("turn health %s: %w", s.cfg.HealthListen, err)
+	}
+	s.health = h
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	for _, c := range s.udp {
+		c.Close()
+	}
+	if s.tcp != nil {
+		s.tcp.Close()
+	}
+	if s.health != nil {
+		s.health.Close()
+	}
+}
+
+// Addr is the TURN address (UDP and TCP share it).
+func (s *Server) Addr() *net.UDPAddr { return s.udp[0].LocalAddr().(*net.UDPAddr) }
+
+// HealthAddr is the /healthz and /metrics address.
+func (s *Server) HealthAddr() net.Addr { return s.health.Addr() }
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	if s.udp == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	nw, err := stdnet.NewNet()
+	if err != nil {
+		return err
+	}
+	bind := s.cfg.RelayBind
+	if bind == "" {
+		bind = s.cfg.RelayIP
+	}
+	s.gen = &cappedGenerator{
+		inner: &turn.RelayAddressGeneratorPortRange{
+			RelayAddress: net.ParseIP(s.cfg.RelayIP), Address: bind,
+			MinPort: s.cfg.MinPort, MaxPort: s.cfg.MaxPort, MaxRetries: 20,
+			Rand: randutil.NewMathRandomGenerator(), Net: nw,
+		},
+		max: int64(s.cfg.MaxAllocations), bytesPerS: s.cfg.AllocationKbps * 1000 / 8,
+		lifetime: s.cfg.MaxLifetime, m: s.m,
+	}
+	logs := pionlog.Factory{Log: s.log}
+	rest := turn.LongTermTURNRESTAuthHandler(s.cfg.Secret, logs.NewLogger("auth"))
+	v := &verdicts{}
+	auth := func(username, realm string, src net.Addr) ([]byte, bool) {
+		key, ok := rest(username, realm, src)
+		if !ok {
+			s.m.authFailed.Inc()
+			v.set(src, stun.CodeUnauthorized)
+		}
+		return key, ok
+	}
+	permit := func(client net.Addr, peer net.IP) bool {
+		if s.filter.Allow(peer) {
+			return true
+		}
+		s.m.denied.Inc()
+		v.set(client, stun.CodeForbidden)
+		s.log.Debug("relay to peer refused", "client", client.String(), "peer", peer.String())
+		return false
+	}
+	var pcs []turn.PacketConnConfig
+	for _, c := range s.udp {
+		pcs = append(pcs, turn.PacketConnConfig{PacketConn: &fixingPacketConn{PacketConn: c, v: v, secret: s.cfg.Secret, m: s.m}, RelayAddressGenerator: s.gen, PermissionHandler: permit})
+	}
+	s.turnSrv, err = turn.NewServer(turn.ServerConfig{
+		Realm:             s.cfg.Realm,
+		AuthHandler:       auth,
+		LoggerFactory:     logs,
+		PacketConnConfigs: pcs,
+		ListenerConfigs:   []turn.ListenerConfig{{Listener: &fixingListener{Listener: s.tcp, v: v}, RelayAddressGenerator: s.gen, PermissionHandler: permit}},
+	})
+	if err != nil {
+		s.closeListeners()
+		return fmt.Errorf("turn server: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"status":"ok","allocations":%d}`+"\n", s.gen.live.Load())
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(s.health) }()
+	s.log.Info("turn relay serving", "listen", s.Addr().String(), "relay_ip", s.cfg.RelayIP,
+		"relay_ports", strconv.Itoa(int(s.cfg.MinPort))+"-"+strconv.Itoa(int(s.cfg.MaxPort)), "listeners", len(s.udp))
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(shut)
+	cerr := s.turnSrv.Close()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return cerr
+}
+
+// credentialsFor is the TURN REST password of an existing username.
+func credentialsFor(secret, username string) (string, string, error) {
+	mac := hmac.New(sha1.New, []byte(secret))
+	mac.Write([]byte(username))
+	return username, base64.StdEncoding.EncodeToString(mac.Sum(nil)), nil
+}
+
+// Credentials returns TURN REST credentials for session, valid for ttl:
+// username "expiry:session", password base64(HMAC-SHA1(secret, username)),
+// as coturn's use-auth-secret expects.
+func Credentials(secret, session string, ttl time.Duration) (username, password string, err error) {
+	return turn.GenerateLongTermTURNRESTCredentials(secret, session, ttl)
+}
