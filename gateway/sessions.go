@@ -38,7 +38,7 @@ type ICEServer struct {
 // TURNProvider hands out TURN servers with short-lived credentials for a
 // session (nil: none).
 type TURNProvider interface {
-	ICEServers(ctx context.Context, session string) ([]ICEServer, error)
+	ICEServers(ctx context.Context, session, datacenter string) ([]ICEServer, error)
 }
 
 // Stream is what a browser needs to play a ready session.
@@ -198,7 +198,7 @@ func (s *Server) view(ctx context.Context, st scheduler.Status) SessionView {
 	}
 	stream := &Stream{WHEP: fmt.Sprintf("http://%s/whep", hostPort(st.Endpoint.Address, st.Endpoint.Port)), Token: tok, ICEServers: []ICEServer{}}
 	if s.turn != nil {
-		if ice, err := s.turn.ICEServers(ctx, st.ID); err == nil {
+		if ice, err := s.turn.ICEServers(ctx, st.ID, st.Datacenter); err == nil {
 			stream.ICEServers = ice
 		} else {
 			s.log.Warn("turn servers", "session", st.ID, "err", err)

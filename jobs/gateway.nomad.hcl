@@ -105,12 +105,13 @@ locals {
     "-streamer-driver", var.streamer_driver,
     "-streamer-binary", var.metal_binary,
   ], var.streamer_args)
-  # The signing key and admin token come from the Nomad variable
-  # nomad/jobs/metal-gateway (keys "key" and "admin_token"), never from the
-  # job specification.
+  # The signing key, admin token and TURN secret come from the Nomad
+  # variable nomad/jobs/metal-gateway (keys "key", "admin_token" and
+  # "turn_secret"), never from the job specification.
   secrets_template = <<-EOT
     {{ with nomadVar "nomad/jobs/metal-gateway" }}METAL_KEY={{ .key }}
-    METAL_ADMIN_TOKEN={{ .admin_token }}{{ end }}
+    METAL_ADMIN_TOKEN={{ .admin_token }}
+    {{ if .turn_secret }}METAL_TURN_SECRET={{ .turn_secret }}{{ end }}{{ end }}
   EOT
   env = {
     NOMAD_ADDR       = var.nomad_addr

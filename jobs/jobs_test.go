@@ -23,6 +23,10 @@ var variants = map[string][]map[string]string{
 		{},
 		{"driver": "raw_exec", "metal_binary": "/usr/local/bin/metal", "open_mode": "true"},
 	},
+	"turn.nomad.hcl": {
+		{},
+		{"driver": "raw_exec", "relay_ip": "198.18.0.1", "port": "13478", "allow": "198.18.0.0/24"},
+	},
 	"streamer.nomad.hcl": {
 		{"session_id": "0123456789abcdef0123456789abcdef"},
 		{"session_id": "abc-1", "driver": "raw_exec", "gpu": "false", "loopback": "true", "resolution": "1920x1080", "fps": "30"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -66,12 +67,26 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	key, adminToken := randomHex(32), randomHex(16)
-	if _, _, err := cluster.Nomad.Variables().Create(&nomad.Variable{
-		Path:  "nomad/jobs/metal-gateway",
-		Items: nomad.VariableItems{"key": key, "admin_token": adminToken},
-	}, nil); err != nil {
-		return fmt.Errorf("write gateway secrets: %w", err)
+	key, adminToken, turnSecret := randomHex(32), randomHex(16), randomHex(32)
+	for path, items := range map[string]nomad.VariableItems{
+		"nomad/jobs/metal-gateway": {"key": key, "admin_token": adminToken, "turn_secret": turnSecret},
+		"nomad/jobs/metal-turn":    {"secret": turnSecret},
+	} {
+		if _, _, err := cluster.Nomad.Variables().Create(&nomad.Variable{Path: path, Items: items}, nil); err != nil {
+			return fmt.Errorf("write secrets %s: %w", path, err)
+		}
+	}
+	turnHCL, err := jobs.Read("turn.nomad.hcl")
+	if err != nil {
+		return err
+	}
+	turnPort, healthPort := freeTCPUDPPort(), freeTCPUDPPort()
+	step("registering job metal-turn (raw_exec, 127.0.0.1:%d)", turnPort)
+	if _, err := localcluster.RunJob(ctx, cluster.Nomad, turnHCL, map[string]any{
+		"driver": "raw_exec", "metal_binary": self, "relay_ip": "127.0.0.1", "bind": "127.0.0.1",
+		"port": turnPort, "health_port": healthPort,
+	}); err != nil {
+		return err
 	}
 	step("registering job metal-gateway (raw_exec, open mode, capacity %d, queue %d)", *capacity, *queue)
 	if _, err := localcluster.RunJob(ctx, cluster.Nomad, hcl, map[string]any{
@@ -108,4 +123,21 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// freeTCPUDPPort returns a port free for both TCP and UDP on 127.0.0.1.
+func freeTCPUDPPort() int {
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
 }

@@ -43,6 +43,8 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	resolution := fs.String("resolution", "1280x720", "stream resolution: 1280x720 or 1920x1080")
 	fps := fs.Int("fps", 60, "stream frame rate: 30 or 60")
 	idle := fs.Duration("streamer-idle-timeout", 2*time.Minute, "a streamer with no browser for this long exits")
+	turnSecret := fs.String("turn-secret", "", "TURN REST shared secret of the edges' relays (empty: no TURN servers handed out)")
+	turnTTL := fs.Duration("turn-ttl", 10*time.Minute, "lifetime of the TURN credentials handed to a browser")
 	flagenv.Usage(fs, "metal gateway [flags]  (Nomad and Consul from NOMAD_ADDR, CONSUL_HTTP_ADDR and their token variables)")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
@@ -74,7 +76,16 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
+	var turnProvider gateway.TURNProvider
+	if *turnSecret != "" {
+		ct := &gateway.ConsulTURN{Health: cc.Health(), Secret: *turnSecret, TTL: *turnTTL}
+		if err := ct.Validate(); err != nil {
+			return err
+		}
+		turnProvider = ct
+	}
 	srv, err := gateway.New(cfg, log, gateway.Deps{
+		TURN:    turnProvider,
 		Placer:  sched,
 		Players: &gateway.ConsulPlayers{KV: cc.KV(), Prefix: "metal/players/"},
 		Checks: map[string]gateway.Checker{

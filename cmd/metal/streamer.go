@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/metal-stream/metal/internal/flagenv"
@@ -69,14 +68,4 @@ func runStreamer(ctx context.Context, log *slog.Logger, args []string) error {
 		fmt.Println(link)
 	}
 	return s.Run(ctx)
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }

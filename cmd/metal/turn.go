@@ -2,10 +2,52 @@ package main
 
 import (
 	"context"
-	"errors"
+	"flag"
+	"fmt"
 	"log/slog"
+	"net/netip"
+	"os"
+
+	"github.com/metal-stream/metal/internal/flagenv"
+	"github.com/metal-stream/metal/turn"
 )
 
-func runTURN(context.Context, *slog.Logger, []string) error {
-	return errors.New("not built yet: the TURN relay lands with issue #5")
+func runTURN(ctx context.Context, log *slog.Logger, args []string) error {
+	cfg := turn.DefaultConfig()
+	fs := flag.NewFlagSet("turn", flag.ContinueOnError)
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "UDP and TCP address for TURN")
+	fs.StringVar(&cfg.HealthListen, "health-listen", cfg.HealthListen, "address for /healthz and /metrics")
+	fs.StringVar(&cfg.RelayIP, "relay-ip", os.Getenv("NOMAD_META_public_ip"), "public IPv4 of this edge, put in relay candidates (default: Nomad node meta public_ip)")
+	fs.StringVar(&cfg.RelayBind, "relay-bind", cfg.RelayBind, "address relay sockets bind to (default: -relay-ip)")
+	minPort := fs.Uint("min-port", uint(cfg.MinPort), "lowest relay port (reserve the range on the Nomad client)")
+	maxPort := fs.Uint("max-port", uint(cfg.MaxPort), "highest relay port")
+	fs.StringVar(&cfg.Secret, "secret", "", "TURN REST shared secret (use METAL_SECRET or a Nomad variable; never logged)")
+	allowed := fs.String("allow", "", "comma-separated CIDRs peers must be in (the streamers' networks); empty: any public address")
+	fs.IntVar(&cfg.Listeners, "listeners", cfg.Listeners, "UDP sockets sharing the port (SO_REUSEPORT), one per core")
+	fs.IntVar(&cfg.MaxAllocations, "max-allocations", cfg.MaxAllocations, "live relays at most")
+	fs.IntVar(&cfg.AllocationKbps, "allocation-kbps", cfg.AllocationKbps, "bandwidth cap per relay and direction, kbit/s (0: none)")
+	fs.DurationVar(&cfg.MaxLifetime, "max-lifetime", cfg.MaxLifetime, "a relay ends after this long however often it is refreshed")
+	flagenv.Usage(fs, "metal turn [flags]")
+	if err := flagenv.Parse(fs, args); err != nil {
+		return err
+	}
+	if *minPort > 65535 || *maxPort > 65535 {
+		return fmt.Errorf("-min-port and -max-port must be ports")
+	}
+	cfg.MinPort, cfg.MaxPort = uint16(*minPort), uint16(*maxPort)
+	for _, c := range splitList(*allowed) {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return fmt.Errorf("-allow %q: %w", c, err)
+		}
+		cfg.Allowed = append(cfg.Allowed, p)
+	}
+	s, err := turn.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	return s.Run(ctx)
 }

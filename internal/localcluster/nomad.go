@@ -66,6 +66,10 @@ client {
   min_dynamic_port  = %d
   max_dynamic_port  = %d
   gc_max_allocs     = 200
+  reserved {
+    # TURN relay ports (jobs/turn.nomad.hcl)
+    reserved_ports = "49160-49200"
+  }
   options = {
     "fingerprint.denylist" = %q
   }

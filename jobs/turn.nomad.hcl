@@ -1,0 +1,188 @@
+# The TURN relay of every edge node: a system job with host networking, found
+# by the gateway in Consul as "metal-turn" (tag dc-<datacenter>).
+#
+#   nomad var put nomad/jobs/metal-turn secret=$(openssl rand -hex 32)
+#   nomad job run jobs/turn.nomad.hcl
+#
+# The gateway must hold the same secret (turn_secret in the Nomad variable
+# nomad/jobs/metal-gateway). Reserve the relay ports on each client:
+#
+#   client { reserved { reserved_ports = "49160-49200" } }
+
+variable "datacenters" {
+  type        = list(string)
+  description = "Edge datacenters to run a relay in."
+  default     = ["*"]
+}
+
+variable "driver" {
+  type        = string
+  description = "Task driver: docker (production) or raw_exec (local development and tests)."
+  default     = "docker"
+
+  validation {
+    condition     = contains(["docker", "raw_exec"], var.driver)
+    error_message = "The driver must be \"docker\" or \"raw_exec\"."
+  }
+}
+
+variable "image" {
+  type        = string
+  description = "Container image with the metal binary (docker driver)."
+  default     = "ghcr.io/metal-stream/metal:latest"
+}
+
+variable "metal_binary" {
+  type        = string
+  description = "Absolute path of the metal binary on the client (raw_exec driver)."
+  default     = "/usr/local/bin/metal"
+}
+
+variable "port" {
+  type        = number
+  description = "TURN port, UDP and TCP."
+  default     = 3478
+}
+
+variable "health_port" {
+  type        = number
+  description = "Port of the relay's /healthz and /metrics."
+  default     = 3479
+}
+
+variable "bind" {
+  type        = string
+  description = "Address the TURN and health listeners bind to."
+  default     = "0.0.0.0"
+}
+
+variable "relay_ip" {
+  type        = string
+  description = "Public IPv4 put in relay candidates; empty uses the node's meta.public_ip."
+  default     = ""
+}
+
+variable "min_port" {
+  type        = number
+  description = "Lowest relay port; reserve min_port-max_port on every client."
+  default     = 49160
+}
+
+variable "max_port" {
+  type        = number
+  description = "Highest relay port."
+  default     = 49200
+}
+
+variable "allow" {
+  type        = string
+  description = "Comma-separated CIDRs relays may reach (the streamers' networks); empty allows any public address."
+  default     = ""
+}
+
+locals {
+  relay_ip = var.relay_ip != "" ? var.relay_ip : "$${meta.public_ip}"
+  args = [
+    "turn",
+    "-listen", "${var.bind}:${var.port}",
+    "-health-listen", "${var.bind}:${var.health_port}",
+    "-relay-ip", local.relay_ip,
+    "-min-port", "${var.min_port}",
+    "-max-port", "${var.max_port}",
+    "-allow", var.allow,
+  ]
+  secret_template = <<-EOT
+    {{ with nomadVar "nomad/jobs/metal-turn" }}METAL_SECRET={{ .secret }}{{ end }}
+  EOT
+}
+
+job "metal-turn" {
+  datacenters = var.datacenters
+  type        = "system"
+
+  group "turn" {
+    network {
+      mode = "host"
+
+      port "turn" {
+        static = var.port
+      }
+
+      port "health" {
+        static = var.health_port
+      }
+    }
+
+    service {
+      name     = "metal-turn"
+      provider = "consul"
+      port     = "turn"
+      tags     = ["dc-$${node.datacenter}"]
+
+      meta {
+        relay_ip = local.relay_ip
+      }
+
+      check {
+        name     = "healthz"
+        type     = "http"
+        port     = "health"
+        path     = "/healthz"
+        interval = "5s"
+        timeout  = "2s"
+      }
+    }
+
+    dynamic "task" {
+      for_each = var.driver == "raw_exec" ? ["turn"] : []
+      labels   = ["turn"]
+
+      content {
+        driver = "raw_exec"
+
+        config {
+          command = var.metal_binary
+          args    = local.args
+        }
+
+        template {
+          data        = local.secret_template
+          destination = "secrets/metal.env"
+          env         = true
+        }
+
+        resources {
+          cpu    = 500
+          memory = 128
+        }
+      }
+    }
+
+    dynamic "task" {
+      for_each = var.driver == "docker" ? ["turn"] : []
+      labels   = ["turn"]
+
+      content {
+        driver = "docker"
+
+        config {
+          image        = var.image
+          network_mode = "host"
+          command      = "metal"
+          args         = local.args
+        }
+
+        template {
+          data        = local.secret_template
+          destination = "secrets/metal.env"
+          env         = true
+        }
+
+        resources {
+          cpu    = 500
+          memory = 128
+        }
+      }
+    }
+  }
+}
