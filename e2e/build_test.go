@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +43,16 @@ func metalBinary(t testing.TB) string {
 // Consul and Nomad for the package, and removes the built binary at the end.
 func TestMain(m *testing.M) {
 	browsertest.EnterNetns()
+	if os.Getenv("METAL_TEST_NETNS") == "1" {
+		// Test hosts outside every range the TURN filter denies: an edge's
+		// relay address and a streamer, on this namespace's private lo.
+		for _, ip := range []string{relayIP, streamIP} {
+			if out, err := exec.Command("ip", "addr", "add", ip+"/32", "dev", "lo").CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "add %s to lo: %v %s\n", ip, err, out)
+				os.Exit(1)
+			}
+		}
+	}
 	code := clustertest.Run(m, clustertest.Options{})
 	if metalBin != "" {
 		os.RemoveAll(filepath.Dir(metalBin))
