@@ -6,6 +6,7 @@ BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 export METAL_NOMAD_BIN := $(BIN)/nomad
 export METAL_CONSUL_BIN := $(BIN)/consul
+export METAL_NVIDIA_PLUGIN_DIR := $(BIN)/plugins
 GO ?= go
 # Packages that must build without cgo: everything but the streamer.
 NOCGO_PKGS = $(shell $(GO) list ./... | grep -v '/streamer')
@@ -22,12 +23,13 @@ dev: deps tools build
 ## test: everything CI runs
 test: deps tools build vet nocgo lint-jobs lint-terraform
 	$(GO) test $(TEST_FLAGS) ./...
+	cd tools/nvidia-plugin && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" $(GO) vet . && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" $(GO) test $(TEST_FLAGS) .
 
 deps:
 	@tools/deps.sh
 
 tools:
-	@tools/build.sh nomad consul tofu
+	@tools/build.sh nomad consul tofu nvidia-plugin
 
 build:
 	@echo "==> building bin/metal"

@@ -51,7 +51,12 @@ func freePort(t testing.TB) int {
 // demo scene, and cleans Nomad and Consul when the test ends.
 func startGateway(t testing.TB, capacity, queue int, extra ...string) *gatewayProc {
 	t.Helper()
-	c := clustertest.Cluster(t)
+	return startGatewayOn(t, clustertest.Cluster(t), fmt.Sprint(capacity), queue, append([]string{"-gpu=false"}, extra...)...)
+}
+
+// startGatewayOn runs a gateway on cluster c; capacity is a number or auto.
+func startGatewayOn(t testing.TB, c *localcluster.Cluster, capacity string, queue int, extra ...string) *gatewayProc {
+	t.Helper()
 	bin := metalBinary(t)
 	port := freePort(t)
 	g := &gatewayProc{
@@ -59,9 +64,9 @@ func startGateway(t testing.TB, capacity, queue int, extra ...string) *gatewayPr
 		args: append([]string{"gateway",
 			"-listen", fmt.Sprintf("127.0.0.1:%d", port),
 			"-key", e2eKey, "-admin-token", e2eAdmin,
-			"-capacity", fmt.Sprint(capacity), "-queue", fmt.Sprint(queue),
+			"-capacity", capacity, "-queue", fmt.Sprint(queue),
 			"-streamer-driver", "raw_exec", "-streamer-binary", bin,
-			"-gpu=false", "-streamer-loopback", "-streamer-demo",
+			"-streamer-loopback", "-streamer-demo",
 			"-resolution", "1280x720", "-fps", "30",
 			"-rate", "10000", "-burst", "10000",
 		}, extra...),

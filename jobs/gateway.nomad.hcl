@@ -59,9 +59,9 @@ variable "open_mode" {
 }
 
 variable "capacity" {
-  type        = number
-  description = "Sessions placed at once: the GPUs with an encoder across the fleet."
-  default     = 1
+  type        = string
+  description = "Sessions placed at once: a number, or \"auto\" for the healthy NVENC GPUs Nomad reports."
+  default     = "auto"
 }
 
 variable "queue" {
@@ -99,7 +99,7 @@ locals {
     "gateway",
     "-listen", "${NOMAD_IP_http}:${NOMAD_PORT_http}",
     "-open=${var.open_mode}",
-    "-capacity", "${var.capacity}",
+    "-capacity", var.capacity,
     "-queue", "${var.queue}",
     "-datacenter", var.stream_datacenter,
     "-streamer-driver", var.streamer_driver,

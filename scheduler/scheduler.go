@@ -24,6 +24,9 @@ type Config struct {
 	// Capacity is how many sessions may be placed at once (the GPUs with an
 	// encoder across the fleet, or a limit for a GPU-less dev machine).
 	Capacity int
+	// CapacityFromGPUs replaces Capacity with the healthy GPUs that have an
+	// H.264 encoder, as Nomad's device fingerprints report them.
+	CapacityFromGPUs bool
 	// QueueBound is how many sessions may wait beyond Capacity; more get
 	// ErrQueueFull (the gateway answers 429).
 	QueueBound int
@@ -87,6 +90,7 @@ type Scheduler struct {
 	endpoints map[string]Endpoint
 	lastSeen  map[string]time.Time
 	watchers  map[string]int
+	gpus      int
 	changed   chan struct{}
 	loaded    bool
 
@@ -137,6 +141,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	g.Go(func() error { return s.placeLoop(ctx) })
 	g.Go(func() error { return s.reapLoop(ctx) })
 	g.Go(func() error { return s.probeLoop(ctx, time.Second) })
+	g.Go(func() error { return s.watchCapacity(ctx) })
 	return g.Wait()
 }
 
@@ -221,15 +226,16 @@ func (s *Scheduler) Enqueue(ctx context.Context, player string) (Status, bool, e
 			active++
 		}
 	}
+	capacity := s.capacityLocked()
 	s.mu.Unlock()
-	if live >= s.cfg.Capacity+s.cfg.QueueBound {
+	if live >= capacity+s.cfg.QueueBound {
 		return Status{}, false, ErrQueueFull
 	}
 
 	// With a free slot the session is placed now, in the request; otherwise
 	// it waits in the queue for placeLoop.
 	r := &record{ID: newSessionID(), Player: player, Created: time.Now().UTC(), Datacenter: s.cfg.Datacenter,
-		Placed: active < s.cfg.Capacity}
+		Placed: active < capacity}
 	if err := s.store.put(ctx, r); err != nil {
 		return Status{}, false, err
 	}
@@ -421,7 +427,7 @@ func (s *Scheduler) nextToPlace() *record {
 			queue = append(queue, r)
 		}
 	}
-	if active >= s.cfg.Capacity || len(queue) == 0 {
+	if active >= s.capacityLocked() || len(queue) == 0 {
 		return nil
 	}
 	sort.Slice(queue, func(i, j int) bool { return queue[i].createIndex < queue[j].createIndex })

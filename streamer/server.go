@@ -332,12 +332,14 @@ type Health struct {
 	Peers      int    `json:"peers"`
 	Frames     uint64 `json:"frames"`
 	BitrateKbs int    `json:"bitrate_kbps"`
+	// GPU is NVIDIA_VISIBLE_DEVICES as Nomad's device plugin set it.
+	GPU string `json:"gpu,omitempty"`
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	h := Health{Status: "starting", Session: s.cfg.SessionID, Encoder: s.encoder, Codec: Codec(s.encoder),
-		Width: s.cfg.Width, Height: s.cfg.Height, FPS: s.cfg.FPS, Peers: len(s.peers)}
+		Width: s.cfg.Width, Height: s.cfg.Height, FPS: s.cfg.FPS, Peers: len(s.peers), GPU: os.Getenv("NVIDIA_VISIBLE_DEVICES")}
 	s.mu.Unlock()
 	code := http.StatusServiceUnavailable
 	if s.ready.Load() {

@@ -2,7 +2,7 @@
 # Builds the pinned agent and tool binaries from their wrapper modules
 # (tools/<name>/go.mod) and links them into bin/.
 #
-#   tools/build.sh nomad consul tofu
+#   tools/build.sh nomad consul tofu nvidia-plugin
 #
 # Each build is cached under $METAL_CACHE (default ~/.cache/metal) by a key
 # over the wrapper's go.mod, go.sum and `go version`: the first build takes
@@ -18,6 +18,7 @@ for name in "$@"; do
 	nomad) pkg=github.com/hashicorp/nomad ;;
 	consul) pkg=github.com/hashicorp/consul ;;
 	tofu) pkg=github.com/opentofu/opentofu/cmd/tofu ;;
+	nvidia-plugin) pkg=. ;;
 	*)
 		echo "tools/build.sh: unknown tool $name" >&2
 		exit 2
@@ -25,7 +26,9 @@ for name in "$@"; do
 	esac
 	dir=$root/tools/$name
 	key=$({ cat "$dir/go.mod" "$dir/go.sum"; go version; } | sha256sum | cut -c1-16)
-	out=$cache/tools/$name-$key/$name
+	bin=$name
+	[[ $name == nvidia-plugin ]] && bin=metal-nvidia
+	out=$cache/tools/$name-$key/$bin
 	if [[ -x $out ]]; then
 		echo "==> $name: cached ($out)"
 	else
@@ -33,9 +36,15 @@ for name in "$@"; do
 		start=$(date +%s)
 		mkdir -p "$(dirname "$out")"
 		# -mod=readonly: the wrapper's go.mod and go.sum are committed and complete.
-		(cd "$dir" && GOFLAGS=-mod=readonly go build -o "$out.tmp" "$pkg")
+		# go-nvml's generated cgo warns about NVML's own deprecations.
+		(cd "$dir" && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" GOFLAGS=-mod=readonly go build -o "$out.tmp" "$pkg")
 		mv "$out.tmp" "$out"
 		echo "==> $name: built in $(($(date +%s) - start))s"
 	fi
-	ln -sfn "$out" "$root/bin/$name"
+	if [[ $name == nvidia-plugin ]]; then
+		# Nomad runs every file in its plugin_dir: give the plugin a dir of its own.
+		ln -sfn "$(dirname "$out")" "$root/bin/plugins"
+	else
+		ln -sfn "$out" "$root/bin/$name"
+	fi
 done

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"strconv"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -96,7 +97,7 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 		"consul_addr":     cluster.ConsulAddr,
 		"open_mode":       true,
 		"port":            *port,
-		"capacity":        *capacity,
+		"capacity":        strconv.Itoa(*capacity),
 		"queue":           *queue,
 		"streamer_driver": "raw_exec",
 		"streamer_args":   []string{"-gpu=false", "-streamer-loopback", "-streamer-demo"},

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -30,7 +31,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.BoolVar(&cfg.TrustProxy, "trust-proxy", cfg.TrustProxy, "take client addresses from X-Forwarded-For (only behind a proxy that sets it)")
 	fs.Float64Var(&cfg.RatePerSecond, "rate", cfg.RatePerSecond, "session and page requests per second per client address")
 	fs.IntVar(&cfg.Burst, "burst", cfg.Burst, "burst of requests per client address")
-	fs.IntVar(&sc.Capacity, "capacity", sc.Capacity, "sessions placed at once (GPUs with an encoder)")
+	capacity := fs.String("capacity", "auto", "sessions placed at once: a number, or auto (the healthy GPUs with NVENC that Nomad reports)")
 	fs.IntVar(&sc.QueueBound, "queue", sc.QueueBound, "sessions that may wait beyond capacity; more get 429")
 	fs.StringVar(&sc.Datacenter, "datacenter", sc.Datacenter, "datacenter to place streams in")
 	fs.DurationVar(&sc.ReapAfter, "reap-after", sc.ReapAfter, "stop a session no browser has asked about for this long (0: never)")
@@ -48,6 +49,13 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	flagenv.Usage(fs, "metal gateway [flags]  (Nomad and Consul from NOMAD_ADDR, CONSUL_HTTP_ADDR and their token variables)")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
+	}
+	if *capacity == "auto" {
+		sc.CapacityFromGPUs = true
+	} else if n, err := strconv.Atoi(*capacity); err == nil && n >= 0 {
+		sc.Capacity = n
+	} else {
+		return fmt.Errorf("-capacity %q: want a number or auto", *capacity)
 	}
 	if len(*key) < 32 {
 		return fmt.Errorf("-key (METAL_KEY): %d bytes, want at least 32", len(*key))

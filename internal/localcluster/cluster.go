@@ -27,6 +27,11 @@ type Options struct {
 	// NomadClientHCL is added inside Nomad's client block (options, meta,
 	// reserved ports); NomadHCL at the top level (plugin blocks).
 	NomadClientHCL, NomadHCL string
+	// PluginDir is Nomad's plugin_dir (Metal's metal-nvidia device plugin).
+	PluginDir string
+	// MinDevices makes Start wait until the node reports at least this many
+	// device instances (fingerprinted by a device plugin).
+	MinDevices int
 	// Logger receives progress; slog.Default() when nil.
 	Logger *slog.Logger
 }

@@ -28,6 +28,7 @@ type nomadParams struct {
 	MaxDynamic  int
 	ClientExtra string // extra HCL inside the client block
 	Extra       string // extra top-level HCL (plugins, ...)
+	PluginDir   string
 }
 
 // nomadConfig renders a combined server and client agent bound to loopback
@@ -85,8 +86,16 @@ plugin "raw_exec" {
 consul {
   address = %q
 }
+%s
 %s`, p.Datacenter, p.DataDir, p.HTTP, p.RPC, p.Serf, p.MinDynamic, p.MaxDynamic,
-		cloudFingerprinters, p.ClientExtra, p.ConsulAddr, p.Extra)
+		cloudFingerprinters, p.ClientExtra, p.ConsulAddr, pluginDir(p.PluginDir), p.Extra)
+}
+
+func pluginDir(dir string) string {
+	if dir == "" {
+		return ""
+	}
+	return fmt.Sprintf("plugin_dir = %q\n", dir)
 }
 
 func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr string) (*process, *nomad.Client, string, error) {
@@ -110,6 +119,7 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 		MaxDynamic:  minDyn + 499,
 		ClientExtra: o.NomadClientHCL,
 		Extra:       o.NomadHCL,
+		PluginDir:   o.PluginDir,
 	})
 	cfgPath := filepath.Join(dir, "nomad.hcl")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
@@ -127,7 +137,7 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 		_ = p.stop(defaultGrace)
 		return nil, nil, "", fmt.Errorf("nomad client: %w", err)
 	}
-	if err := waitNomadReady(ctx, p, client); err != nil {
+	if err := waitNomadReady(ctx, p, client, o.MinDevices); err != nil {
 		_ = p.stop(defaultGrace)
 		return nil, nil, "", err
 	}
@@ -137,7 +147,7 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 // waitNomadReady waits for a leader, then for the local node to be ready,
 // eligible, with raw_exec healthy and Consul fingerprinted. The node list is
 // read with blocking queries, so this wakes on change rather than on a timer.
-func waitNomadReady(ctx context.Context, p *process, c *nomad.Client) error {
+func waitNomadReady(ctx context.Context, p *process, c *nomad.Client, minDevices int) error {
 	err := p.waitFor(ctx, "a raft leader", func(context.Context) (bool, error) {
 		leader, err := c.Status().Leader()
 		return err == nil && leader != "", err
@@ -165,7 +175,13 @@ func waitNomadReady(ctx context.Context, p *process, c *nomad.Client) error {
 			if err != nil {
 				return false, err
 			}
-			if node.Attributes["consul.version"] != "" {
+			devices := 0
+			if node.NodeResources != nil {
+				for _, d := range node.NodeResources.Devices {
+					devices += len(d.Instances)
+				}
+			}
+			if node.Attributes["consul.version"] != "" && devices >= minDevices {
 				return true, nil
 			}
 		}
