@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,encoder.stats.sessionCou
 if [[ ${METAL_GPU_CHECK_PREBUILT:-0} != 1 ]]; then
 	tools/build.sh nomad consul nvidia-plugin
 	go build -o bin/metal ./cmd/metal
-	go test -c -o bin/e2e.test ./e2e
+	go test -c -tags gpucheck -o bin/e2e.test ./e2e
 fi
 export METAL_NOMAD_BIN=$root/bin/nomad METAL_CONSUL_BIN=$root/bin/consul
 export METAL_NVIDIA_PLUGIN_DIR=$root/bin/plugins METAL_BIN=$root/bin/metal
