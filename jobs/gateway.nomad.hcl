@@ -52,6 +52,18 @@ variable "consul_addr" {
   default     = "http://127.0.0.1:8500"
 }
 
+variable "namespace" {
+  type        = string
+  description = "Nomad namespace the gateway registers streamer jobs in (its own)."
+  default     = "default"
+}
+
+variable "public_url" {
+  type        = string
+  description = "Gateway URL as players reach it; empty derives it from the listener."
+  default     = ""
+}
+
 variable "open_mode" {
   type        = bool
   description = "Let anyone start a session without a player link. Only for local development."
@@ -104,23 +116,29 @@ locals {
     "-datacenter", var.stream_datacenter,
     "-streamer-driver", var.streamer_driver,
     "-streamer-binary", var.metal_binary,
+    "-public-url", var.public_url,
   ], var.streamer_args)
-  # The signing key, admin token and TURN secret come from the Nomad
-  # variable nomad/jobs/metal-gateway (keys "key", "admin_token" and
-  # "turn_secret"), never from the job specification.
+  # The signing key, admin token, TURN secret and the gateway's Nomad and
+  # Consul tokens come from the Nomad variable nomad/jobs/metal-gateway
+  # (keys key, admin_token, turn_secret, nomad_token, consul_token), never
+  # from the job specification.
   secrets_template = <<-EOT
     {{ with nomadVar "nomad/jobs/metal-gateway" }}METAL_KEY={{ .key }}
     METAL_ADMIN_TOKEN={{ .admin_token }}
-    {{ if .turn_secret }}METAL_TURN_SECRET={{ .turn_secret }}{{ end }}{{ end }}
+    {{ if .turn_secret }}METAL_TURN_SECRET={{ .turn_secret }}{{ end }}
+    {{ if .nomad_token }}NOMAD_TOKEN={{ .nomad_token }}{{ end }}
+    {{ if .consul_token }}CONSUL_HTTP_TOKEN={{ .consul_token }}{{ end }}{{ end }}
   EOT
   env = {
     NOMAD_ADDR       = var.nomad_addr
+    NOMAD_NAMESPACE  = var.namespace
     CONSUL_HTTP_ADDR = var.consul_addr
   }
 }
 
 job "metal-gateway" {
   datacenters = var.datacenters
+  namespace   = var.namespace
   type        = "service"
 
   group "gateway" {

@@ -15,6 +15,12 @@ variable "datacenters" {
   default     = ["*"]
 }
 
+variable "namespace" {
+  type        = string
+  description = "Nomad namespace of the relay job."
+  default     = "default"
+}
+
 variable "driver" {
   type        = string
   description = "Task driver: docker (production) or raw_exec (local development and tests)."
@@ -98,6 +104,7 @@ locals {
 
 job "metal-turn" {
   datacenters = var.datacenters
+  namespace   = var.namespace
   type        = "system"
 
   group "turn" {

@@ -32,6 +32,9 @@ type Config struct {
 	QueueBound int
 	// Datacenter to place streams in.
 	Datacenter string
+	// Namespace for session jobs and their keys; empty uses the Nomad
+	// client's (NOMAD_NAMESPACE).
+	Namespace string
 	// JobHCL is jobs/streamer.nomad.hcl; JobVars are its variables beyond
 	// session_id and datacenter (driver, metal_binary, gpu, ...).
 	JobHCL  string
@@ -492,6 +495,9 @@ func (s *Scheduler) jobFor(ctx context.Context, r *record) (*nomad.Job, error) {
 	}
 	id := s.JobID(r.ID)
 	job.ID, job.Name = &id, &id
+	if s.cfg.Namespace != "" {
+		job.Namespace = &s.cfg.Namespace
+	}
 	if job.Meta == nil {
 		job.Meta = map[string]string{}
 	}

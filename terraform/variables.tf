@@ -1,6 +1,6 @@
 variable "nomad_address" {
   type        = string
-  description = "Nomad HTTP API address the provider and the gateway use."
+  description = "Nomad HTTP API address the gateway uses (and, in the examples, the provider)."
   default     = "http://127.0.0.1:4646"
 }
 
@@ -10,14 +10,121 @@ variable "consul_address" {
   default     = "http://127.0.0.1:8500"
 }
 
-variable "datacenters" {
+variable "namespace" {
+  type        = string
+  description = "Nomad namespace created for Metal's jobs, session jobs and variables."
+  default     = "metal"
+}
+
+variable "gateway_datacenters" {
   type        = list(string)
   description = "Nomad datacenters the gateway may run in."
   default     = ["*"]
 }
 
-variable "gateway_image" {
+variable "edge_datacenters" {
+  type        = list(string)
+  description = "Nomad datacenters (edges) that run a TURN relay on every node."
+  default     = ["*"]
+}
+
+variable "stream_datacenter" {
   type        = string
-  description = "Container image with the metal binary."
+  description = "Datacenter the gateway places streams in."
+  default     = "dc1"
+}
+
+variable "driver" {
+  type        = string
+  description = "Task driver for every Metal job: docker (production) or raw_exec (make dev's agents)."
+  default     = "raw_exec"
+
+  validation {
+    condition     = contains(["docker", "raw_exec"], var.driver)
+    error_message = "The driver must be \"docker\" or \"raw_exec\"."
+  }
+}
+
+variable "metal_binary" {
+  type        = string
+  description = "Absolute path of the metal binary on the clients (raw_exec)."
+  default     = "/usr/local/bin/metal"
+}
+
+variable "image" {
+  type        = string
+  description = "Container image with the metal binary for the gateway and TURN (docker)."
   default     = "ghcr.io/metal-stream/metal:latest"
+}
+
+variable "streamer_image" {
+  type        = string
+  description = "Container image of the streamer and its desktop (docker)."
+  default     = "ghcr.io/metal-stream/metal-desktop:latest"
+}
+
+variable "gpu" {
+  type        = bool
+  description = "Streams require an NVIDIA GPU with NVENC (false for GPU-less machines such as make dev's)."
+  default     = false
+}
+
+variable "capacity" {
+  type        = string
+  description = "Sessions placed at once: a number, or \"auto\" for the healthy NVENC GPUs Nomad reports."
+  default     = "2"
+}
+
+variable "queue" {
+  type        = number
+  description = "Sessions that may wait beyond capacity; more get 429."
+  default     = 10
+}
+
+variable "gateway_port" {
+  type        = number
+  description = "Static HTTP port of the gateway (0 picks a dynamic one)."
+  default     = 8080
+}
+
+variable "public_url" {
+  type        = string
+  description = "Gateway URL as players reach it, for the output and player links; empty uses http://127.0.0.1:<gateway_port>."
+  default     = ""
+}
+
+variable "open_mode" {
+  type        = bool
+  description = "Let anyone play without a player link (local development only)."
+  default     = false
+}
+
+variable "turn_port" {
+  type        = number
+  description = "TURN port (UDP and TCP) on every edge node."
+  default     = 3478
+}
+
+variable "turn_relay_ip" {
+  type        = string
+  description = "Public IPv4 of the relays; empty uses each node's meta.public_ip."
+  default     = ""
+}
+
+variable "turn_allow" {
+  type        = string
+  description = "Comma-separated CIDRs the relays may reach (the streamers' networks); empty allows any public address."
+  default     = ""
+}
+
+variable "manage_acls" {
+  type        = bool
+  description = "Create the gateway's Nomad and Consul ACL policies and tokens (clusters with ACLs enabled)."
+  default     = false
+}
+
+variable "nearest_turn_query" {
+  type        = bool
+  description = "Create a Consul prepared query that returns the nearest passing TURN relay."
+  default     = false
 }

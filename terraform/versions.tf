@@ -7,5 +7,13 @@ terraform {
       source  = "hashicorp/nomad"
       version = "= 2.0.0"
     }
+    consul = {
+      source  = "hashicorp/consul"
+      version = "~> 2.20"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
+    }
   }
 }

@@ -72,7 +72,9 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 		"demo": *demo, "resolution": *resolution, "fps": *fps, "idle_timeout": idle.String(),
 	}
 
-	nc, err := nomad.NewClient(nomad.DefaultConfig())
+	ncfg := nomad.DefaultConfig()
+	sc.Namespace = ncfg.Namespace
+	nc, err := nomad.NewClient(ncfg)
 	if err != nil {
 		return fmt.Errorf("nomad client: %w", err)
 	}

@@ -27,6 +27,9 @@ type Options struct {
 	// NomadClientHCL is added inside Nomad's client block (options, meta,
 	// reserved ports); NomadHCL at the top level (plugin blocks).
 	NomadClientHCL, NomadHCL string
+	// ACL enables Nomad's ACL system and bootstraps it; the management
+	// token is Cluster.NomadToken and the Nomad client uses it.
+	ACL bool
 	// PluginDir is Nomad's plugin_dir (Metal's metal-nvidia device plugin).
 	PluginDir string
 	// MinDevices makes Start wait until the node reports at least this many
@@ -41,6 +44,8 @@ type Cluster struct {
 	// ConsulAddr and NomadAddr are the agents' HTTP API addresses
 	// (http://127.0.0.1:port).
 	ConsulAddr, NomadAddr string
+	// NomadToken is the bootstrap management token when Options.ACL is set.
+	NomadToken string
 	// Dir holds configs, data and logs of both agents.
 	Dir string
 
@@ -97,7 +102,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	o.Logger.Info("consul ready", "addr", c.ConsulAddr, "pid", c.consul.PID())
 
 	o.Logger.Info("starting nomad", "bin", o.NomadBin)
-	c.nomad, c.Nomad, c.NomadAddr, err = startNomad(ctx, o.NomadBin, c.Dir, o, c.ConsulAddr)
+	c.nomad, c.Nomad, c.NomadAddr, c.NomadToken, err = startNomad(ctx, o.NomadBin, c.Dir, o, c.ConsulAddr)
 	if err != nil {
 		_ = c.Stop(context.Background())
 		return nil, err

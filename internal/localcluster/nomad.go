@@ -98,14 +98,17 @@ func pluginDir(dir string) string {
 	return fmt.Sprintf("plugin_dir = %q\n", dir)
 }
 
-func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr string) (*process, *nomad.Client, string, error) {
+func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr string) (*process, *nomad.Client, string, string, error) {
 	ports, err := freePorts(3)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, nil, "", "", err
 	}
 	dataDir := filepath.Join(dir, "nomad-data")
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, nil, "", fmt.Errorf("nomad data dir: %w", err)
+		return nil, nil, "", "", fmt.Errorf("nomad data dir: %w", err)
+	}
+	if o.ACL {
+		o.NomadHCL += "\nacl {\n  enabled = true\n}\n"
 	}
 	minDyn := 20000 + rand.IntN(22)*500
 	cfg := nomadConfig(nomadParams{
@@ -123,11 +126,11 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 	})
 	cfgPath := filepath.Join(dir, "nomad.hcl")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, nil, "", fmt.Errorf("write nomad config: %w", err)
+		return nil, nil, "", "", fmt.Errorf("write nomad config: %w", err)
 	}
 	p, err := startProcess("nomad", filepath.Join(dir, "nomad.log"), bin, "agent", "-config", cfgPath)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, nil, "", "", err
 	}
 	addr := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	ncfg := nomad.DefaultConfig()
@@ -135,13 +138,29 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 	client, err := nomad.NewClient(ncfg)
 	if err != nil {
 		_ = p.stop(defaultGrace)
-		return nil, nil, "", fmt.Errorf("nomad client: %w", err)
+		return nil, nil, "", "", fmt.Errorf("nomad client: %w", err)
+	}
+	var token string
+	if o.ACL {
+		err := p.waitFor(ctx, "ACL bootstrap", func(context.Context) (bool, error) {
+			t, _, err := client.ACLTokens().Bootstrap(nil)
+			if err != nil {
+				return false, err
+			}
+			token = t.SecretID
+			return true, nil
+		})
+		if err != nil {
+			_ = p.stop(defaultGrace)
+			return nil, nil, "", "", err
+		}
+		client.SetSecretID(token)
 	}
 	if err := waitNomadReady(ctx, p, client, o.MinDevices); err != nil {
 		_ = p.stop(defaultGrace)
-		return nil, nil, "", err
+		return nil, nil, "", "", err
 	}
-	return p, client, addr, nil
+	return p, client, addr, token, nil
 }
 
 // waitNomadReady waits for a leader, then for the local node to be ready,
