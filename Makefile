@@ -54,8 +54,18 @@ lint-terraform:
 unit:
 	$(GO) test -short $(TEST_FLAGS) ./...
 
+## bench: latency and scale figures; writes bench-results/results.{json,md} and latency.png
+BENCH_OUT := $(CURDIR)/bench-results
+BENCH = METAL_BENCH_OUT=$(BENCH_OUT) $(GO) test -p 1 -run '^$$' -benchtime 1x -timeout 20m
 bench: deps tools build
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
+	@echo "==> streamer: glass-to-glass, capture-to-encoded, CPU, WHEP to first frame (2 interleaved rounds)"
+	$(BENCH) -bench 'BenchmarkStreamer$$' -count 2 ./streamer/ | tee $(BENCH_OUT)/bench.txt
+	@echo "==> streamer: 720p30 streams per box"
+	$(BENCH) -bench 'BenchmarkStreamsPerBox$$' ./streamer/ | tee -a $(BENCH_OUT)/bench.txt
+	@echo "==> gateway, Nomad placement, TURN against coturn"
+	$(BENCH) -bench . ./e2e/ | tee -a $(BENCH_OUT)/bench.txt
+	@$(GO) run ./e2e/benchreport -dir $(BENCH_OUT)
 
 clean:
 	rm -rf $(BIN)

@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 	nomad "github.com/hashicorp/nomad/api"
 
+	"github.com/metal-stream/metal/internal/benchout"
 	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
@@ -70,6 +71,7 @@ func BenchmarkPlayerURLToFirstFrame(b *testing.B) {
 		}
 		waitNoJobs(b)
 	}
+	benchout.Record("url-to-first-frame", "ms", ms)
 	b.ReportMetric(pct(ms, 50), "url-to-frame-p50-ms")
 	b.ReportMetric(pct(ms, 95), "url-to-frame-max-ms")
 }
@@ -152,6 +154,8 @@ func BenchmarkPlacement(b *testing.B) {
 	if err := localcluster.PurgeJobs(ctx, c.Nomad); err != nil {
 		b.Fatal(err)
 	}
+	benchout.Record("placement-latency", "ms", lat)
+	benchout.Record("placements-per-second", "1/s", []float64{perSec})
 	b.ReportMetric(pct(lat, 50), "place-p50-ms")
 	b.ReportMetric(pct(lat, 99), "place-p99-ms")
 	b.ReportMetric(perSec, "placements/s")
@@ -193,6 +197,8 @@ func BenchmarkGatewayStatus(b *testing.B) {
 		}()
 	}
 	wg.Wait()
+	benchout.Record("gateway-status-latency", "ms", lat)
+	benchout.Record("gateway-status-throughput", "req/s", []float64{float64(count.Load()) / 3})
 	b.ReportMetric(float64(count.Load())/3, "status-req/s")
 	b.ReportMetric(pct(lat, 99), "status-p99-ms")
 }

@@ -30,6 +30,7 @@ const (
 
 // gatewayProc is a real `metal gateway` process on the package's cluster.
 type gatewayProc struct {
+	netns  string // run inside this network namespace, when set
 	url    string
 	args   []string
 	env    []string
@@ -91,6 +92,9 @@ func (g *gatewayProc) start(t testing.TB) {
 	t.Helper()
 	g.stderr = &lockedBuffer{}
 	g.cmd = exec.Command(metalBinary(t), g.args...)
+	if g.netns != "" {
+		g.cmd = exec.Command("ip", append([]string{"netns", "exec", g.netns, metalBinary(t)}, g.args...)...)
+	}
 	g.cmd.Env = g.env
 	g.cmd.Stderr = g.stderr
 	if err := g.cmd.Start(); err != nil {

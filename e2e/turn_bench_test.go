@@ -19,6 +19,7 @@ import (
 
 	pionturn "github.com/pion/turn/v3"
 
+	"github.com/metal-stream/metal/internal/benchout"
 	"github.com/metal-stream/metal/internal/pionlog"
 	"github.com/metal-stream/metal/turn"
 )
@@ -196,6 +197,10 @@ func BenchmarkTURNRelay(b *testing.B) {
 				cp, cc = append(cp, p), append(cc, c)
 			}
 			med := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
+			benchout.Record(fmt.Sprintf("turn-metal-pps/%d", n), "pkt/s", mp)
+			benchout.Record(fmt.Sprintf("turn-coturn-pps/%d", n), "pkt/s", cp)
+			benchout.Record(fmt.Sprintf("turn-metal-cpu/%d", n), "%", mc)
+			benchout.Record(fmt.Sprintf("turn-coturn-cpu/%d", n), "%", cc)
 			b.ReportMetric(med(mp), "metal-pkt/s")
 			b.ReportMetric(med(cp), "coturn-pkt/s")
 			b.ReportMetric(med(mp)/med(cp), "metal/coturn")

@@ -56,6 +56,7 @@ func (s *Server) routes() *echo.Echo {
 
 	v1 := e.Group("/v1")
 	v1.POST("/sessions", s.createSession, limit)
+	v1.GET("/edges", s.listEdges)
 	v1.GET("/sessions/:id", s.getSession)
 	v1.DELETE("/sessions/:id", s.deleteSession)
 	v1.GET("/sessions/:id/events", s.sessionEvents)

@@ -18,7 +18,8 @@ import (
 
 // Placer is what the gateway needs from the scheduler.
 type Placer interface {
-	Enqueue(ctx context.Context, player string) (scheduler.Status, bool, error)
+	Enqueue(ctx context.Context, player string, prefs scheduler.Prefs) (scheduler.Status, bool, error)
+	Edges() []scheduler.Edge
 	Get(id string) (scheduler.Status, error)
 	Stop(ctx context.Context, id, reason string) error
 	Touch(id string)
@@ -56,12 +57,45 @@ type SessionView struct {
 	Reason   string          `json:"reason,omitempty"`
 	Encoder  string          `json:"encoder,omitempty"`
 	Node     string          `json:"node,omitempty"`
-	Stream   *Stream         `json:"stream,omitempty"`
+	// Edge is where the session is placed, RTT what the player measured,
+	// Choice why that edge.
+	Edge   string             `json:"edge,omitempty"`
+	RTT    map[string]float64 `json:"rtt,omitempty"`
+	Choice string             `json:"choice,omitempty"`
+	// Replacement is the new session after a failover; follow it.
+	Replacement string  `json:"replacement,omitempty"`
+	Stream      *Stream `json:"stream,omitempty"`
 }
 
 type createRequest struct {
 	Link  string `json:"link,omitempty"`
 	Guest string `json:"guest,omitempty"`
+	// RTT is what the page measured to each edge's probe, in ms.
+	RTT map[string]float64 `json:"rtt,omitempty"`
+	// Avoid lists edges not to use (one that just failed the player).
+	Avoid []string `json:"avoid,omitempty"`
+}
+
+var edgeName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+func (r createRequest) prefs() (scheduler.Prefs, error) {
+	if len(r.RTT) > 32 || len(r.Avoid) > 32 {
+		return scheduler.Prefs{}, errors.New("at most 32 edges in rtt and avoid")
+	}
+	for name, ms := range r.RTT {
+		if !edgeName.MatchString(name) {
+			return scheduler.Prefs{}, fmt.Errorf("rtt: bad edge name %q", name)
+		}
+		if !(ms > 0 && ms < 60000) {
+			return scheduler.Prefs{}, fmt.Errorf("rtt for %s: %v ms is not between 0 and 60000", name, ms)
+		}
+	}
+	for _, name := range r.Avoid {
+		if !edgeName.MatchString(name) {
+			return scheduler.Prefs{}, fmt.Errorf("avoid: bad edge name %q", name)
+		}
+	}
+	return scheduler.Prefs{RTT: r.RTT, Avoid: r.Avoid}, nil
 }
 
 var (
@@ -97,6 +131,10 @@ func (s *Server) createSession(c echo.Context) error {
 		}
 		return jsonError(c, http.StatusBadRequest, "invalid JSON body: %v", err)
 	}
+	prefs, err := req.prefs()
+	if err != nil {
+		return jsonError(c, http.StatusBadRequest, "%v", err)
+	}
 	var player string
 	switch {
 	case req.Link != "":
@@ -121,7 +159,7 @@ func (s *Server) createSession(c echo.Context) error {
 	if !s.placer.Ready() {
 		return jsonError(c, http.StatusServiceUnavailable, "gateway is starting")
 	}
-	st, created, err := s.placer.Enqueue(c.Request().Context(), player)
+	st, created, err := s.placer.Enqueue(c.Request().Context(), player, prefs)
 	switch {
 	case errors.Is(err, scheduler.ErrQueueFull):
 		s.metrics.rejected.Inc()
@@ -184,7 +222,11 @@ func (s *Server) deleteSession(c echo.Context) error {
 // view turns a status into what the browser sees; a ready session carries
 // the WHEP URL, an owner token for its streamer and TURN servers.
 func (s *Server) view(ctx context.Context, st scheduler.Status) SessionView {
-	v := SessionView{ID: st.ID, State: st.State, Position: st.Position, Reason: st.Reason, Encoder: st.Encoder, Node: st.Node}
+	v := SessionView{ID: st.ID, State: st.State, Position: st.Position, Reason: st.Reason, Encoder: st.Encoder, Node: st.Node,
+		RTT: st.RTT, Choice: st.Choice, Replacement: st.Replacement}
+	if st.State != scheduler.StateQueued {
+		v.Edge = st.Datacenter
+	}
 	if st.Endpoint == nil || (st.State != scheduler.StateReady && st.State != scheduler.StateConnected) {
 		return v
 	}
@@ -222,4 +264,14 @@ func containsColon(s string) bool {
 		}
 	}
 	return false
+}
+
+// listEdges lists the edges a player may be placed in, with the probe URL
+// the page times to measure its RTT to each.
+func (s *Server) listEdges(c echo.Context) error {
+	edges := s.placer.Edges()
+	if edges == nil {
+		edges = []scheduler.Edge{}
+	}
+	return c.JSON(http.StatusOK, edges)
 }

@@ -128,6 +128,8 @@ job "metal-turn" {
 
       meta {
         relay_ip = local.relay_ip
+        # What a player's page times to measure its RTT to this edge.
+        probe = "http://${local.relay_ip}:${var.health_port}/probe"
       }
 
       check {

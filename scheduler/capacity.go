@@ -8,23 +8,43 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 )
 
-// capacityLocked is how many sessions may be placed: the configured number,
-// or, with CapacityFromGPUs, the healthy NVENC GPUs Nomad knows in the
-// datacenter. Call with s.mu held.
-func (s *Scheduler) capacityLocked() int {
+// capacityLocked is how many sessions edge dc may hold: with
+// CapacityFromGPUs the healthy NVENC GPUs Nomad knows there, otherwise the
+// configured Capacity while the edge has a ready node. Call with s.mu held.
+func (s *Scheduler) capacityLocked(dc string) int {
 	if s.cfg.CapacityFromGPUs {
-		return s.gpus
+		return s.gpus[dc]
 	}
-	return s.cfg.Capacity
+	if !s.nodesSeen || s.readyNodes[dc] > 0 {
+		return s.cfg.Capacity
+	}
+	return 0
 }
 
-// watchCapacity follows the node list with blocking queries and recounts
-// encoder GPUs whenever a node changes (joins, leaves, drains, or a device
-// turns unhealthy).
-func (s *Scheduler) watchCapacity(ctx context.Context) error {
-	if !s.cfg.CapacityFromGPUs {
-		return nil
+// totalCapacityLocked sums the capacity of every configured edge.
+func (s *Scheduler) totalCapacityLocked() int {
+	n := 0
+	for _, dc := range s.edges() {
+		n += s.capacityLocked(dc)
 	}
+	return n
+}
+
+// activeLocked counts placed, live sessions by edge.
+func (s *Scheduler) activeLocked() map[string]int {
+	active := map[string]int{}
+	for _, r := range s.records {
+		if r.Placed && !r.Ended {
+			active[r.Datacenter]++
+		}
+	}
+	return active
+}
+
+// watchCapacity follows the node list with blocking queries and recounts,
+// per edge, ready nodes and encoder GPUs whenever a node changes (joins,
+// leaves, drains, or a device turns unhealthy).
+func (s *Scheduler) watchCapacity(ctx context.Context) error {
 	b := backoff.NewExponentialBackOff()
 	b.MaxInterval, b.MaxElapsedTime = 5*time.Second, 0
 	var index uint64
@@ -40,31 +60,46 @@ func (s *Scheduler) watchCapacity(ctx context.Context) error {
 		}
 		b.Reset()
 		index = meta.LastIndex
-		n := 0
+		gpus, ready := map[string]int{}, map[string]int{}
 		for _, stub := range nodes {
-			if stub.Status != nomad.NodeStatusReady || stub.SchedulingEligibility != nomad.NodeSchedulingEligible ||
-				stub.Datacenter != s.cfg.Datacenter {
+			if stub.Status != nomad.NodeStatusReady || stub.SchedulingEligibility != nomad.NodeSchedulingEligible {
+				continue
+			}
+			ready[stub.Datacenter]++
+			if !s.cfg.CapacityFromGPUs {
 				continue
 			}
 			node, _, err := s.nomad.Nodes().Info(stub.ID, (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
 			if err != nil || node.NodeResources == nil {
 				continue
 			}
-			n += EncoderGPUs(node.NodeResources.Devices)
+			gpus[stub.Datacenter] += EncoderGPUs(node.NodeResources.Devices)
 		}
 		s.mu.Lock()
-		changed := s.gpus != n
-		s.gpus = n
+		changed := !s.nodesSeen || !equalCounts(s.gpus, gpus) || !equalCounts(s.readyNodes, ready)
+		s.gpus, s.readyNodes, s.nodesSeen = gpus, ready, true
 		if changed {
 			s.notifyLocked()
 		}
 		s.mu.Unlock()
 		if changed {
-			s.log.Info("encoder GPU capacity", "gpus", n, "datacenter", s.cfg.Datacenter)
+			s.log.Info("edge capacity", "ready_nodes", ready, "encoder_gpus", gpus)
 			s.poke()
 		}
 	}
 	return nil
+}
+
+func equalCounts(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // EncoderGPUs counts the healthy NVIDIA GPU instances whose device group

@@ -16,7 +16,7 @@ import (
 // the encoder in use. Consul syncs check output only every
 // check_update_interval (5 minutes by default), so its copy is stale.
 func (s *Scheduler) probeLoop(ctx context.Context, interval time.Duration) error {
-	client := &http.Client{Timeout: time.Second}
+	client := &http.Client{Timeout: 700 * time.Millisecond}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -36,9 +36,20 @@ func (s *Scheduler) probeLoop(ctx context.Context, interval time.Duration) error
 		for id, ep := range targets {
 			h, err := probe(ctx, client, ep)
 			if err != nil {
-				continue // Consul's check will notice a dead streamer
+				// Three misses in a row: the edge (node, network or
+				// streamer) is gone, long before Nomad's heartbeat says so.
+				s.mu.Lock()
+				s.probeFail[id]++
+				lost := s.probeFail[id] == 3
+				s.mu.Unlock()
+				if lost && ctx.Err() == nil {
+					s.log.Warn("streamer unreachable", "session", id, "addr", ep.Address, "err", err)
+					s.failover(ctx, id, ReasonEdgeLost)
+				}
+				continue
 			}
 			s.mu.Lock()
+			delete(s.probeFail, id)
 			if cur, ok := s.endpoints[id]; ok && (cur.Peers != h.Peers || cur.Encoder != h.Encoder) {
 				cur.Peers, cur.Encoder = h.Peers, h.Encoder
 				s.endpoints[id] = cur

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -30,8 +31,13 @@ type Config struct {
 	// QueueBound is how many sessions may wait beyond Capacity; more get
 	// ErrQueueFull (the gateway answers 429).
 	QueueBound int
-	// Datacenter to place streams in.
-	Datacenter string
+	// Datacenter to place streams in; Datacenters, when set, are the edges
+	// a session may be placed in (the first is the default).
+	Datacenter  string
+	Datacenters []string
+	// Failover is "auto" (a session whose edge dies is replaced on the
+	// next-nearest edge at once) or "click" (the player asks for it).
+	Failover string
 	// Namespace for session jobs and their keys; empty uses the Nomad
 	// client's (NOMAD_NAMESPACE).
 	Namespace string
@@ -59,6 +65,7 @@ func DefaultConfig() Config {
 		Capacity:   1,
 		QueueBound: 10,
 		Datacenter: "dc1",
+		Failover:   "auto",
 		JobPrefix:  "metal-session-",
 		KVPrefix:   "metal/sessions/",
 		ReapAfter:  60 * time.Second,
@@ -93,9 +100,16 @@ type Scheduler struct {
 	endpoints map[string]Endpoint
 	lastSeen  map[string]time.Time
 	watchers  map[string]int
-	gpus      int
-	changed   chan struct{}
-	loaded    bool
+	probeFail map[string]int
+
+	gpus        map[string]int // encoder GPUs by edge
+	readyNodes  map[string]int
+	nodesSeen   bool
+	turn        map[string]turnState
+	consulOrder []string
+
+	changed chan struct{}
+	loaded  bool
 
 	kick chan struct{}
 }
@@ -120,6 +134,7 @@ func New(cfg Config, nc *nomad.Client, cc *consul.Client, log *slog.Logger) (*Sc
 		store:   &store{kv: cc.KV(), prefix: cfg.KVPrefix},
 		records: map[string]*record{}, allocs: map[string]*allocInfo{}, blocked: map[string]bool{},
 		endpoints: map[string]Endpoint{}, lastSeen: map[string]time.Time{}, watchers: map[string]int{},
+		probeFail: map[string]int{}, gpus: map[string]int{}, readyNodes: map[string]int{}, turn: map[string]turnState{},
 		changed: make(chan struct{}), kick: make(chan struct{}, 1),
 	}, nil
 }
@@ -145,6 +160,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	g.Go(func() error { return s.reapLoop(ctx) })
 	g.Go(func() error { return s.probeLoop(ctx, time.Second) })
 	g.Go(func() error { return s.watchCapacity(ctx) })
+	g.Go(func() error { return s.watchTURN(ctx) })
 	return g.Wait()
 }
 
@@ -207,13 +223,20 @@ func (s *Scheduler) poke() {
 }
 
 // Enqueue creates a session for player, or returns the player's live one
-// (created false). It returns ErrQueueFull when capacity and queue are full.
-func (s *Scheduler) Enqueue(ctx context.Context, player string) (Status, bool, error) {
+// (created false). The session goes to the first edge in the player's
+// order (lowest measured RTT first) with a free slot, or waits in the queue.
+// It returns ErrQueueFull when every slot and the queue are taken.
+func (s *Scheduler) Enqueue(ctx context.Context, player string, prefs Prefs) (Status, bool, error) {
 	s.admitMu.Lock()
 	defer s.admitMu.Unlock()
+	return s.enqueueLocked(ctx, player, prefs, "")
+}
 
+// enqueueLocked is Enqueue under admitMu; replaces names the failed session
+// a failover replaces.
+func (s *Scheduler) enqueueLocked(ctx context.Context, player string, prefs Prefs, replaces string) (Status, bool, error) {
 	s.mu.Lock()
-	live, active := 0, 0
+	live := 0
 	for _, r := range s.records {
 		if r.Ended {
 			continue
@@ -225,20 +248,23 @@ func (s *Scheduler) Enqueue(ctx context.Context, player string) (Status, bool, e
 			return st, false, nil
 		}
 		live++
-		if r.Placed {
-			active++
-		}
 	}
-	capacity := s.capacityLocked()
-	s.mu.Unlock()
-	if live >= capacity+s.cfg.QueueBound {
+	if live >= s.totalCapacityLocked()+s.cfg.QueueBound {
+		s.mu.Unlock()
 		return Status{}, false, ErrQueueFull
 	}
-
+	order, why := s.orderLocked(prefs)
 	// With a free slot the session is placed now, in the request; otherwise
 	// it waits in the queue for placeLoop.
-	r := &record{ID: newSessionID(), Player: player, Created: time.Now().UTC(), Datacenter: s.cfg.Datacenter,
-		Placed: active < capacity}
+	r := &record{ID: newSessionID(), Player: player, Created: time.Now().UTC(), Prefs: order, Choice: why,
+		RTT: prefs.RTT, Avoid: prefs.Avoid, Replaces: replaces}
+	if dc := s.freeEdgeLocked(order); dc != "" {
+		r.Placed, r.Datacenter = true, dc
+		if dc != order[0] {
+			r.Choice = fmt.Sprintf("%s is full; next in the player's order", order[0])
+		}
+	}
+	s.mu.Unlock()
 	if err := s.store.put(ctx, r); err != nil {
 		return Status{}, false, err
 	}
@@ -345,7 +371,8 @@ func (s *Scheduler) purgeJob(ctx context.Context, id string) error {
 
 // statusLocked derives a session's state. Call with s.mu held.
 func (s *Scheduler) statusLocked(r *record) Status {
-	st := Status{ID: r.ID, Player: r.Player, Created: r.Created, Datacenter: r.Datacenter}
+	st := Status{ID: r.ID, Player: r.Player, Created: r.Created, Datacenter: r.Datacenter, RTT: r.RTT, Choice: r.Choice,
+		Replacement: r.Replacement, Replaces: r.Replaces}
 	a := s.allocs[r.ID]
 	if a != nil {
 		st.Node = a.node
@@ -416,28 +443,41 @@ func (s *Scheduler) placeLoop(ctx context.Context) error {
 	}
 }
 
+// nextToPlace takes the oldest queued session that has a free slot on one of
+// its edges, and reserves that slot.
 func (s *Scheduler) nextToPlace() *record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	active := 0
 	var queue []*record
 	for _, r := range s.records {
-		switch {
-		case r.Ended:
-		case r.Placed:
-			active++
-		default:
+		if !r.Ended && !r.Placed {
 			queue = append(queue, r)
 		}
 	}
-	if active >= s.capacityLocked() || len(queue) == 0 {
-		return nil
-	}
 	sort.Slice(queue, func(i, j int) bool { return queue[i].createIndex < queue[j].createIndex })
-	r := queue[0]
-	r.Placed = true // reserve the slot; place() persists it
-	s.notifyLocked()
-	return r
+	for _, r := range queue {
+		order := r.Prefs
+		if len(order) == 0 {
+			order, r.Choice = s.orderLocked(Prefs{RTT: r.RTT, Avoid: r.Avoid})
+		}
+		if dc := s.freeEdgeLocked(order); dc != "" {
+			r.Placed, r.Datacenter = true, dc // reserve the slot; place() persists it
+			s.notifyLocked()
+			return r
+		}
+	}
+	return nil
+}
+
+// freeEdgeLocked is the first edge of order with a free slot, or "".
+func (s *Scheduler) freeEdgeLocked(order []string) string {
+	active := s.activeLocked()
+	for _, dc := range order {
+		if active[dc] < s.capacityLocked(dc) {
+			return dc
+		}
+	}
+	return ""
 }
 
 // place writes the session's key into a Nomad variable only its job can
@@ -503,6 +543,44 @@ func (s *Scheduler) jobFor(ctx context.Context, r *record) (*nomad.Job, error) {
 	}
 	job.Meta["session"], job.Meta["player"] = r.ID, r.Player
 	return job, nil
+}
+
+// failover ends a session whose edge failed it and, with Failover "auto",
+// places a replacement for the same player on the next-nearest edge.
+func (s *Scheduler) failover(ctx context.Context, id, reason string) {
+	s.mu.Lock()
+	r, ok := s.records[id]
+	if !ok || r.Ended {
+		s.mu.Unlock()
+		return
+	}
+	old := *r
+	s.mu.Unlock()
+	if s.cfg.Failover != "auto" {
+		s.fail(ctx, id, reason)
+		return
+	}
+	s.admitMu.Lock()
+	defer s.admitMu.Unlock()
+	// End the old one first, so the player may hold the new one.
+	s.fail(ctx, id, reason)
+	avoid := append(slices.Clone(old.Avoid), old.Datacenter)
+	st, _, err := s.enqueueLocked(ctx, old.Player, Prefs{RTT: old.RTT, Avoid: avoid}, id)
+	if err != nil {
+		s.log.Error("failover", "session", id, "err", err)
+		return
+	}
+	s.mu.Lock()
+	if r, ok := s.records[id]; ok {
+		r.Replacement = st.ID
+		rc := *r
+		s.notifyLocked()
+		s.mu.Unlock()
+		_ = s.store.put(ctx, &rc)
+	} else {
+		s.mu.Unlock()
+	}
+	s.log.Info("session failed over", "from", id, "to", st.ID, "edge", st.Datacenter, "state", st.State)
 }
 
 // fail ends a session as failed with reason.

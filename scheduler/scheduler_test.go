@@ -97,19 +97,19 @@ func waitState(t *testing.T, s *Scheduler, id string, want State) Status {
 func TestQueueOrderBoundsAndPromotion(t *testing.T) {
 	s, _ := newScheduler(t, func(c *Config) { c.Capacity, c.QueueBound = 1, 2 })
 	ctx := context.Background()
-	a, created, err := s.Enqueue(ctx, "a")
+	a, created, err := s.Enqueue(ctx, "a", Prefs{})
 	if err != nil || !created || a.State == StateQueued {
 		t.Fatalf("first = %+v %v %v, want placed", a, created, err)
 	}
-	b, _, _ := s.Enqueue(ctx, "b")
-	c, _, _ := s.Enqueue(ctx, "c")
+	b, _, _ := s.Enqueue(ctx, "b", Prefs{})
+	c, _, _ := s.Enqueue(ctx, "c", Prefs{})
 	if b.State != StateQueued || b.Position != 1 || c.Position != 2 {
 		t.Fatalf("b %+v c %+v, want queued at 1 and 2", b, c)
 	}
-	if _, _, err := s.Enqueue(ctx, "d"); !errors.Is(err, ErrQueueFull) {
+	if _, _, err := s.Enqueue(ctx, "d", Prefs{}); !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("fourth = %v, want ErrQueueFull", err)
 	}
-	again, created, _ := s.Enqueue(ctx, "b")
+	again, created, _ := s.Enqueue(ctx, "b", Prefs{})
 	if created || again.ID != b.ID {
 		t.Fatalf("player b again = %+v created=%v, want its session", again, created)
 	}
@@ -143,7 +143,7 @@ func TestStreamerFateBecomesState(t *testing.T) {
 			s, _ := newScheduler(t, func(c *Config) {
 				c.JobVars["metal_binary"] = fakeStreamer(t, tt.script)
 			})
-			st, _, err := s.Enqueue(context.Background(), "p")
+			st, _, err := s.Enqueue(context.Background(), "p", Prefs{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -165,8 +165,8 @@ func TestStreamerFateBecomesState(t *testing.T) {
 func TestRestartKeepsSessions(t *testing.T) {
 	var cfg Config
 	s, stop := newScheduler(t, func(c *Config) { c.Capacity, c.QueueBound = 1, 1; cfg = *c })
-	a, _, _ := s.Enqueue(context.Background(), "a")
-	b, _, _ := s.Enqueue(context.Background(), "b")
+	a, _, _ := s.Enqueue(context.Background(), "a", Prefs{})
+	b, _, _ := s.Enqueue(context.Background(), "b", Prefs{})
 	waitState(t, s, a.ID, StateStarting)
 	stop()
 
@@ -193,8 +193,8 @@ func TestRestartKeepsSessions(t *testing.T) {
 
 func TestReaperStopsUnwatchedSessions(t *testing.T) {
 	s, _ := newScheduler(t, func(c *Config) { c.ReapAfter = 2 * time.Second })
-	watched, _, _ := s.Enqueue(context.Background(), "watched")
-	s2, _, _ := s.Enqueue(context.Background(), "forgotten")
+	watched, _, _ := s.Enqueue(context.Background(), "watched", Prefs{})
+	s2, _, _ := s.Enqueue(context.Background(), "forgotten", Prefs{})
 	release := s.Watch(watched.ID)
 	st := waitState(t, s, s2.ID, StateEnded)
 	if st.Reason != ReasonIdle {

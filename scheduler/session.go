@@ -27,6 +27,7 @@ const (
 	ReasonStopped         = "stopped"
 	ReasonIdle            = "no browser connected"
 	ReasonStreamerExited  = "streamer exited"
+	ReasonEdgeLost        = "edge lost: streamer unreachable"
 )
 
 // record is what Consul KV holds for a session (metal/sessions/<id>).
@@ -42,6 +43,17 @@ type record struct {
 	Reason     string    `json:"reason,omitempty"`
 	EndedAt    time.Time `json:"ended_at,omitempty"`
 	Datacenter string    `json:"datacenter,omitempty"`
+	// RTT are the player's measured round trips by edge (ms), Prefs the edge
+	// order derived from them, Choice why the edge was chosen, Avoid edges
+	// that failed this player.
+	RTT    map[string]float64 `json:"rtt,omitempty"`
+	Prefs  []string           `json:"prefs,omitempty"`
+	Choice string             `json:"choice,omitempty"`
+	Avoid  []string           `json:"avoid,omitempty"`
+	// Replacement is the session a failover created for this one; Replaces
+	// is the failed session this one replaces.
+	Replacement string `json:"replacement,omitempty"`
+	Replaces    string `json:"replaces,omitempty"`
 
 	createIndex uint64
 }
@@ -66,6 +78,13 @@ type Status struct {
 	Datacenter string    `json:"datacenter,omitempty"`
 	Node       string    `json:"node,omitempty"`
 	Encoder    string    `json:"encoder,omitempty"`
+	// RTT are the player's measurements (ms by edge) and Choice why the edge
+	// was chosen.
+	RTT    map[string]float64 `json:"rtt,omitempty"`
+	Choice string             `json:"choice,omitempty"`
+	// Replacement is set on a session that failed over to a new one.
+	Replacement string `json:"replacement,omitempty"`
+	Replaces    string `json:"replaces,omitempty"`
 	// Endpoint is set while ready or connected.
 	Endpoint *Endpoint `json:"-"`
 }

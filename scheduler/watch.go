@@ -128,7 +128,7 @@ func (s *Scheduler) observeAlloc(ctx context.Context, id string, a *allocInfo) {
 	}
 	switch a.clientStatus {
 	case nomad.AllocClientStatusLost:
-		s.fail(ctx, id, ReasonNodeLost)
+		s.failover(ctx, id, ReasonNodeLost)
 	case nomad.AllocClientStatusFailed:
 		reason := ReasonStreamerCrashed
 		if a.failure != "" {

@@ -2,6 +2,7 @@ package streamer
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/metal-stream/metal/internal/benchout"
 	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/token"
 )
@@ -46,28 +48,37 @@ func BenchmarkStreamer(b *testing.B) {
 	if v, err := time.ParseDuration(os.Getenv("METAL_BENCH_WINDOW")); err == nil {
 		window = v
 	}
-	cases := []struct {
+	type benchCase struct {
 		name             string
 		w, h, fps        int
 		playoutDelayZero bool
-	}{
-		{"720p30", 1280, 720, 30, true},
-		{"720p60", 1280, 720, 60, true},
-		{"1080p30", 1920, 1080, 30, true},
-		{"1080p60", 1920, 1080, 60, true},
-		{"720p60-default-playout-delay", 1280, 720, 60, false},
+	}
+	var cases []benchCase
+	for _, r := range []struct {
+		name string
+		w, h int
+	}{{"720p", 1280, 720}, {"1080p", 1920, 1080}} {
+		for _, fps := range []int{30, 60} {
+			for _, pd0 := range []bool{true, false} {
+				pd := "pd0"
+				if !pd0 {
+					pd = "pd-default"
+				}
+				cases = append(cases, benchCase{fmt.Sprintf("%s%d-%s", r.name, fps, pd), r.w, r.h, fps, pd0})
+			}
+		}
 	}
 	browser := browsertest.New(b)
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			for range b.N {
-				benchOnce(b, browser, c.w, c.h, c.fps, c.playoutDelayZero, window)
+				benchOnce(b, browser, c.name, c.w, c.h, c.fps, c.playoutDelayZero, window)
 			}
 		})
 	}
 }
 
-func benchOnce(b *testing.B, browser context.Context, w, h, fps int, pd0 bool, window time.Duration) {
+func benchOnce(b *testing.B, browser context.Context, name string, w, h, fps int, pd0 bool, window time.Duration) {
 	var mu sync.Mutex
 	var enc []float64
 	r := startStreamer(b, func(cfg *Config) {
@@ -124,6 +135,10 @@ func benchOnce(b *testing.B, browser context.Context, w, h, fps int, pd0 bool, w
 	mu.Unlock()
 	fpsDecoded := float64(len(samples)) / window.Seconds()
 
+	benchout.Record("g2g/"+name, "ms", g2g)
+	benchout.Record("encode/"+name, "ms", encCopy)
+	benchout.Record("cpu/"+name, "%", []float64{cpu})
+	benchout.Record("whep-to-frame/"+name, "ms", []float64{firstFrame})
 	b.ReportMetric(percentile(encCopy, 50), "enc-p50-ms")
 	b.ReportMetric(percentile(encCopy, 95), "enc-p95-ms")
 	b.ReportMetric(percentile(g2g, 50), "g2g-p50-ms")
@@ -154,4 +169,42 @@ func processCPU() time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// BenchmarkStreamsPerBox starts more and more 720p30 streamers (each its own
+// Xvfb, demo scene and x264 pipeline, no viewer attached) until one of them
+// encodes fewer than 29 frames a second, and reports how many held.
+func BenchmarkStreamsPerBox(b *testing.B) {
+	held, maxN := 0, 8
+	if v, err := strconv.Atoi(os.Getenv("METAL_BENCH_MAX_STREAMS")); err == nil {
+		maxN = v
+	}
+	var streams []*running
+	var fpsAll []float64
+	for n := 1; n <= maxN; n++ {
+		streams = append(streams, startStreamer(b, func(c *Config) { c.Audio = false }))
+		time.Sleep(2 * time.Second) // warm up
+		before := make([]uint64, len(streams))
+		for i, s := range streams {
+			before[i] = s.media.Frames()
+		}
+		cpu0, t0 := processCPU(), time.Now()
+		time.Sleep(4 * time.Second)
+		elapsed := time.Since(t0).Seconds()
+		minFPS := 1e9
+		for i, s := range streams {
+			minFPS = min(minFPS, float64(s.media.Frames()-before[i])/elapsed)
+		}
+		cpu := (processCPU() - cpu0).Seconds() / elapsed * 100
+		fpsAll = append(fpsAll, minFPS)
+		b.Logf("%d streams: slowest %.1f fps, streamer CPU %.0f%% (%.0f%% per stream)", n, minFPS, cpu, cpu/float64(n))
+		benchout.Record(fmt.Sprintf("streams-per-box/%d", n), "fps", []float64{minFPS})
+		benchout.Record(fmt.Sprintf("streams-per-box-cpu/%d", n), "%", []float64{cpu / float64(n)})
+		if minFPS < 29 {
+			break
+		}
+		held = n
+	}
+	b.ReportMetric(float64(held), "streams@29fps")
+	b.ReportMetric(fpsAll[0], "1-stream-fps")
 }

@@ -170,6 +170,14 @@ func (s *Server) Run(ctx context.Context) error {
 		fmt.Fprintf(w, `{"status":"ok","allocations":%d}`+"\n", s.gen.live.Load())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+	// /probe is what a player's page times to measure its RTT to this edge.
+	mux.HandleFunc("GET /probe", func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Timing-Allow-Origin", "*")
+		h.Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusNoContent)
+	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(s.health) }()

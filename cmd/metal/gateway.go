@@ -33,7 +33,8 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.IntVar(&cfg.Burst, "burst", cfg.Burst, "burst of requests per client address")
 	capacity := fs.String("capacity", "auto", "sessions placed at once: a number, or auto (the healthy GPUs with NVENC that Nomad reports)")
 	fs.IntVar(&sc.QueueBound, "queue", sc.QueueBound, "sessions that may wait beyond capacity; more get 429")
-	fs.StringVar(&sc.Datacenter, "datacenter", sc.Datacenter, "datacenter to place streams in")
+	dcs := fs.String("datacenter", sc.Datacenter, "edge datacenters to place streams in, comma-separated, the default first")
+	fs.StringVar(&sc.Failover, "failover", sc.Failover, "when an edge fails a player: auto (place on the next-nearest edge at once) or click (the player asks)")
 	fs.DurationVar(&sc.ReapAfter, "reap-after", sc.ReapAfter, "stop a session no browser has asked about for this long (0: never)")
 	driver := fs.String("streamer-driver", "docker", "task driver for streamer jobs: docker or raw_exec")
 	binary := fs.String("streamer-binary", "/usr/local/bin/metal", "metal binary on clients (raw_exec)")
@@ -49,6 +50,14 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	flagenv.Usage(fs, "metal gateway [flags]  (Nomad and Consul from NOMAD_ADDR, CONSUL_HTTP_ADDR and their token variables)")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
+	}
+	if list := splitList(*dcs); len(list) > 0 {
+		sc.Datacenter, sc.Datacenters = list[0], list
+	} else {
+		return fmt.Errorf("-datacenter: name at least one edge")
+	}
+	if sc.Failover != "auto" && sc.Failover != "click" {
+		return fmt.Errorf("-failover %q: want auto or click", sc.Failover)
 	}
 	if *capacity == "auto" {
 		sc.CapacityFromGPUs = true

@@ -22,14 +22,48 @@
   let session = null, playing = false, events = null;
   window.metalGateway = { get session() { return session; } };
 
-  async function start() {
+  // measure times each edge's probe a few times under a short deadline and
+  // keeps the best of the warm samples (the first one pays for the TCP
+  // connection).
+  async function measure() {
+    let edges = [];
+    try {
+      edges = await (await fetch("/v1/edges", { cache: "no-store" })).json();
+    } catch (_) { return {}; }
+    const rtt = {};
+    await Promise.all(edges.filter((e) => e.probe).map(async (e) => {
+      const samples = [];
+      const deadline = performance.now() + 1500;
+      for (let i = 0; i < 4 && performance.now() < deadline; i++) {
+        const t0 = performance.now();
+        try {
+          const ctl = new AbortController();
+          const timer = setTimeout(() => ctl.abort(), Math.max(1, deadline - t0));
+          await fetch(e.probe, { cache: "no-store", mode: "cors", signal: ctl.signal });
+          clearTimeout(timer);
+          samples.push(performance.now() - t0);
+        } catch (_) { break; }
+      }
+      const warm = samples.length > 1 ? samples.slice(1) : samples;
+      if (warm.length) rtt[e.name] = Math.max(0.1, Math.min(...warm));
+    }));
+    window.metal.rtt = rtt;
+    return rtt;
+  }
+
+  async function start(avoid) {
+    m.setStatus("Measuring the nearest edge…");
+    const rtt = await measure();
     m.setStatus("Requesting a session…");
     let resp;
     try {
+      const body = link ? { link } : { guest };
+      if (Object.keys(rtt).length) body.rtt = rtt;
+      if (avoid && avoid.length) body.avoid = avoid;
       resp = await fetch("/v1/sessions", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(link ? { link } : { guest }),
+        body: JSON.stringify(body),
       });
     } catch (err) {
       m.setStatus("Cannot reach the gateway: " + err.message);
@@ -64,8 +98,19 @@
         break;
       case "failed":
         m.stop();
-        m.setStatus(`Stream failed: ${s.reason}. Reload to try again.`);
         events && events.close();
+        if (s.replacement) {
+          // The gateway already placed a replacement on the next-nearest edge.
+          m.setStatus(`Stream failed: ${s.reason}. Moving you to another edge…`);
+          window.metal.failovers = (window.metal.failovers || 0) + 1;
+          playing = false;
+          follow(s.replacement);
+        } else if (s.edge) {
+          m.setStatus(`Stream failed: ${s.reason}.`);
+          offerRetry([s.edge]);
+        } else {
+          m.setStatus(`Stream failed: ${s.reason}. Reload to try again.`);
+        }
         break;
       case "ended":
         m.stop();
@@ -78,6 +123,8 @@
           m.cfg.whep = s.stream.whep;
           m.cfg.token = s.stream.token;
           m.cfg.iceServers = s.stream.ice_servers || [];
+          m.state.stopped = false;
+          m.state.retries = 0;
           m.connect();
         } else if (!playing) {
           m.setStatus(labels[s.state] || s.state);
@@ -85,6 +132,16 @@
           m.cfg.token = s.stream.token; // fresh token for reconnects
         }
     }
+  }
+
+  // offerRetry shows a button that asks for a session on another edge.
+  function offerRetry(avoid) {
+    const b = document.createElement("button");
+    b.id = "retry";
+    b.textContent = "Play on the next edge";
+    b.style.cssText = "position:absolute;left:50%;top:60%;transform:translateX(-50%);padding:8px 16px;font-size:1rem";
+    b.onclick = () => { b.remove(); playing = false; start(avoid); };
+    document.body.appendChild(b);
   }
 
   start();

@@ -37,6 +37,31 @@ type Options struct {
 	MinDevices int
 	// Logger receives progress; slog.Default() when nil.
 	Logger *slog.Logger
+
+	// The fields below build multi-site test topologies in network
+	// namespaces the test creates; their zero values give the single
+	// loopback agent pair.
+
+	// Netns runs both agents in this network namespace (ip netns exec), on
+	// the agents' default ports.
+	Netns string
+	// BindIP is where the agents listen and advertise (default 127.0.0.1).
+	BindIP string
+	// NetworkInterface is the Nomad client's (default "lo").
+	NetworkInterface string
+	// NodeName names both agents' node (default "metal-local").
+	NodeName string
+	// ConsulDatacenter is Consul's datacenter (default "dc1"); Datacenter
+	// is Nomad's (an edge).
+	ConsulDatacenter string
+	// ConsulJoin makes Consul a client agent joining these servers.
+	ConsulJoin []string
+	// NomadRole is "" (server and client), "server" or "client".
+	NomadRole string
+	// NomadServers are the servers a client-only Nomad joins (host:rpcport).
+	NomadServers []string
+	// ClientMeta is the Nomad client's node meta.
+	ClientMeta map[string]string
 }
 
 // Cluster is a running Consul server and Nomad server+client on loopback.
@@ -63,6 +88,18 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if o.Datacenter == "" {
 		o.Datacenter = "dc1"
 	}
+	if o.ConsulDatacenter == "" {
+		o.ConsulDatacenter = "dc1"
+	}
+	if o.BindIP == "" {
+		o.BindIP = "127.0.0.1"
+	}
+	if o.NetworkInterface == "" {
+		o.NetworkInterface = "lo"
+	}
+	if o.NodeName == "" {
+		o.NodeName = "metal-local"
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -88,7 +125,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 
 	o.Logger.Info("starting consul", "bin", o.ConsulBin, "dir", c.Dir)
-	c.consul, c.ConsulAddr, err = startConsul(ctx, o.ConsulBin, c.Dir, o.Datacenter)
+	c.consul, c.ConsulAddr, err = startConsul(ctx, o.ConsulBin, c.Dir, o)
 	if err != nil {
 		_ = c.cleanupDir()
 		return nil, err

@@ -5,22 +5,39 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	consul "github.com/hashicorp/consul/api"
 )
 
-// consulConfig renders a single-server Consul agent config bound to loopback.
-// DNS, WAN gossip and gRPC are off: nothing here needs them.
+// consulConfig renders a Consul agent config: a single server bound to
+// loopback by default, or a client joining servers. DNS, WAN gossip and gRPC
+// are off: nothing here needs them.
 func consulConfig(dataDir, datacenter string, http, serfLAN, server int) string {
-	return fmt.Sprintf(`# Written by metal (internal/localcluster). Loopback only.
+	return consulAgentConfig(consulParams{DataDir: dataDir, Datacenter: datacenter, HTTP: http, SerfLAN: serfLAN,
+		Server: server, BindIP: "127.0.0.1", NodeName: "metal-local", IsServer: true})
+}
+
+type consulParams struct {
+	DataDir, Datacenter, NodeName, BindIP string
+	HTTP, SerfLAN, Server                int
+	IsServer                             bool
+	Join                                 []string
+}
+
+func consulAgentConfig(p consulParams) string {
+	role := "server               = true\nbootstrap_expect     = 1"
+	if !p.IsServer {
+		role = "server               = false\nretry_join           = " + hclList(p.Join)
+	}
+	return fmt.Sprintf(`# Written by metal (internal/localcluster). Loopback or test namespaces only.
 datacenter           = %q
-node_name            = "metal-local"
+node_name            = %q
 data_dir             = %q
-server               = true
-bootstrap_expect     = 1
-bind_addr            = "127.0.0.1"
-advertise_addr       = "127.0.0.1"
-client_addr          = "127.0.0.1"
+%s
+bind_addr            = %q
+advertise_addr       = %q
+client_addr          = %q
 disable_update_check = true
 log_level            = "WARN"
 ports {
@@ -36,11 +53,19 @@ ports {
 performance {
   raft_multiplier = 1
 }
-`, datacenter, dataDir, http, serfLAN, server)
+`, p.Datacenter, p.NodeName, p.DataDir, role, p.BindIP, p.BindIP, p.BindIP, p.HTTP, p.SerfLAN, p.Server)
 }
 
-func startConsul(ctx context.Context, bin, dir, datacenter string) (*process, string, error) {
-	ports, err := freePorts(3)
+func hclList(items []string) string {
+	q := make([]string, len(items))
+	for i, it := range items {
+		q[i] = fmt.Sprintf("%q", it)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+func startConsul(ctx context.Context, bin, dir string, o Options) (*process, string, error) {
+	ports, err := agentPorts(o, 3, 8500, 8301, 8300)
 	if err != nil {
 		return nil, "", err
 	}
@@ -49,14 +74,16 @@ func startConsul(ctx context.Context, bin, dir, datacenter string) (*process, st
 		return nil, "", fmt.Errorf("consul data dir: %w", err)
 	}
 	cfgPath := filepath.Join(dir, "consul.hcl")
-	if err := os.WriteFile(cfgPath, []byte(consulConfig(dataDir, datacenter, ports[0], ports[1], ports[2])), 0o600); err != nil {
+	text := consulAgentConfig(consulParams{DataDir: dataDir, Datacenter: o.ConsulDatacenter, NodeName: o.NodeName,
+		BindIP: o.BindIP, HTTP: ports[0], SerfLAN: ports[1], Server: ports[2], IsServer: len(o.ConsulJoin) == 0, Join: o.ConsulJoin})
+	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 		return nil, "", fmt.Errorf("write consul config: %w", err)
 	}
-	p, err := startProcess("consul", filepath.Join(dir, "consul.log"), bin, "agent", "-config-file", cfgPath)
+	p, err := startProcess("consul", filepath.Join(dir, "consul.log"), o.Netns, bin, "agent", "-config-file", cfgPath)
 	if err != nil {
 		return nil, "", err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	addr := fmt.Sprintf("%s:%d", o.BindIP, ports[0])
 	cfg := consul.DefaultConfig()
 	cfg.Address = addr
 	cfg.Scheme = "http"
@@ -67,7 +94,23 @@ func startConsul(ctx context.Context, bin, dir, datacenter string) (*process, st
 	}
 	err = p.waitFor(ctx, "a raft leader", func(context.Context) (bool, error) {
 		leader, err := client.Status().Leader()
-		return err == nil && leader != "", err
+		if err != nil || leader == "" {
+			return false, err
+		}
+		// A client agent is ready once it sees itself in the catalog.
+		if len(o.ConsulJoin) > 0 {
+			nodes, _, err := client.Catalog().Nodes(nil)
+			if err != nil {
+				return false, err
+			}
+			for _, n := range nodes {
+				if n.Node == o.NodeName {
+					return true, nil
+				}
+			}
+			return false, nil
+		}
+		return true, nil
 	})
 	if err != nil {
 		_ = p.stop(defaultGrace)

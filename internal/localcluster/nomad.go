@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -18,6 +19,12 @@ import (
 const cloudFingerprinters = "env_aws,env_gce,env_azure,env_digitalocean"
 
 type nomadParams struct {
+	Name        string
+	BindIP      string
+	Interface   string
+	Role        string
+	Servers     []string
+	Meta        map[string]string
 	DataDir     string
 	Datacenter  string
 	ConsulAddr  string // host:port
@@ -35,12 +42,37 @@ type nomadParams struct {
 // with raw_exec enabled. The dynamic port range is a random window so that
 // several test clusters on one machine rarely hand out the same port.
 func nomadConfig(p nomadParams) string {
-	return fmt.Sprintf(`# Written by metal (internal/localcluster). Loopback only.
-name                 = "metal-local"
+	if p.Name == "" {
+		p.Name, p.BindIP, p.Interface = "metal-local", "127.0.0.1", "lo"
+	}
+	server := "server {\n  enabled          = true\n  bootstrap_expect = 1\n}"
+	clientOn, servers := "true", ""
+	switch p.Role {
+	case "server":
+		clientOn = "false"
+	case "client":
+		server = "server {\n  enabled = false\n}"
+		servers = "  servers = " + hclList(p.Servers) + "\n"
+	}
+	meta := ""
+	if len(p.Meta) > 0 {
+		keys := make([]string, 0, len(p.Meta))
+		for k := range p.Meta {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		meta = "  meta = {\n"
+		for _, k := range keys {
+			meta += fmt.Sprintf("    %q = %q\n", k, p.Meta[k])
+		}
+		meta += "  }\n"
+	}
+	return fmt.Sprintf(`# Written by metal (internal/localcluster). Loopback or test namespaces only.
+name                 = %q
 region               = "global"
 datacenter           = %q
 data_dir             = %q
-bind_addr            = "127.0.0.1"
+bind_addr            = %q
 disable_update_check = true
 log_level            = "WARN"
 
@@ -51,19 +83,16 @@ ports {
 }
 
 advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
+  http = %q
+  rpc  = %q
+  serf = %q
 }
 
-server {
-  enabled          = true
-  bootstrap_expect = 1
-}
+%s
 
 client {
-  enabled           = true
-  network_interface = "lo"
+  enabled           = %s
+%s%s  network_interface = %q
   min_dynamic_port  = %d
   max_dynamic_port  = %d
   gc_max_allocs     = 200
@@ -87,7 +116,8 @@ consul {
   address = %q
 }
 %s
-%s`, p.Datacenter, p.DataDir, p.HTTP, p.RPC, p.Serf, p.MinDynamic, p.MaxDynamic,
+%s`, p.Name, p.Datacenter, p.DataDir, p.BindIP, p.HTTP, p.RPC, p.Serf, p.BindIP, p.BindIP, p.BindIP,
+		server, clientOn, servers, meta, p.Interface, p.MinDynamic, p.MaxDynamic,
 		cloudFingerprinters, p.ClientExtra, p.ConsulAddr, pluginDir(p.PluginDir), p.Extra)
 }
 
@@ -99,7 +129,7 @@ func pluginDir(dir string) string {
 }
 
 func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr string) (*process, *nomad.Client, string, string, error) {
-	ports, err := freePorts(3)
+	ports, err := agentPorts(o, 3, 4646, 4647, 4648)
 	if err != nil {
 		return nil, nil, "", "", err
 	}
@@ -112,6 +142,12 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 	}
 	minDyn := 20000 + rand.IntN(22)*500
 	cfg := nomadConfig(nomadParams{
+		Name:        o.NodeName,
+		BindIP:      o.BindIP,
+		Interface:   o.NetworkInterface,
+		Role:        o.NomadRole,
+		Servers:     o.NomadServers,
+		Meta:        o.ClientMeta,
 		DataDir:     dataDir,
 		Datacenter:  o.Datacenter,
 		ConsulAddr:  strings.TrimPrefix(consulAddr, "http://"),
@@ -128,11 +164,11 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, nil, "", "", fmt.Errorf("write nomad config: %w", err)
 	}
-	p, err := startProcess("nomad", filepath.Join(dir, "nomad.log"), bin, "agent", "-config", cfgPath)
+	p, err := startProcess("nomad", filepath.Join(dir, "nomad.log"), o.Netns, bin, "agent", "-config", cfgPath)
 	if err != nil {
 		return nil, nil, "", "", err
 	}
-	addr := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	addr := fmt.Sprintf("http://%s:%d", o.BindIP, ports[0])
 	ncfg := nomad.DefaultConfig()
 	ncfg.Address = addr
 	client, err := nomad.NewClient(ncfg)
@@ -156,7 +192,7 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 		}
 		client.SetSecretID(token)
 	}
-	if err := waitNomadReady(ctx, p, client, o.MinDevices); err != nil {
+	if err := waitNomadReady(ctx, p, client, o); err != nil {
 		_ = p.stop(defaultGrace)
 		return nil, nil, "", "", err
 	}
@@ -166,12 +202,13 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 // waitNomadReady waits for a leader, then for the local node to be ready,
 // eligible, with raw_exec healthy and Consul fingerprinted. The node list is
 // read with blocking queries, so this wakes on change rather than on a timer.
-func waitNomadReady(ctx context.Context, p *process, c *nomad.Client, minDevices int) error {
+func waitNomadReady(ctx context.Context, p *process, c *nomad.Client, o Options) error {
+	minDevices := o.MinDevices
 	err := p.waitFor(ctx, "a raft leader", func(context.Context) (bool, error) {
 		leader, err := c.Status().Leader()
 		return err == nil && leader != "", err
 	})
-	if err != nil {
+	if err != nil || o.NomadRole == "server" {
 		return err
 	}
 	var index uint64
@@ -183,6 +220,9 @@ func waitNomadReady(ctx context.Context, p *process, c *nomad.Client, minDevices
 		}
 		index = meta.LastIndex
 		for _, n := range nodes {
+			if n.Name != o.NodeName {
+				continue
+			}
 			if n.Status != nomad.NodeStatusReady || n.SchedulingEligibility != nomad.NodeSchedulingEligible {
 				continue
 			}

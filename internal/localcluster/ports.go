@@ -31,3 +31,12 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// agentPorts returns n ports: free ones on this machine's loopback, or the
+// agents' well-known defaults inside a network namespace of the agent's own.
+func agentPorts(o Options, n int, defaults ...int) ([]int, error) {
+	if o.Netns != "" {
+		return defaults[:n], nil
+	}
+	return freePorts(n)
+}

@@ -22,7 +22,13 @@ type process struct {
 	err     error
 }
 
-func startProcess(name, logPath, bin string, args ...string) (*process, error) {
+// startProcess starts bin, inside network namespace netns when not empty
+// (ip netns exec replaces itself with bin, so the PID is the agent's).
+func startProcess(name, logPath, netns, bin string, args ...string) (*process, error) {
+	if netns != "" {
+		args = append([]string{"netns", "exec", netns, bin}, args...)
+		bin = "ip"
+	}
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open %s log: %w", name, err)

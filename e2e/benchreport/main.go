@@ -1,0 +1,208 @@
+// Command benchreport turns the samples `make bench` collects
+// (bench-results/samples.jsonl, written by the benchmarks through
+// internal/benchout) into a table on stdout, results.json, results.md and
+// latency.png (the glass-to-glass latency distributions as CDFs).
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/metal-stream/metal/internal/benchout"
+)
+
+// Row is one figure of the report.
+type Row struct {
+	Section string  `json:"section"`
+	Name    string  `json:"name"`
+	Median  float64 `json:"median"`
+	P95     float64 `json:"p95"`
+	Unit    string  `json:"unit"`
+	Samples int     `json:"samples"`
+	Note    string  `json:"note,omitempty"`
+}
+
+// Report is results.json.
+type Report struct {
+	Date    time.Time `json:"date"`
+	CPUs    int       `json:"cpus"`
+	LoadAvg string    `json:"load_average"`
+	Command string    `json:"command"`
+	Rows    []Row     `json:"rows"`
+}
+
+func main() {
+	dir := flag.String("dir", "bench-results", "directory with samples.jsonl; the report is written there")
+	flag.Parse()
+	series, err := read(filepath.Join(*dir, "samples.jsonl"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	rep := Report{Date: time.Now().UTC(), CPUs: runtime.NumCPU(), LoadAvg: strings.Join(strings.Fields(string(load))[:3], " "),
+		Command: "make bench", Rows: rows(series)}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(filepath.Join(*dir, "results.json"), b, 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+	md := markdown(rep)
+	if err := os.WriteFile(filepath.Join(*dir, "results.md"), []byte(md), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+	var cdfs []benchout.Series
+	for _, s := range series {
+		if strings.HasPrefix(s.Name, "g2g/") {
+			cdfs = append(cdfs, s)
+		}
+	}
+	if err := plot(filepath.Join(*dir, "latency.png"), "Glass-to-glass latency (software encoder), CDF", "ms", cdfs); err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport: plot:", err)
+		os.Exit(1)
+	}
+	fmt.Print(md)
+	fmt.Printf("\nwritten: %s, %s, %s\n", filepath.Join(*dir, "results.json"), filepath.Join(*dir, "results.md"), filepath.Join(*dir, "latency.png"))
+}
+
+// read merges repeated series of one name (repeated runs) into one.
+func read(path string) ([]benchout.Series, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("no samples (run make bench): %w", err)
+	}
+	defer f.Close()
+	byName := map[string]*benchout.Series{}
+	var order []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var s benchout.Series
+		if json.Unmarshal(sc.Bytes(), &s) != nil {
+			continue
+		}
+		if cur, ok := byName[s.Name]; ok {
+			cur.Values = append(cur.Values, s.Values...)
+			continue
+		}
+		byName[s.Name] = &s
+		order = append(order, s.Name)
+	}
+	out := make([]benchout.Series, 0, len(order))
+	for _, n := range order {
+		out = append(out, *byName[n])
+	}
+	return out, sc.Err()
+}
+
+func pct(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	sort.Float64s(s)
+	return s[min(len(s)-1, int(float64(len(s))*p/100))]
+}
+
+func rows(series []benchout.Series) []Row {
+	get := map[string]benchout.Series{}
+	for _, s := range series {
+		get[s.Name] = s
+	}
+	var out []Row
+	add := func(section, name, key, note string) {
+		s, ok := get[key]
+		if !ok {
+			return
+		}
+		out = append(out, Row{Section: section, Name: name, Median: pct(s.Values, 50), P95: pct(s.Values, 95),
+			Unit: s.Unit, Samples: len(s.Values), Note: note})
+	}
+	for _, s := range series {
+		if cfg, ok := strings.CutPrefix(s.Name, "g2g/"); ok {
+			add("glass-to-glass", cfg, s.Name, "frame code drawn on X, read in Chromium (requestVideoFrameCallback)")
+		}
+	}
+	for _, s := range series {
+		if cfg, ok := strings.CutPrefix(s.Name, "encode/"); ok {
+			add("capture-to-encoded", cfg, s.Name, "")
+			add("streamer CPU", cfg, "cpu/"+cfg, "one stream with one viewer")
+			add("WHEP POST to first frame", cfg, "whep-to-frame/"+cfg, "")
+		}
+	}
+	held := 0
+	for n := 1; ; n++ {
+		s, ok := get[fmt.Sprintf("streams-per-box/%d", n)]
+		if !ok {
+			break
+		}
+		if s.Values[0] >= 29 {
+			held = n
+		}
+		add("streams per box", fmt.Sprintf("%d x 720p30: slowest stream", n), s.Name, "encode only, no viewer")
+		add("streams per box", fmt.Sprintf("%d x 720p30: CPU per stream", n), fmt.Sprintf("streams-per-box-cpu/%d", n), "")
+	}
+	if _, ok := get["streams-per-box/1"]; ok {
+		out = append(out, Row{Section: "streams per box", Name: "720p30 streams at >= 29 fps", Median: float64(held), P95: float64(held), Unit: "streams", Samples: 1})
+	}
+	add("gateway and Nomad", "player URL to first decoded frame (cold)", "url-to-first-frame", "admission, placement, streamer start, WHEP, ICE")
+	add("gateway and Nomad", "placement latency (register to allocation)", "placement-latency", "p95 column is p99")
+	if s, ok := get["placement-latency"]; ok {
+		out[len(out)-1].P95 = pct(s.Values, 99)
+	}
+	add("gateway and Nomad", "placements per second (16 in flight)", "placements-per-second", "")
+	add("gateway and Nomad", "gateway status requests per second", "gateway-status-throughput", "8 clients, 3 s")
+	add("gateway and Nomad", "gateway status latency", "gateway-status-latency", "")
+	for _, n := range []int{1, 4} {
+		m, okM := get[fmt.Sprintf("turn-metal-pps/%d", n)]
+		c, okC := get[fmt.Sprintf("turn-coturn-pps/%d", n)]
+		if !okM || !okC {
+			continue
+		}
+		add("TURN relay", fmt.Sprintf("Metal, %d allocation(s)", n), m.Name, "200-byte packets")
+		add("TURN relay", fmt.Sprintf("coturn, %d allocation(s)", n), c.Name, "same listener and auth settings")
+		var ratios []float64
+		for i := range min(len(m.Values), len(c.Values)) {
+			if c.Values[i] > 0 {
+				ratios = append(ratios, m.Values[i]/c.Values[i])
+			}
+		}
+		out = append(out, Row{Section: "TURN relay", Name: fmt.Sprintf("Metal / coturn, %d allocation(s)", n),
+			Median: pct(ratios, 50), P95: pct(ratios, 95), Unit: "ratio", Samples: len(ratios), Note: "interleaved runs"})
+		add("TURN relay", fmt.Sprintf("Metal CPU, %d allocation(s)", n), fmt.Sprintf("turn-metal-cpu/%d", n), "")
+		add("TURN relay", fmt.Sprintf("coturn CPU, %d allocation(s)", n), fmt.Sprintf("turn-coturn-cpu/%d", n), "")
+	}
+	return out
+}
+
+func markdown(r Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Metal benchmark, %s, %d CPUs, load average %s (`%s`)\n\n", r.Date.Format(time.RFC3339), r.CPUs, r.LoadAvg, r.Command)
+	fmt.Fprintln(&b, "| section | figure | median | p95 | unit | samples | note |")
+	fmt.Fprintln(&b, "|---|---|---:|---:|---|---:|---|")
+	for _, row := range r.Rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d | %s |\n", row.Section, row.Name, num(row.Median), num(row.P95), row.Unit, row.Samples, row.Note)
+	}
+	return b.String()
+}
+
+func num(v float64) string {
+	switch {
+	case v >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
