@@ -144,7 +144,7 @@ func TestNearestEdgeAndFailover(t *testing.T) {
 	}
 	t.Logf("player told after %v", time.Since(killed).Round(time.Millisecond))
 	if err := browsertest.WaitTrue(tab, `metal.session && metal.session.id !== "`+first.ID+`" && metal.stats && metal.stats.framesDecoded > 10`, 120*time.Second); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\ngateway log:\n%s", err, g.stderr.String())
 	}
 	second := g.sessionFull(t, sessionOf(t, tab))
 	if second.Edge != "edge-2" {

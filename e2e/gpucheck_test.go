@@ -85,4 +85,3 @@ func TestRealGPU(t *testing.T) {
 	}
 	t.Fatal("streamer did not become healthy")
 }
-

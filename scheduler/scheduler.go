@@ -229,19 +229,19 @@ func (s *Scheduler) poke() {
 func (s *Scheduler) Enqueue(ctx context.Context, player string, prefs Prefs) (Status, bool, error) {
 	s.admitMu.Lock()
 	defer s.admitMu.Unlock()
-	return s.enqueueLocked(ctx, player, prefs, "")
+	return s.enqueueLocked(ctx, player, prefs, "", newSessionID())
 }
 
 // enqueueLocked is Enqueue under admitMu; replaces names the failed session
-// a failover replaces.
-func (s *Scheduler) enqueueLocked(ctx context.Context, player string, prefs Prefs, replaces string) (Status, bool, error) {
+// a failover replaces, id the new session's id.
+func (s *Scheduler) enqueueLocked(ctx context.Context, player string, prefs Prefs, replaces, id string) (Status, bool, error) {
 	s.mu.Lock()
 	live := 0
 	for _, r := range s.records {
 		if r.Ended {
 			continue
 		}
-		if r.Player == player {
+		if r.Player == player && r.ID != replaces {
 			st := s.statusLocked(r)
 			s.lastSeen[r.ID] = time.Now()
 			s.mu.Unlock()
@@ -256,7 +256,7 @@ func (s *Scheduler) enqueueLocked(ctx context.Context, player string, prefs Pref
 	order, why := s.orderLocked(prefs)
 	// With a free slot the session is placed now, in the request; otherwise
 	// it waits in the queue for placeLoop.
-	r := &record{ID: newSessionID(), Player: player, Created: time.Now().UTC(), Prefs: order, Choice: why,
+	r := &record{ID: id, Player: player, Created: time.Now().UTC(), Prefs: order, Choice: why,
 		RTT: prefs.RTT, Avoid: prefs.Avoid, Replaces: replaces}
 	if dc := s.freeEdgeLocked(order); dc != "" {
 		r.Placed, r.Datacenter = true, dc
@@ -562,24 +562,21 @@ func (s *Scheduler) failover(ctx context.Context, id, reason string) {
 	}
 	s.admitMu.Lock()
 	defer s.admitMu.Unlock()
-	// End the old one first, so the player may hold the new one.
-	s.fail(ctx, id, reason)
+	// Create the replacement first, so that it exists when the player learns
+	// of it, then end the old session naming it, in one change.
 	avoid := append(slices.Clone(old.Avoid), old.Datacenter)
-	st, _, err := s.enqueueLocked(ctx, old.Player, Prefs{RTT: old.RTT, Avoid: avoid}, id)
+	st, _, err := s.enqueueLocked(ctx, old.Player, Prefs{RTT: old.RTT, Avoid: avoid}, id, newSessionID())
 	if err != nil {
 		s.log.Error("failover", "session", id, "err", err)
+		s.fail(ctx, id, reason)
 		return
 	}
 	s.mu.Lock()
 	if r, ok := s.records[id]; ok {
 		r.Replacement = st.ID
-		rc := *r
-		s.notifyLocked()
-		s.mu.Unlock()
-		_ = s.store.put(ctx, &rc)
-	} else {
-		s.mu.Unlock()
 	}
+	s.mu.Unlock()
+	s.fail(ctx, id, reason)
 	s.log.Info("session failed over", "from", id, "to", st.ID, "edge", st.Datacenter, "state", st.State)
 }
 

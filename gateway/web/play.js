@@ -80,12 +80,21 @@
     follow(body.id);
   }
 
+  let current = "";
   function follow(id) {
     if (events) events.close();
+    current = id;
     events = new EventSource(`/v1/sessions/${id}/events`);
-    events.addEventListener("status", (e) => show(JSON.parse(e.data)));
+    events.addEventListener("status", (e) => {
+      const s = JSON.parse(e.data);
+      if (s.id === current) show(s);
+    });
     events.onerror = () => {
-      if (session && ["ended", "failed"].includes(session.state)) events.close();
+      if (session && session.id === id && ["ended", "failed"].includes(session.state)) {
+        events.close();
+      } else if (events.readyState === EventSource.CLOSED) {
+        setTimeout(() => follow(id), 1000); // refused (not yet known): ask again
+      }
     };
   }
 

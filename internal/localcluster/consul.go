@@ -20,9 +20,9 @@ func consulConfig(dataDir, datacenter string, http, serfLAN, server int) string 
 
 type consulParams struct {
 	DataDir, Datacenter, NodeName, BindIP string
-	HTTP, SerfLAN, Server                int
-	IsServer                             bool
-	Join                                 []string
+	HTTP, SerfLAN, Server                 int
+	IsServer                              bool
+	Join                                  []string
 }
 
 func consulAgentConfig(p consulParams) string {
