@@ -164,59 +164,42 @@ job "metal-gateway" {
       }
     }
 
-    dynamic "task" {
-      for_each = var.driver == "raw_exec" ? ["gateway"] : []
-      labels   = ["gateway"]
+    task "gateway" {
+      driver = var.driver
 
-      content {
-        driver = "raw_exec"
+      # raw_exec runs the metal binary on the client (development, tests);
+      # docker runs the image (production).
+      dynamic "config" {
+        for_each = var.driver == "raw_exec" ? [1] : []
 
-        config {
+        content {
           command = var.metal_binary
           args    = local.args
         }
-
-        env = local.env
-
-        template {
-          data        = local.secrets_template
-          destination = "secrets/metal.env"
-          env         = true
-        }
-
-        resources {
-          cpu    = 200
-          memory = 128
-        }
       }
-    }
 
-    dynamic "task" {
-      for_each = var.driver == "docker" ? ["gateway"] : []
-      labels   = ["gateway"]
+      dynamic "config" {
+        for_each = var.driver == "docker" ? [1] : []
 
-      content {
-        driver = "docker"
-
-        config {
+        content {
           image   = var.image
           ports   = ["http"]
           command = "metal"
           args    = local.args
         }
+      }
 
-        env = local.env
+      env = local.env
 
-        template {
-          data        = local.secrets_template
-          destination = "secrets/metal.env"
-          env         = true
-        }
+      template {
+        data        = local.secrets_template
+        destination = "secrets/metal.env"
+        env         = true
+      }
 
-        resources {
-          cpu    = 200
-          memory = 128
-        }
+      resources {
+        cpu    = 200
+        memory = 128
       }
     }
   }

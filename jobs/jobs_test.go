@@ -137,4 +137,11 @@ func TestStreamerGPUConstraint(t *testing.T) {
 	if d := job.TaskGroups[0].Tasks[0].Resources.Devices; len(d) != 0 {
 		t.Fatalf("gpu=false still asks for devices: %+v", d)
 	}
+	if task := job.TaskGroups[0].Tasks[0]; task.Driver != "raw_exec" || task.Config["command"] != "/usr/local/bin/metal" || task.Config["image"] != nil {
+		t.Fatalf("raw_exec task %s config %v", task.Driver, task.Config)
+	}
+	docker := tg.Tasks[0]
+	if docker.Driver != "docker" || docker.Config["image"] == nil || docker.Config["runtime"] != "nvidia" || docker.Config["command"] != "metal" {
+		t.Fatalf("docker task %s config %v", docker.Driver, docker.Config)
+	}
 }

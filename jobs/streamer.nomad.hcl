@@ -179,105 +179,66 @@ job "metal-streamer" {
       }
     }
 
-    dynamic "task" {
-      for_each = var.driver == "raw_exec" ? ["streamer"] : []
-      labels   = ["streamer"]
+    task "streamer" {
+      driver = var.driver
 
-      content {
-        driver = "raw_exec"
+      # raw_exec runs the metal binary on the client (development, tests);
+      # docker runs the desktop image with the NVIDIA runtime (production).
+      dynamic "config" {
+        for_each = var.driver == "raw_exec" ? [1] : []
 
-        config {
+        content {
           command = var.metal_binary
           args    = local.args
         }
-
-        template {
-          data        = local.key_template
-          destination = "secrets/metal.env"
-          env         = true
-        }
-
-        resources {
-          cpu    = var.cpu
-          memory = var.memory
-
-          dynamic "device" {
-            for_each = var.gpu ? ["nvidia/gpu"] : []
-            iterator = gpu
-            labels   = [gpu.value]
-
-            content {
-              count = 1
-
-              constraint {
-                attribute = "${device.attr.nvenc_h264}"
-                value     = "true"
-              }
-
-              affinity {
-                attribute = "${device.attr.memory}"
-                operator  = ">="
-                value     = "16 GiB"
-                weight    = 50
-              }
-            }
-          }
-        }
-
-        kill_timeout = "10s"
       }
-    }
 
-    dynamic "task" {
-      for_each = var.driver == "docker" ? ["streamer"] : []
-      labels   = ["streamer"]
+      dynamic "config" {
+        for_each = var.driver == "docker" ? [1] : []
 
-      content {
-        driver = "docker"
-
-        config {
+        content {
           image   = var.image
           runtime = var.gpu ? "nvidia" : "runc"
           ports   = ["http", "webrtc"]
           command = "metal"
           args    = local.args
         }
+      }
 
-        template {
-          data        = local.key_template
-          destination = "secrets/metal.env"
-          env         = true
-        }
+      template {
+        data        = local.key_template
+        destination = "secrets/metal.env"
+        env         = true
+      }
 
-        resources {
-          cpu    = var.cpu
-          memory = var.memory
+      resources {
+        cpu    = var.cpu
+        memory = var.memory
 
-          dynamic "device" {
-            for_each = var.gpu ? ["nvidia/gpu"] : []
-            iterator = gpu
-            labels   = [gpu.value]
+        dynamic "device" {
+          for_each = var.gpu ? ["nvidia/gpu"] : []
+          iterator = gpu
+          labels   = [gpu.value]
 
-            content {
-              count = 1
+          content {
+            count = 1
 
-              constraint {
-                attribute = "${device.attr.nvenc_h264}"
-                value     = "true"
-              }
+            constraint {
+              attribute = "${device.attr.nvenc_h264}"
+              value     = "true"
+            }
 
-              affinity {
-                attribute = "${device.attr.memory}"
-                operator  = ">="
-                value     = "16 GiB"
-                weight    = 50
-              }
+            affinity {
+              attribute = "${device.attr.memory}"
+              operator  = ">="
+              value     = "16 GiB"
+              weight    = 50
             }
           }
         }
-
-        kill_timeout = "10s"
       }
+
+      kill_timeout = "10s"
     }
   }
 }

@@ -142,55 +142,40 @@ job "metal-turn" {
       }
     }
 
-    dynamic "task" {
-      for_each = var.driver == "raw_exec" ? ["turn"] : []
-      labels   = ["turn"]
+    task "turn" {
+      driver = var.driver
 
-      content {
-        driver = "raw_exec"
+      # raw_exec runs the metal binary on the client (development, tests);
+      # docker runs the image (production).
+      dynamic "config" {
+        for_each = var.driver == "raw_exec" ? [1] : []
 
-        config {
+        content {
           command = var.metal_binary
           args    = local.args
         }
-
-        template {
-          data        = local.secret_template
-          destination = "secrets/metal.env"
-          env         = true
-        }
-
-        resources {
-          cpu    = 500
-          memory = 128
-        }
       }
-    }
 
-    dynamic "task" {
-      for_each = var.driver == "docker" ? ["turn"] : []
-      labels   = ["turn"]
+      dynamic "config" {
+        for_each = var.driver == "docker" ? [1] : []
 
-      content {
-        driver = "docker"
-
-        config {
+        content {
           image        = var.image
           network_mode = "host"
           command      = "metal"
           args         = local.args
         }
+      }
 
-        template {
-          data        = local.secret_template
-          destination = "secrets/metal.env"
-          env         = true
-        }
+      template {
+        data        = local.secret_template
+        destination = "secrets/metal.env"
+        env         = true
+      }
 
-        resources {
-          cpu    = 500
-          memory = 128
-        }
+      resources {
+        cpu    = 500
+        memory = 128
       }
     }
   }

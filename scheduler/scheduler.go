@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/metal-stream/metal/internal/token"
+	"github.com/metal-stream/metal/jobs"
 )
 
 // Config configures the scheduler.
@@ -525,7 +526,7 @@ func (s *Scheduler) jobFor(ctx context.Context, r *record) (*nomad.Job, error) {
 	for k, v := range s.cfg.JobVars {
 		vars[k] = v
 	}
-	text, err := renderVars(vars)
+	text, err := jobs.RenderVars(vars)
 	if err != nil {
 		return nil, err
 	}

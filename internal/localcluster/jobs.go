@@ -2,34 +2,17 @@ package localcluster
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"sort"
-	"strings"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/metal-stream/metal/jobs"
 )
 
-// RenderVars renders HCL2 job variables as the content of a variables file.
-// JSON literals are valid HCL for strings, numbers, bools and lists.
-func RenderVars(vars map[string]any) (string, error) {
-	keys := make([]string, 0, len(vars))
-	for k := range vars {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		v, err := json.Marshal(vars[k])
-		if err != nil {
-			return "", fmt.Errorf("job variable %s: %w", k, err)
-		}
-		fmt.Fprintf(&b, "%s = %s\n", k, v)
-	}
-	return b.String(), nil
-}
+// RenderVars renders job variables; see jobs.RenderVars.
+func RenderVars(vars map[string]any) (string, error) { return jobs.RenderVars(vars) }
 
 // ParseJob parses an HCL2 jobspec with variables through Nomad's own parser
 // (/v1/jobs/parse), so what is registered is exactly what `nomad job run`

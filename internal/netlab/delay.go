@@ -103,84 +103,68 @@ func (d *delayLink) close() {
 	})
 }
 
-// openTUN creates TUN device name in namespace ns ("" is the caller's) and
-// returns it, non-blocking so reads stop when it is closed.
-func openTUN(ns, name string) (*os.File, error) {
-	type result struct {
-		f   *os.File
-		err error
-	}
-	ch := make(chan result, 1)
+// inNamespace runs f on a thread that has entered namespace ns ("" is the
+// caller's). The thread is locked and never unlocked, so Go retires it
+// instead of reusing it in the wrong namespace. Sockets and devices f opens
+// stay in ns whichever thread uses them afterwards.
+func inNamespace(ns string, f func() error) error {
+	errc := make(chan error, 1)
 	go func() {
-		// This thread may enter another namespace: lock it and never unlock,
-		// so Go retires it instead of reusing it.
 		runtime.LockOSThread()
 		if ns != "" {
 			nsf, err := os.Open("/run/netns/" + ns)
 			if err != nil {
-				ch <- result{err: err}
+				errc <- err
 				return
 			}
 			defer nsf.Close()
 			if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
-				ch <- result{err: fmt.Errorf("setns %s: %w", ns, err)}
+				errc <- fmt.Errorf("setns %s: %w", ns, err)
 				return
 			}
 		}
-		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-		if err != nil {
-			ch <- result{err: fmt.Errorf("open /dev/net/tun: %w", err)}
-			return
-		}
-		ifr, err := unix.NewIfreq(name)
-		if err != nil {
-			unix.Close(fd)
-			ch <- result{err: err}
-			return
-		}
-		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
-		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-			unix.Close(fd)
-			ch <- result{err: fmt.Errorf("TUNSETIFF %s: %w", name, err)}
-			return
-		}
-		if err := unix.SetNonblock(fd, true); err != nil {
-			unix.Close(fd)
-			ch <- result{err: err}
-			return
-		}
-		ch <- result{f: os.NewFile(uintptr(fd), name)}
+		errc <- f()
 	}()
-	r := <-ch
-	if r.f == nil && r.err == nil {
-		r.err = errors.New("tun: no file")
-	}
-	return r.f, r.err
+	return <-errc
 }
 
-// ListenPacketIn opens a packet listener inside namespace ns: the socket
-// stays in that namespace whichever thread uses it afterwards.
-func ListenPacketIn(ns, network, addr string) (net.PacketConn, error) {
-	type result struct {
-		c   net.PacketConn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread is retired
-		nsf, err := os.Open("/run/netns/" + ns)
+// openTUN creates TUN device name in namespace ns ("" is the caller's) and
+// returns it, non-blocking so reads stop when it is closed.
+func openTUN(ns, name string) (*os.File, error) {
+	var f *os.File
+	err := inNamespace(ns, func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
-			ch <- result{err: err}
-			return
+			return fmt.Errorf("open /dev/net/tun: %w", err)
 		}
-		defer nsf.Close()
-		if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns %s: %w", ns, err)}
-			return
+		ifr, err := unix.NewIfreq(name)
+		if err == nil {
+			ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+			err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
 		}
-		c, err := net.ListenPacket(network, addr)
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+		if err == nil {
+			err = unix.SetNonblock(fd, true)
+		}
+		if err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("tun %s: %w", name, err)
+		}
+		f = os.NewFile(uintptr(fd), name)
+		return nil
+	})
+	if err == nil && f == nil {
+		err = errors.New("tun: no file")
+	}
+	return f, err
+}
+
+// ListenPacketIn opens a packet listener inside namespace ns.
+func ListenPacketIn(ns, network, addr string) (net.PacketConn, error) {
+	var c net.PacketConn
+	err := inNamespace(ns, func() error {
+		var err error
+		c, err = net.ListenPacket(network, addr)
+		return err
+	})
+	return c, err
 }
