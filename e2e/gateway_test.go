@@ -222,6 +222,9 @@ func TestPlayerURLStreams(t *testing.T) {
 	if err := browsertest.WaitTrue(tab, `metal.session.state === "connected"`, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	_, _ = browsertest.Eval[any](tab, `document.getElementById("stats").hidden = false, 0`)
+	time.Sleep(1500 * time.Millisecond) // one stats refresh
+	browsertest.Screenshot(t, tab, "player-streaming")
 	v := g.session(t, id)
 	if v.State != "connected" || v.Node == "" {
 		t.Fatalf("session %+v, want connected on a node", v)
@@ -244,6 +247,7 @@ func TestQueueThenPlace(t *testing.T) {
 	if err := browsertest.WaitTrue(bob, `(metal.status || "").includes("number 1 in the queue")`, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	browsertest.Screenshot(t, bob, "player-queued")
 	if v := g.session(t, sessionOf(t, bob)); v.State != "queued" || v.Position != 1 {
 		t.Fatalf("bob's session %+v, want queued at 1", v)
 	}
@@ -275,6 +279,7 @@ func TestStreamerCrashShownQuickly(t *testing.T) {
 	if err := browsertest.WaitTrue(tab, `(metal.status || "").includes("streamer crashed")`, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	browsertest.Screenshot(t, tab, "player-crashed")
 	if v := g.session(t, id); v.State != "failed" || !strings.Contains(v.Reason, "streamer crashed") {
 		t.Fatalf("session %+v, want failed: streamer crashed", v)
 	}

@@ -63,6 +63,15 @@ func (s *Scheduler) Edges() []Edge {
 // configured order (the default edge first). It also says why the first
 // was chosen. Call with s.mu held.
 func (s *Scheduler) orderLocked(p Prefs) ([]string, string) {
+	if len(p.Avoid) > 0 {
+		all := true
+		for _, dc := range s.edges() {
+			all = all && slices.Contains(p.Avoid, dc)
+		}
+		if all {
+			p.Avoid = nil // avoiding every edge would leave the player nowhere
+		}
+	}
 	var measured, rest []string
 	for _, dc := range s.edges() {
 		if slices.Contains(p.Avoid, dc) {

@@ -18,6 +18,7 @@ func TestEdgeOrder(t *testing.T) {
 		{"avoid the failed edge", Prefs{RTT: map[string]float64{"c": 10, "b": 40}, Avoid: []string{"c"}}, nil, []string{"b", "def", "d"}, "lowest measured RTT (b 40 ms)"},
 		{"no measurements: Consul's order", Prefs{}, []string{"d", "b"}, []string{"d", "b", "def", "c"}, "no measurements: nearest TURN in Consul's order from the gateway's agent"},
 		{"nothing known: default first", Prefs{}, nil, []string{"def", "b", "c", "d"}, "default edge (no measurements)"},
+		{"avoiding every edge avoids none", Prefs{Avoid: []string{"def", "b", "c", "d"}}, nil, []string{"def", "b", "c", "d"}, "default edge (no measurements)"},
 		{"unknown edges in RTT are ignored", Prefs{RTT: map[string]float64{"zz": 1}}, nil, []string{"def", "b", "c", "d"}, "default edge (no measurements)"},
 	}
 	for _, tt := range tests {

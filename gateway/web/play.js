@@ -114,9 +114,12 @@
           window.metal.failovers = (window.metal.failovers || 0) + 1;
           playing = false;
           follow(s.replacement);
+        } else if (/lost/.test(s.reason || "")) {
+          m.setStatus(`Stream failed: ${s.reason}.`);
+          offerRetry([s.edge], "Play on the next edge");
         } else if (s.edge) {
           m.setStatus(`Stream failed: ${s.reason}.`);
-          offerRetry([s.edge]);
+          offerRetry([], "Play again");
         } else {
           m.setStatus(`Stream failed: ${s.reason}. Reload to try again.`);
         }
@@ -144,10 +147,10 @@
   }
 
   // offerRetry shows a button that asks for a session on another edge.
-  function offerRetry(avoid) {
+  function offerRetry(avoid, label) {
     const b = document.createElement("button");
     b.id = "retry";
-    b.textContent = "Play on the next edge";
+    b.textContent = label;
     b.style.cssText = "position:absolute;left:50%;top:60%;transform:translateX(-50%);padding:8px 16px;font-size:1rem";
     b.onclick = () => { b.remove(); playing = false; start(avoid); };
     document.body.appendChild(b);

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -100,4 +101,21 @@ func WaitTrue(ctx context.Context, expr string, timeout time.Duration) error {
 	}
 	status, _ := Eval[string](ctx, `JSON.stringify({status: window.metal && window.metal.status, error: window.metal && window.metal.error, stats: window.metal && window.metal.stats})`)
 	return fmt.Errorf("timed out after %s waiting for %s (last error %v); page: %s", timeout, expr, lastErr, status)
+}
+
+// Screenshot saves the tab as name.png under $METAL_SCREENSHOT_DIR, when
+// set, so a person can look at what a test saw.
+func Screenshot(t testing.TB, tab context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("METAL_SCREENSHOT_DIR")
+	if dir == "" {
+		return
+	}
+	png, err := chromedp.Run(tab, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Logf("screenshot %s: %v", name, err)
+		return
+	}
+	_ = os.MkdirAll(dir, 0o755)
+	_ = os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644)
 }

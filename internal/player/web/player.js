@@ -19,10 +19,10 @@
 <div id="status">Loading…</div>
 <div id="stats" hidden></div>
 <div id="bar">
-  <button id="unmute" title="Sound">🔇 Sound</button>
-  <button id="lock" title="Pointer lock (games)">🎯 Lock</button>
-  <button id="togglestats" title="Statistics">📊 Stats</button>
-  <button id="fullscreen" title="Fullscreen">⛶ Fullscreen</button>
+  <button id="unmute" title="Turn sound on or off">Sound off</button>
+  <button id="lock" title="Capture the mouse for games (Esc releases it)">Lock mouse</button>
+  <button id="togglestats" title="Show or hide statistics">Stats</button>
+  <button id="fullscreen" title="Fullscreen">Fullscreen</button>
 </div>`);
   }
   const video = document.getElementById("video");
@@ -153,7 +153,7 @@
   statsEl.hidden = !cfg.stats;
   document.getElementById("togglestats").onclick = () => { statsEl.hidden = !statsEl.hidden; };
   document.getElementById("fullscreen").onclick = () => document.documentElement.requestFullscreen?.();
-  document.getElementById("unmute").onclick = (e) => { video.muted = !video.muted; e.target.textContent = video.muted ? "🔇 Sound" : "🔊 Sound"; };
+  document.getElementById("unmute").onclick = (e) => { video.muted = !video.muted; e.target.textContent = video.muted ? "Sound off" : "Sound on"; };
   document.getElementById("lock").onclick = () => video.requestPointerLock?.();
   document.addEventListener("pointerlockchange", () => { state.pointerLocked = document.pointerLockElement === video; });
 
