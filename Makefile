@@ -10,7 +10,8 @@ export METAL_NVIDIA_PLUGIN_DIR := $(BIN)/plugins
 GO ?= go
 # Packages that must build without cgo: everything but the streamer.
 NOCGO_PKGS = $(shell $(GO) list ./... | grep -v '/streamer')
-TEST_FLAGS ?= -count=1 -timeout 30m
+# One package at a time: the browser, agent and timing tests share 2 cores.
+TEST_FLAGS ?= -count=1 -p 1 -timeout 30m
 
 .PHONY: all dev test deps tools build vet lint-jobs lint-terraform nocgo unit bench clean
 
@@ -22,6 +23,9 @@ dev: deps tools build
 
 ## test: everything CI runs
 test: deps tools build vet nocgo lint-jobs lint-terraform
+	@echo "==> compiling tests (in parallel)"
+	@$(GO) test -count=1 -run '^$$' ./... > /dev/null
+	@echo "==> go test (one package at a time)"
 	$(GO) test $(TEST_FLAGS) ./...
 	cd tools/nvidia-plugin && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" $(GO) vet . && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" $(GO) test $(TEST_FLAGS) .
 
