@@ -24,7 +24,7 @@ dev: deps tools build
 ## test: everything CI runs
 test: deps tools build vet nocgo lint-jobs lint-terraform
 	@echo "==> compiling tests (in parallel)"
-	@$(GO) test -count=1 -run '^$$' ./... > /dev/null
+	@rm -rf $(CURDIR)/.cache/tests && $(GO) test -c -o $(CURDIR)/.cache/tests/ ./... && rm -rf $(CURDIR)/.cache/tests
 	@echo "==> go test (one package at a time)"
 	$(GO) test $(TEST_FLAGS) ./...
 	cd tools/nvidia-plugin && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" $(GO) vet . && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" $(GO) test $(TEST_FLAGS) .
