@@ -39,6 +39,13 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	if err != nil {
 		return fmt.Errorf("find metal binary: %w", err)
 	}
+	if *port != 0 {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))
+		if err != nil {
+			return fmt.Errorf("gateway port %d is taken (%v): pass -gateway-port 0 (METAL_GATEWAY_PORT=0) for any free port", *port, err)
+		}
+		l.Close()
+	}
 
 	step := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "==> "+format+"\n", a...) }
 	step("starting Consul and Nomad on 127.0.0.1")
