@@ -36,7 +36,9 @@ func startProcess(name, logPath, netns, bin string, args ...string) (*process, e
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	// No Pdeathsig: it follows the OS thread that forked, not the process,
+	// and Go retires threads. Stop (or Ctrl-C on `metal dev`) ends the agents.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)

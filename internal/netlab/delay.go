@@ -104,26 +104,42 @@ func (d *delayLink) close() {
 }
 
 // inNamespace runs f on a thread that has entered namespace ns ("" is the
-// caller's). The thread is locked and never unlocked, so Go retires it
-// instead of reusing it in the wrong namespace. Sockets and devices f opens
-// stay in ns whichever thread uses them afterwards.
+// caller's), then moves the thread back. Only if it cannot go back does the
+// thread stay locked, so that Go retires it rather than reuse it in the
+// wrong namespace. (A retired thread also fires the parent-death signal of
+// every process it started, so retiring threads is avoided.) Sockets and
+// devices f opens stay in ns whichever thread uses them afterwards.
 func inNamespace(ns string, f func() error) error {
+	if ns == "" {
+		return f()
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if ns != "" {
-			nsf, err := os.Open("/run/netns/" + ns)
-			if err != nil {
-				errc <- err
-				return
-			}
-			defer nsf.Close()
-			if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
-				errc <- fmt.Errorf("setns %s: %w", ns, err)
-				return
-			}
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
 		}
-		errc <- f()
+		defer home.Close()
+		nsf, err := os.Open("/run/netns/" + ns)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer nsf.Close()
+		if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		ferr := f()
+		if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
 	}()
 	return <-errc
 }
