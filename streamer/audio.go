@@ -27,6 +27,7 @@ type pulse struct {
 // anonymous unix socket. A desktop's own applications reach it through
 // PULSE_SERVER, which the streamer exports to the processes it starts.
 func startPulse(ctx context.Context) (*pulse, error) {
+	removeStalePulseDirs()
 	dir, err := os.MkdirTemp("", "metal-pulse-")
 	if err != nil {
 		return nil, fmt.Errorf("pulse dir: %w", err)
@@ -72,4 +73,23 @@ func (p *pulse) stop() {
 		<-p.done
 	}
 	os.RemoveAll(p.dir)
+}
+
+// removeStalePulseDirs removes the runtime dirs of PulseAudio servers that
+// are gone (a streamer killed with SIGKILL cannot clean up): a dir whose
+// socket nobody answers on is stale.
+func removeStalePulseDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "metal-pulse-*"))
+	for _, d := range dirs {
+		info, err := os.Stat(d)
+		if err != nil || time.Since(info.ModTime()) < time.Minute {
+			continue // a streamer may be starting its server right now
+		}
+		c, err := net.DialTimeout("unix", filepath.Join(d, "native"), time.Second)
+		if err == nil {
+			c.Close()
+			continue
+		}
+		_ = os.RemoveAll(d)
+	}
 }
