@@ -13,7 +13,7 @@ pkgs=(
 	# browser tests
 	chromium fonts-dejavu-core
 	# TURN comparison and network-namespace tests
-	coturn iproute2
+	coturn iproute2 procps util-linux
 )
 
 missing=()
