@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,15 +18,6 @@ import (
 	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 )
-
-func pct(v []float64, p float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(float64(len(s))*p/100))]
-}
 
 // firstFrameHarness records when the first frame is decoded, through
 // requestVideoFrameCallback, once the player has created its video element.
@@ -72,8 +62,8 @@ func BenchmarkPlayerURLToFirstFrame(b *testing.B) {
 		waitNoJobs(b)
 	}
 	benchout.Record("url-to-first-frame", "ms", ms)
-	b.ReportMetric(pct(ms, 50), "url-to-frame-p50-ms")
-	b.ReportMetric(pct(ms, 95), "url-to-frame-max-ms")
+	b.ReportMetric(benchout.Percentile(ms, 50), "url-to-frame-p50-ms")
+	b.ReportMetric(benchout.Percentile(ms, 95), "url-to-frame-max-ms")
 }
 
 // BenchmarkPlacement registers batch jobs against the real Nomad agent and
@@ -156,8 +146,8 @@ func BenchmarkPlacement(b *testing.B) {
 	}
 	benchout.Record("placement-latency", "ms", lat)
 	benchout.Record("placements-per-second", "1/s", []float64{perSec})
-	b.ReportMetric(pct(lat, 50), "place-p50-ms")
-	b.ReportMetric(pct(lat, 99), "place-p99-ms")
+	b.ReportMetric(benchout.Percentile(lat, 50), "place-p50-ms")
+	b.ReportMetric(benchout.Percentile(lat, 99), "place-p99-ms")
 	b.ReportMetric(perSec, "placements/s")
 }
 
@@ -200,7 +190,7 @@ func BenchmarkGatewayStatus(b *testing.B) {
 	benchout.Record("gateway-status-latency", "ms", lat)
 	benchout.Record("gateway-status-throughput", "req/s", []float64{float64(count.Load()) / 3})
 	b.ReportMetric(float64(count.Load())/3, "status-req/s")
-	b.ReportMetric(pct(lat, 99), "status-p99-ms")
+	b.ReportMetric(benchout.Percentile(lat, 99), "status-p99-ms")
 }
 
 func waitNoJobs(b testing.TB) {

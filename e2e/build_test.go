@@ -10,6 +10,7 @@ import (
 
 	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
+	"github.com/metal-stream/metal/internal/netlab"
 )
 
 var (
@@ -46,11 +47,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("METAL_TEST_NETNS") == "1" {
 		// Test hosts outside every range the TURN filter denies: an edge's
 		// relay address and a streamer, on this namespace's private lo.
-		for _, ip := range []string{relayIP, streamIP} {
-			if out, err := exec.Command("ip", "addr", "add", ip+"/32", "dev", "lo").CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "add %s to lo: %v %s\n", ip, err, out)
-				os.Exit(1)
-			}
+		if err := netlab.AddLoopbackHosts(relayIP, streamIP); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
 		}
 	}
 	code := clustertest.Run(m, clustertest.Options{})

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/localcluster"
+	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 	"github.com/metal-stream/metal/internal/netlab"
 	"github.com/metal-stream/metal/jobs"
 )
@@ -39,7 +41,7 @@ func TestNearestEdgeAndFailover(t *testing.T) {
 		}
 		t.Skip("needs the test's own network namespace (root)")
 	}
-	nomadBin, consulBin := localclusterBinaries(t)
+	nomadBin, consulBin := clustertest.Binaries(t)
 	lab := netlab.New()
 	t.Cleanup(func() {
 		if err := lab.Close(); err != nil {
@@ -167,7 +169,7 @@ func (g *gatewayProc) sessionFull(t *testing.T, id string) fullView {
 	t.Helper()
 	_, b := g.api(t, "GET", "/v1/sessions/"+id, "", nil)
 	var v fullView
-	if err := jsonUnmarshal(b, &v); err != nil {
+	if err := json.Unmarshal(b, &v); err != nil {
 		t.Fatalf("session %s: %v %s", id, err, b)
 	}
 	return v

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/localcluster"
@@ -330,7 +331,7 @@ func TestFloodKeepsNomadSafe(t *testing.T) {
 		defer pollWG.Done()
 		var index uint64
 		for ctx.Err() == nil {
-			q := (&nomadQuery{index}).opts(ctx)
+			q := (&nomad.QueryOptions{WaitIndex: index, WaitTime: 2 * time.Second}).WithContext(ctx)
 			jobs, meta, err := c.Nomad.Jobs().List(q)
 			if err != nil {
 				continue

@@ -9,9 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -108,18 +105,6 @@ func allocate(addr string) (*pionturn.Client, net.PacketConn, error) {
 	return c, relay, nil
 }
 
-// procCPU is a process's user+system time from /proc.
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
-
 // relayRun pushes 200-byte packets from n allocations to one peer for d and
 // returns packets/s received by the peer and the server's CPU %.
 func relayRun(b *testing.B, r *relayServer, n int, d time.Duration) (float64, float64) {
@@ -154,7 +139,7 @@ func relayRun(b *testing.B, r *relayServer, n int, d time.Duration) (float64, fl
 	}
 	time.Sleep(200 * time.Millisecond)
 	got.Store(0)
-	cpu0, t0 := procCPU(r.cmd.Process.Pid), time.Now()
+	cpu0, t0 := benchout.ProcessCPU(r.cmd.Process.Pid), time.Now()
 	stop := time.Now().Add(d)
 	var wg sync.WaitGroup
 	payload := make([]byte, 200)
@@ -174,7 +159,7 @@ func relayRun(b *testing.B, r *relayServer, n int, d time.Duration) (float64, fl
 	time.Sleep(100 * time.Millisecond)
 	elapsed := time.Since(t0)
 	pps := float64(got.Load()) / d.Seconds()
-	cpu := (procCPU(r.cmd.Process.Pid) - cpu0).Seconds() / elapsed.Seconds() * 100
+	cpu := (benchout.ProcessCPU(r.cmd.Process.Pid) - cpu0).Seconds() / elapsed.Seconds() * 100
 	for _, a := range allocs {
 		a.relay.Close()
 		a.c.Close()
@@ -196,7 +181,7 @@ func BenchmarkTURNRelay(b *testing.B) {
 				p, c = relayRun(b, coturn, n, 2*time.Second)
 				cp, cc = append(cp, p), append(cc, c)
 			}
-			med := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
+			med := func(v []float64) float64 { return benchout.Percentile(v, 50) }
 			benchout.Record(fmt.Sprintf("turn-metal-pps/%d", n), "pkt/s", mp)
 			benchout.Record(fmt.Sprintf("turn-coturn-pps/%d", n), "pkt/s", cp)
 			benchout.Record(fmt.Sprintf("turn-metal-cpu/%d", n), "%", mc)

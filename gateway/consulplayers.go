@@ -17,7 +17,7 @@ type ConsulPlayers struct {
 
 // PutPlayer writes a player.
 func (c *ConsulPlayers) PutPlayer(ctx context.Context, p Player) error {
-	b, err := marshalPlayer(p)
+	b, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}

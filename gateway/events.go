@@ -43,7 +43,12 @@ func (s *Server) sessionEvents(c echo.Context) error {
 			return nil
 		}
 		s.placer.Touch(id)
-		b, _ := json.Marshal(s.view(ctx, withoutToken(st)))
+		// Compare the status itself: a rendered view carries a fresh token
+		// every time.
+		b, _ := json.Marshal(struct {
+			S scheduler.Status
+			E *scheduler.Endpoint
+		}{st, st.Endpoint})
 		if string(b) != string(last) {
 			full, _ := json.Marshal(s.view(ctx, st))
 			if _, err := fmt.Fprintf(w, "event: status\ndata: %s\n\n", full); err != nil {
@@ -66,14 +71,4 @@ func (s *Server) sessionEvents(c echo.Context) error {
 			w.Flush()
 		}
 	}
-}
-
-// withoutToken compares statuses without the per-call token, which changes
-// on every render.
-func withoutToken(st scheduler.Status) scheduler.Status {
-	st.Endpoint = nil
-	if st.State == scheduler.StateReady || st.State == scheduler.StateConnected {
-		st.Encoder += "|" + string(st.State)
-	}
-	return st
 }

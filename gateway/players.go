@@ -7,12 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -114,44 +112,3 @@ func (l *links) Check(ctx context.Context, link string, now time.Time) (Player, 
 	}
 	return p, nil
 }
-
-// memoryPlayers is a PlayerStore for tests and single-process use.
-type memoryPlayers struct {
-	mu sync.Mutex
-	m  map[string]Player
-}
-
-// NewMemoryPlayers returns an in-memory PlayerStore.
-func NewMemoryPlayers() PlayerStore { return &memoryPlayers{m: map[string]Player{}} }
-
-func (m *memoryPlayers) PutPlayer(_ context.Context, p Player) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.m[p.Name] = p
-	return nil
-}
-func (m *memoryPlayers) GetPlayer(_ context.Context, n string) (Player, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	p, ok := m.m[n]
-	return p, ok, nil
-}
-func (m *memoryPlayers) DeletePlayer(_ context.Context, n string) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.m[n]
-	delete(m.m, n)
-	return ok, nil
-}
-func (m *memoryPlayers) ListPlayers(context.Context) ([]Player, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]Player, 0, len(m.m))
-	for _, p := range m.m {
-		out = append(out, p)
-	}
-	return out, nil
-}
-
-// marshalPlayer is the KV encoding of a player.
-func marshalPlayer(p Player) ([]byte, error) { return json.Marshal(p) }

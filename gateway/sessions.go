@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -238,7 +240,7 @@ func (s *Server) view(ctx context.Context, st scheduler.Status) SessionView {
 	if err != nil {
 		return v
 	}
-	stream := &Stream{WHEP: fmt.Sprintf("http://%s/whep", hostPort(st.Endpoint.Address, st.Endpoint.Port)), Token: tok, ICEServers: []ICEServer{}}
+	stream := &Stream{WHEP: "http://" + net.JoinHostPort(st.Endpoint.Address, strconv.Itoa(st.Endpoint.Port)) + "/whep", Token: tok, ICEServers: []ICEServer{}}
 	if s.turn != nil {
 		if ice, err := s.turn.ICEServers(ctx, st.ID, st.Datacenter); err == nil {
 			stream.ICEServers = ice
@@ -248,22 +250,6 @@ func (s *Server) view(ctx context.Context, st scheduler.Status) SessionView {
 	}
 	v.Stream = stream
 	return v
-}
-
-func hostPort(host string, port int) string {
-	if len(host) > 0 && host[0] != '[' && containsColon(host) {
-		return fmt.Sprintf("[%s]:%d", host, port)
-	}
-	return fmt.Sprintf("%s:%d", host, port)
-}
-
-func containsColon(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == ':' {
-			return true
-		}
-	}
-	return false
 }
 
 // listEdges lists the edges a player may be placed in, with the probe URL

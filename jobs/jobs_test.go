@@ -145,3 +145,14 @@ func TestStreamerGPUConstraint(t *testing.T) {
 		t.Fatalf("docker task %s config %v", docker.Driver, docker.Config)
 	}
 }
+
+func TestRenderVars(t *testing.T) {
+	got, err := jobs.RenderVars(map[string]any{"b": true, "a": "x\"y", "n": 3, "l": []string{"dc1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "a = \"x\\\"y\"\nb = true\nl = [\"dc1\"]\nn = 3\n"
+	if got != want {
+		t.Fatalf("got %q want %q", got, want)
+	}
+}

@@ -331,32 +331,12 @@ func (s *Scheduler) Watch(id string) (release func()) {
 // Stop ends a session: its job is stopped and purged, its key deleted.
 func (s *Scheduler) Stop(ctx context.Context, id, reason string) error {
 	s.mu.Lock()
-	r, ok := s.records[id]
+	_, ok := s.records[id]
+	s.mu.Unlock()
 	if !ok {
-		s.mu.Unlock()
 		return ErrNotFound
 	}
-	already := r.Ended
-	if !already {
-		r.Ended, r.Reason, r.EndedAt = true, reason, time.Now().UTC()
-	}
-	placed := r.Placed
-	rc := *r
-	s.notifyLocked()
-	s.mu.Unlock()
-	if already {
-		return nil
-	}
-	s.log.Info("session stopped", "session", id, "reason", reason)
-	var errs []error
-	if err := s.store.put(ctx, &rc); err != nil {
-		errs = append(errs, err)
-	}
-	if placed {
-		errs = append(errs, s.purgeJob(ctx, id))
-	}
-	s.poke()
-	return errors.Join(errs...)
+	return s.finish(ctx, id, false, reason)
 }
 
 func (s *Scheduler) purgeJob(ctx context.Context, id string) error {
@@ -583,29 +563,34 @@ func (s *Scheduler) failover(ctx context.Context, id, reason string) {
 
 // fail ends a session as failed with reason.
 func (s *Scheduler) fail(ctx context.Context, id, reason string) {
-	s.finish(ctx, id, true, reason)
+	if err := s.finish(ctx, id, true, reason); err != nil {
+		s.log.Error("end failed session", "session", id, "err", err)
+	}
 }
 
-// finish marks a session ended (or failed), persists it and purges its job.
-func (s *Scheduler) finish(ctx context.Context, id string, failed bool, reason string) {
+// finish marks a session ended (or failed), persists it and, if it was
+// placed, purges its job and key. Ending an ended session does nothing.
+func (s *Scheduler) finish(ctx context.Context, id string, failed bool, reason string) error {
 	s.mu.Lock()
 	r, ok := s.records[id]
 	if !ok || r.Ended {
 		s.mu.Unlock()
-		return
+		return nil
 	}
 	r.Ended, r.Failed, r.Reason, r.EndedAt = true, failed, reason, time.Now().UTC()
 	rc := *r
 	s.notifyLocked()
 	s.mu.Unlock()
 	s.log.Info("session over", "session", id, "failed", failed, "reason", reason)
+	var errs []error
 	if err := s.store.put(ctx, &rc); err != nil {
-		s.log.Error("store ended session", "session", id, "err", err)
+		errs = append(errs, err)
 	}
-	if err := s.purgeJob(ctx, id); err != nil {
-		s.log.Error("purge ended session", "session", id, "err", err)
+	if rc.Placed {
+		errs = append(errs, s.purgeJob(ctx, id))
 	}
 	s.poke()
+	return errors.Join(errs...)
 }
 
 // reapLoop stops sessions nobody asked about for ReapAfter and that have no

@@ -140,7 +140,9 @@ func (s *Scheduler) observeAlloc(ctx context.Context, id string, a *allocInfo) {
 		if a.desiredStatus == nomad.AllocDesiredStatusStop {
 			reason = ReasonStopped
 		}
-		s.finish(ctx, id, false, reason)
+		if err := s.finish(ctx, id, false, reason); err != nil {
+			s.log.Error("end session", "session", id, "err", err)
+		}
 	}
 }
 
@@ -223,14 +225,8 @@ func (s *Scheduler) watchConsul(ctx context.Context) error {
 
 // parseHealth reads the streamer's /healthz JSON out of a Consul HTTP check
 // output ("HTTP GET ...: 200 OK Output: {...}").
-func parseHealth(out string) (struct {
-	Encoder string `json:"encoder"`
-	Peers   int    `json:"peers"`
-}, bool) {
-	var h struct {
-		Encoder string `json:"encoder"`
-		Peers   int    `json:"peers"`
-	}
+func parseHealth(out string) (streamerHealth, bool) {
+	var h streamerHealth
 	i := strings.IndexByte(out, '{')
 	if i < 0 {
 		return h, false

@@ -6,7 +6,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -112,9 +111,9 @@ func benchOnce(b *testing.B, browser context.Context, name string, w, h, fps int
 	mu.Lock()
 	enc = enc[:0]
 	mu.Unlock()
-	cpu0, t0 := processCPU(), time.Now()
+	cpu0, t0 := benchout.ProcessCPU(0), time.Now()
 	time.Sleep(window)
-	cpu := (processCPU() - cpu0).Seconds() / time.Since(t0).Seconds() * 100
+	cpu := (benchout.ProcessCPU(0) - cpu0).Seconds() / time.Since(t0).Seconds() * 100
 	samples, err := browsertest.Eval[[][2]float64](tab, `window.g2g`)
 	if err != nil {
 		b.Fatal(err)
@@ -139,36 +138,14 @@ func benchOnce(b *testing.B, browser context.Context, name string, w, h, fps int
 	benchout.Record("encode/"+name, "ms", encCopy)
 	benchout.Record("cpu/"+name, "%", []float64{cpu})
 	benchout.Record("whep-to-frame/"+name, "ms", []float64{firstFrame})
-	b.ReportMetric(percentile(encCopy, 50), "enc-p50-ms")
-	b.ReportMetric(percentile(encCopy, 95), "enc-p95-ms")
-	b.ReportMetric(percentile(g2g, 50), "g2g-p50-ms")
-	b.ReportMetric(percentile(g2g, 95), "g2g-p95-ms")
+	b.ReportMetric(benchout.Percentile(encCopy, 50), "enc-p50-ms")
+	b.ReportMetric(benchout.Percentile(encCopy, 95), "enc-p95-ms")
+	b.ReportMetric(benchout.Percentile(g2g, 50), "g2g-p50-ms")
+	b.ReportMetric(benchout.Percentile(g2g, 95), "g2g-p95-ms")
 	b.ReportMetric(firstFrame, "whep-to-frame-ms")
 	b.ReportMetric(cpu, "cpu-%")
 	b.ReportMetric(fpsDecoded, "fps-decoded")
 	b.ReportMetric(float64(len(g2g)), "g2g-samples")
-}
-
-func percentile(v []float64, p float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(float64(len(s))*p/100))]
-}
-
-// processCPU is this process's user+system CPU time (GStreamer's threads
-// included), from /proc/self/stat.
-func processCPU() time.Duration {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
 // BenchmarkStreamsPerBox starts more and more 720p30 streamers (each its own
@@ -188,14 +165,14 @@ func BenchmarkStreamsPerBox(b *testing.B) {
 		for i, s := range streams {
 			before[i] = s.media.Frames()
 		}
-		cpu0, t0 := processCPU(), time.Now()
+		cpu0, t0 := benchout.ProcessCPU(0), time.Now()
 		time.Sleep(4 * time.Second)
 		elapsed := time.Since(t0).Seconds()
 		minFPS := 1e9
 		for i, s := range streams {
 			minFPS = min(minFPS, float64(s.media.Frames()-before[i])/elapsed)
 		}
-		cpu := (processCPU() - cpu0).Seconds() / elapsed * 100
+		cpu := (benchout.ProcessCPU(0) - cpu0).Seconds() / elapsed * 100
 		fpsAll = append(fpsAll, minFPS)
 		b.Logf("%d streams: slowest %.1f fps, streamer CPU %.0f%% (%.0f%% per stream)", n, minFPS, cpu, cpu/float64(n))
 		benchout.Record(fmt.Sprintf("streams-per-box/%d", n), "fps", []float64{minFPS})

@@ -98,7 +98,7 @@ func (md *Media) tickFPS() {
 func (md *Media) RequestKeyframe() {
 	md.mu.Lock()
 	defer md.mu.Unlock()
-	md.m.keyframeRequst.Inc()
+	md.m.keyframeRequests.Inc()
 	if md.enc == nil || time.Since(md.lastKey) < 250*time.Millisecond {
 		return
 	}

@@ -9,17 +9,17 @@ import (
 // per-peer label: one streamer serves one session, and Nomad's alloc labels
 // identify it.
 type metrics struct {
-	reg            *prometheus.Registry
-	frames         prometheus.Counter
-	fps            prometheus.Gauge
-	encodeLatency  prometheus.Histogram
-	targetBitrate  prometheus.Gauge
-	rtt            prometheus.Gauge
-	loss           prometheus.Gauge
-	encoder        *prometheus.GaugeVec
-	peers          prometheus.Gauge
-	inputMessages  *prometheus.CounterVec
-	keyframeRequst prometheus.Counter
+	reg              *prometheus.Registry
+	frames           prometheus.Counter
+	fps              prometheus.Gauge
+	encodeLatency    prometheus.Histogram
+	targetBitrate    prometheus.Gauge
+	rtt              prometheus.Gauge
+	loss             prometheus.Gauge
+	encoder          *prometheus.GaugeVec
+	peers            prometheus.Gauge
+	inputMessages    *prometheus.CounterVec
+	keyframeRequests prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -46,11 +46,11 @@ func newMetrics() *metrics {
 			Name: "metal_streamer_peers", Help: "Connected WebRTC peers."}),
 		inputMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "metal_streamer_input_messages_total", Help: "Data-channel input messages by result."}, []string{"result"}),
-		keyframeRequst: prometheus.NewCounter(prometheus.CounterOpts{
+		keyframeRequests: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "metal_streamer_keyframe_requests_total", Help: "Key frames requested (connect, PLI, FIR)."}),
 	}
 	m.reg.MustRegister(m.frames, m.fps, m.encodeLatency, m.targetBitrate, m.rtt, m.loss, m.encoder,
-		m.peers, m.inputMessages, m.keyframeRequst,
+		m.peers, m.inputMessages, m.keyframeRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -3,10 +3,10 @@ package turn
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"testing"
 
 	"github.com/metal-stream/metal/internal/browsertest"
+	"github.com/metal-stream/metal/internal/netlab"
 )
 
 // Test hosts: addresses on the private lo of the test's own network
@@ -20,11 +20,9 @@ const (
 func TestMain(m *testing.M) {
 	browsertest.EnterNetns()
 	if os.Getenv("METAL_TEST_NETNS") == "1" {
-		for _, ip := range []string{relayIP, streamIP} {
-			if out, err := exec.Command("ip", "addr", "add", ip+"/32", "dev", "lo").CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "add %s to lo: %v %s\n", ip, err, out)
-				os.Exit(1)
-			}
+		if err := netlab.AddLoopbackHosts(relayIP, streamIP); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
 		}
 	}
 	os.Exit(m.Run())

@@ -109,11 +109,7 @@ func forged(b []byte, secret string) bool {
 	if user.GetFrom(msg) != nil || realm.GetFrom(msg) != nil {
 		return false
 	}
-	_, pass, err := credentialsFor(secret, user.String())
-	if err != nil {
-		return false
-	}
-	key := turn.GenerateAuthKey(user.String(), realm.String(), pass)
+	key := turn.GenerateAuthKey(user.String(), realm.String(), restPassword(secret, user.String()))
 	return stun.MessageIntegrity(key).Check(msg) != nil
 }
 

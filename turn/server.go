@@ -197,11 +197,12 @@ func (s *Server) Run(ctx context.Context) error {
 	return cerr
 }
 
-// credentialsFor is the TURN REST password of an existing username.
-func credentialsFor(secret, username string) (string, string, error) {
+// restPassword is the TURN REST password of a username:
+// base64(HMAC-SHA1(secret, username)).
+func restPassword(secret, username string) string {
 	mac := hmac.New(sha1.New, []byte(secret))
 	mac.Write([]byte(username))
-	return username, base64.StdEncoding.EncodeToString(mac.Sum(nil)), nil
+	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
 // Credentials returns TURN REST credentials for session, valid for ttl:

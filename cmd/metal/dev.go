@@ -88,7 +88,11 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	turnPort, healthPort := freeTCPUDPPort(), freeTCPUDPPort()
+	ports, err := localcluster.FreePorts(2)
+	if err != nil {
+		return err
+	}
+	turnPort, healthPort := ports[0], ports[1]
 	step("registering job metal-turn (raw_exec, 127.0.0.1:%d)", turnPort)
 	if _, err := localcluster.RunJob(ctx, cluster.Nomad, turnHCL, map[string]any{
 		"driver": "raw_exec", "metal_binary": self, "relay_ip": "127.0.0.1", "bind": "127.0.0.1",
@@ -131,21 +135,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// freeTCPUDPPort returns a port free for both TCP and UDP on 127.0.0.1.
-func freeTCPUDPPort() int {
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
 }

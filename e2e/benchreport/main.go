@@ -12,8 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -105,15 +103,6 @@ func read(path string) ([]benchout.Series, error) {
 	return out, sc.Err()
 }
 
-func pct(v []float64, p float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	sort.Float64s(s)
-	return s[min(len(s)-1, int(float64(len(s))*p/100))]
-}
-
 func rows(series []benchout.Series) []Row {
 	get := map[string]benchout.Series{}
 	for _, s := range series {
@@ -125,7 +114,7 @@ func rows(series []benchout.Series) []Row {
 		if !ok {
 			return
 		}
-		out = append(out, Row{Section: section, Name: name, Median: pct(s.Values, 50), P95: pct(s.Values, 95),
+		out = append(out, Row{Section: section, Name: name, Median: benchout.Percentile(s.Values, 50), P95: benchout.Percentile(s.Values, 95),
 			Unit: s.Unit, Samples: len(s.Values), Note: note})
 	}
 	for _, s := range series {
@@ -158,7 +147,7 @@ func rows(series []benchout.Series) []Row {
 	add("gateway and Nomad", "player URL to first decoded frame (cold)", "url-to-first-frame", "admission, placement, streamer start, WHEP, ICE")
 	add("gateway and Nomad", "placement latency (register to allocation)", "placement-latency", "p95 column is p99")
 	if s, ok := get["placement-latency"]; ok {
-		out[len(out)-1].P95 = pct(s.Values, 99)
+		out[len(out)-1].P95 = benchout.Percentile(s.Values, 99)
 	}
 	add("gateway and Nomad", "placements per second (16 in flight)", "placements-per-second", "")
 	add("gateway and Nomad", "gateway status requests per second", "gateway-status-throughput", "8 clients, 3 s")
@@ -178,7 +167,7 @@ func rows(series []benchout.Series) []Row {
 			}
 		}
 		out = append(out, Row{Section: "TURN relay", Name: fmt.Sprintf("Metal / coturn, %d allocation(s)", n),
-			Median: pct(ratios, 50), P95: pct(ratios, 95), Unit: "ratio", Samples: len(ratios), Note: "interleaved runs"})
+			Median: benchout.Percentile(ratios, 50), P95: benchout.Percentile(ratios, 95), Unit: "ratio", Samples: len(ratios), Note: "interleaved runs"})
 		add("TURN relay", fmt.Sprintf("Metal CPU, %d allocation(s)", n), fmt.Sprintf("turn-metal-cpu/%d", n), "")
 		add("TURN relay", fmt.Sprintf("coturn CPU, %d allocation(s)", n), fmt.Sprintf("turn-coturn-cpu/%d", n), "")
 	}

@@ -25,14 +25,3 @@ func TestConfigsStayOnLoopbackAndOffline(t *testing.T) {
 		})
 	}
 }
-
-func TestRenderVars(t *testing.T) {
-	got, err := RenderVars(map[string]any{"b": true, "a": "x\"y", "n": 3, "l": []string{"dc1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := "a = \"x\\\"y\"\nb = true\nl = [\"dc1\"]\nn = 3\n"
-	if got != want {
-		t.Fatalf("got %q want %q", got, want)
-	}
-}

@@ -11,14 +11,11 @@ import (
 	"github.com/metal-stream/metal/jobs"
 )
 
-// RenderVars renders job variables; see jobs.RenderVars.
-func RenderVars(vars map[string]any) (string, error) { return jobs.RenderVars(vars) }
-
 // ParseJob parses an HCL2 jobspec with variables through Nomad's own parser
 // (/v1/jobs/parse), so what is registered is exactly what `nomad job run`
 // would register.
 func ParseJob(ctx context.Context, c *nomad.Client, hcl string, vars map[string]any) (*nomad.Job, error) {
-	v, err := RenderVars(vars)
+	v, err := jobs.RenderVars(vars)
 	if err != nil {
 		return nil, err
 	}

@@ -5,9 +5,9 @@ import (
 	"net"
 )
 
-// freePorts asks the kernel for n distinct free TCP ports on 127.0.0.1 that
-// are also free for UDP (Serf gossips on both).
-func freePorts(n int) ([]int, error) {
+// FreePorts asks the kernel for n distinct free TCP ports on 127.0.0.1 that
+// are also free for UDP (Serf gossips on both, and so does TURN).
+func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	var hold []net.Listener
 	defer func() {
@@ -38,5 +38,5 @@ func agentPorts(o Options, n int, defaults ...int) ([]int, error) {
 	if o.Netns != "" {
 		return defaults[:n], nil
 	}
-	return freePorts(n)
+	return FreePorts(n)
 }

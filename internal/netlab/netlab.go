@@ -86,6 +86,17 @@ func (l *Lab) killAll(ns string) {
 // Addr adds addr (CIDR) to dev in namespace ns ("" is the caller's).
 func (l *Lab) Addr(ns, dev, cidr string) error { return ipIn(ns, "addr", "add", cidr, "dev", dev) }
 
+// AddLoopbackHosts adds each IPv4 address as a /32 to lo of the caller's
+// namespace: test hosts for a test that has a namespace of its own.
+func AddLoopbackHosts(ips ...string) error {
+	for _, ip := range ips {
+		if err := ipIn("", "addr", "add", ip+"/32", "dev", "lo"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Route adds a route to dst via gateway in namespace ns.
 func (l *Lab) Route(ns, dst, via string) error { return ipIn(ns, "route", "add", dst, "via", via) }
 

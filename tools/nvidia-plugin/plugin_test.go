@@ -9,7 +9,31 @@ import (
 
 	log "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/plugins/base"
+	"github.com/hashicorp/nomad/plugins/device"
 )
+
+// firstFingerprint configures a plugin (nil: no plugin block) and returns
+// it with its first fingerprint.
+func firstFingerprint(t *testing.T, c *Config) (*Plugin, *device.FingerprintResponse) {
+	t.Helper()
+	p := NewPlugin(log.NewNullLogger())
+	var cfg []byte
+	if c != nil {
+		if err := base.MsgPackEncode(&cfg, *c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.SetConfig(&base.Config{PluginConfig: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	ch, err := p.Fingerprint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, <-ch
+}
 
 func writeFake(t *testing.T, dir, name, body string) {
 	t.Helper()
@@ -23,21 +47,7 @@ func TestFingerprintGroupsEncoderFacts(t *testing.T) {
 	writeFake(t, dir, "a.json", `{"id":"GPU-a","model":"RTX A4000","memory_mib":16376,"nvenc_h264":true,"nvenc_hevc":true,"encoder_capacity":100}`)
 	writeFake(t, dir, "b.json", `{"id":"GPU-b","model":"RTX A4000","memory_mib":16376,"nvenc_h264":true,"nvenc_hevc":true,"encoder_capacity":100}`)
 	writeFake(t, dir, "h.json", `{"id":"GPU-h","model":"NVIDIA H100 80GB HBM3","memory_mib":81559}`)
-	p := NewPlugin(log.NewNullLogger())
-	var cfg []byte
-	if err := base.MsgPackEncode(&cfg, Config{FakeDir: dir, FingerprintPeriod: "1s"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.SetConfig(&base.Config{PluginConfig: cfg}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ch, err := p.Fingerprint(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fp := <-ch
+	p, fp := firstFingerprint(t, &Config{FakeDir: dir, FingerprintPeriod: "1s"})
 	if fp.Error != nil || len(fp.Devices) != 2 {
 		t.Fatalf("fingerprint %+v", fp)
 	}
@@ -67,17 +77,7 @@ func TestNoDriverReportsNoDevices(t *testing.T) {
 	if _, err := os.Stat("/dev/nvidiactl"); err == nil {
 		t.Skip("this machine has an NVIDIA driver")
 	}
-	p := NewPlugin(log.NewNullLogger())
-	if err := p.SetConfig(&base.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ch, err := p.Fingerprint(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fp := <-ch
+	_, fp := firstFingerprint(t, nil)
 	if fp.Error != nil || len(fp.Devices) != 0 {
 		t.Fatalf("without a driver: %+v, want no devices and no error", fp)
 	}

@@ -2,10 +2,8 @@ package x11
 
 /*
 #include <X11/Xlib.h>
-static Window metal_root2(Display *d) { return DefaultRootWindow(d); }
-static GC metal_gc2(Display *d) { return DefaultGC(d, DefaultScreen(d)); }
-static unsigned long metal_black2(Display *d) { return BlackPixel(d, DefaultScreen(d)); }
-static unsigned long metal_white2(Display *d) { return WhitePixel(d, DefaultScreen(d)); }
+static unsigned long metal_black(Display *d) { return BlackPixel(d, DefaultScreen(d)); }
+static unsigned long metal_white(Display *d) { return WhitePixel(d, DefaultScreen(d)); }
 
 static void metal_rect(Display *d, unsigned long px, int x, int y, int w, int h) {
 	GC gc = DefaultGC(d, DefaultScreen(d));
@@ -32,7 +30,7 @@ const FrameCodeCell = 16
 func (x *Display) DrawFrameCode(n uint32) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	black, white := C.metal_black2(x.d), C.metal_white2(x.d)
+	black, white := C.metal_black(x.d), C.metal_white(x.d)
 	for i := 0; i < FrameCodeBits; i++ {
 		px := black
 		if n&(1<<(FrameCodeBits-1-i)) != 0 {
@@ -65,7 +63,7 @@ func (x *Display) RunDemo(ctx context.Context, fps int, onFrame func(n uint32)) 
 		}
 		n++
 		x.mu.Lock()
-		black, white := C.metal_black2(x.d), C.metal_white2(x.d)
+		black, white := C.metal_black(x.d), C.metal_white(x.d)
 		span := x.w - box
 		pos := int(n*8) % (2 * span)
 		if pos > span {

@@ -12,10 +12,6 @@ package x11
 
 static int metal_screen_width(Display *d) { return DisplayWidth(d, DefaultScreen(d)); }
 static int metal_screen_height(Display *d) { return DisplayHeight(d, DefaultScreen(d)); }
-static Window metal_root(Display *d) { return DefaultRootWindow(d); }
-static unsigned long metal_black(Display *d) { return BlackPixel(d, DefaultScreen(d)); }
-static unsigned long metal_white(Display *d) { return WhitePixel(d, DefaultScreen(d)); }
-static GC metal_gc(Display *d) { return DefaultGC(d, DefaultScreen(d)); }
 
 static int metal_query_pointer(Display *d, int *x, int *y) {
 	Window root, child;
