@@ -10,20 +10,25 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/metal-stream/metal/internal/browsertest"
 
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 )
 
 // TestDevPrintsAWorkingURLAndCleansUp runs `metal dev` as a user would: it
-// must print a player URL that answers, and on Ctrl-C (SIGINT) leave no agent,
-// no task and no directory behind.
+// must print a player URL that answers, play to two strangers at once, and
+// on Ctrl-C (SIGINT) leave no agent, no task and no directory behind.
 func TestDevPrintsAWorkingURLAndCleansUp(t *testing.T) {
 	nomadBin, consulBin := clustertest.Binaries(t)
 	bin := metalBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
 	cmd := exec.CommandContext(ctx, bin, "dev", "-gateway-port", "0", "-nomad-bin", nomadBin, "-consul-bin", consulBin)
@@ -78,6 +83,32 @@ func TestDevPrintsAWorkingURLAndCleansUp(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("gateway not ready under metal dev: %d", resp.StatusCode)
+	}
+
+	// Two players at once, as two strangers opening the printed URL: both
+	// must decode frames (the streamer's reservation lets Nomad place two
+	// 720p30 streams on a 2-core machine), on two different sessions.
+	browser := browsertest.New(t)
+	tabs := []context.Context{browsertest.Stranger(t, browser), browsertest.Stranger(t, browser)}
+	var wg sync.WaitGroup
+	errs := make([]error, len(tabs))
+	for i, tab := range tabs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = chromedp.Do(tab, chromedp.Navigate(url)); errs[i] == nil {
+				errs[i] = browsertest.WaitTrue(tab, `metal.stats && metal.stats.framesDecoded > 30`, 120*time.Second)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("player %d of 2 on the metal dev URL: %v\nmetal dev:\n%s", i+1, err, stderr.String())
+		}
+	}
+	if a, b := sessionOf(t, tabs[0]), sessionOf(t, tabs[1]); a == b || a == "" {
+		t.Fatalf("two strangers share session %q", a)
 	}
 
 	pids := agentPIDs(stderr.String())

@@ -7,14 +7,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
 	consul "github.com/hashicorp/consul/api"
 
-	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/localcluster"
+	"github.com/metal-stream/metal/scheduler"
 )
 
 var (
@@ -23,8 +23,9 @@ var (
 )
 
 // gpuCluster starts a Nomad (and Consul) whose client runs Metal's device
-// plugin with fake GPUs, waiting until Nomad has fingerprinted them all.
-func gpuCluster(t *testing.T, gpus map[string]string) *localcluster.Cluster {
+// plugin with fake GPUs, each NVENC one offered as slots encoder slots,
+// waiting until Nomad has fingerprinted them all.
+func gpuCluster(t testing.TB, gpus map[string]string, slots int) (*localcluster.Cluster, string) {
 	t.Helper()
 	pluginDir := os.Getenv("METAL_NVIDIA_PLUGIN_DIR")
 	if pluginDir == "" {
@@ -37,23 +38,30 @@ func gpuCluster(t *testing.T, gpus map[string]string) *localcluster.Cluster {
 		t.Skipf("device plugin missing (make tools): %v", err)
 	}
 	dir := t.TempDir()
+	instances := 0
 	for name, body := range gpus {
 		if err := os.WriteFile(filepath.Join(dir, name+".json"), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
+		}
+		if strings.Contains(body, `"nvenc_h264":true`) {
+			instances += slots
+		} else {
+			instances++
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, err := localcluster.Start(ctx, localcluster.Options{
 		PluginDir:  pluginDir,
-		MinDevices: len(gpus),
+		MinDevices: instances,
 		NomadHCL: fmt.Sprintf(`plugin "metal-nvidia" {
   config {
     fake_dir           = %q
     fingerprint_period = "1s"
+    slots              = { default = %d, "RTX A4000" = %d }
   }
 }
-`, dir),
+`, dir, slots, slots),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -65,29 +73,63 @@ func gpuCluster(t *testing.T, gpus map[string]string) *localcluster.Cluster {
 			t.Errorf("stop gpu cluster: %v", err)
 		}
 	})
-	return c
+	return c, dir
 }
 
-// streamerGPUs reads NVIDIA_VISIBLE_DEVICES as each healthy streamer reports
-// it, by session.
-func streamerGPUs(t *testing.T, c *localcluster.Cluster) map[string]string {
+// placement is where Nomad put a session: its allocation's device
+// instances (encoder slots), and NVIDIA_VISIBLE_DEVICES as the streamer
+// itself reports it.
+type placement struct {
+	slots []string
+	env   string
+}
+
+// placementOf reads a running session's slot from Nomad, the source of
+// truth, and the GPU its streamer was handed from the streamer's /healthz
+// at the address Consul's catalog has (not the health view, whose checks
+// may flap on a loaded machine), retrying until it answers.
+func placementOf(t *testing.T, c *localcluster.Cluster, session string) placement {
 	t.Helper()
-	entries, _, err := c.Consul.Health().Service("metal-streamer", "", true, nil)
+	var p placement
+	allocs, _, err := c.Nomad.Jobs().Allocations("metal-session-"+session, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]string{}
-	for _, e := range entries {
-		resp, err := http.Get(fmt.Sprintf("http://%s:%d/healthz", e.Service.Address, e.Service.Port))
-		if err != nil {
+	for _, stub := range allocs {
+		if stub.ClientStatus != "running" {
 			continue
 		}
-		var h struct{ GPU string }
-		_ = json.NewDecoder(resp.Body).Decode(&h)
-		resp.Body.Close()
-		out[e.Service.Meta["session"]] = h.GPU
+		a, _, err := c.Nomad.Allocations().Info(stub.ID, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range a.AllocatedResources.Tasks {
+			for _, d := range task.Devices {
+				p.slots = append(p.slots, d.DeviceIDs...)
+			}
+		}
 	}
-	return out
+	client := &http.Client{Timeout: 3 * time.Second}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		svcs, _, err := c.Consul.Catalog().Service("metal-streamer", "session-"+session, nil)
+		if err == nil && len(svcs) == 1 {
+			resp, err := client.Get(fmt.Sprintf("http://%s:%d/healthz", svcs[0].ServiceAddress, svcs[0].ServicePort))
+			if err == nil {
+				var h struct{ GPU string }
+				err = json.NewDecoder(resp.Body).Decode(&h)
+				resp.Body.Close()
+				if err == nil {
+					p.env = h.GPU
+					return p
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("streamer of %s never answered /healthz: %v (%d catalog entries)", session, err, len(svcs))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func waitSessionState(t *testing.T, g *gatewayProc, id, state string) sessionView {
@@ -113,84 +155,224 @@ func createSession(t *testing.T, g *gatewayProc, player string) (int, sessionVie
 	return code, v
 }
 
-// TestGPUPlacementFollowsEncoders: two GPUs with NVENC and an H100 without.
-// Capacity comes from the GPUs (2); two players land on the NVENC GPUs with
-// NVIDIA_VISIBLE_DEVICES set, a third waits in the queue (the page shows its
-// position) and gets the GPU the first one frees.
-func TestGPUPlacementFollowsEncoders(t *testing.T) {
-	c := gpuCluster(t, map[string]string{
+// TestGPUSlotsShareGPUs: two NVENC GPUs of four encoder slots each, and an
+// H100 without NVENC. Eight players are placed on eight distinct slots
+// across both NVENC GPUs (none on the H100), each streamer handed its own
+// GPU; a ninth waits first in the queue, reading that it waits for a GPU,
+// and is placed on the slot the first player frees. Then one GPU turns
+// unhealthy: a slot freed on it takes no new session, one freed on the
+// healthy GPU does.
+func TestGPUSlotsShareGPUs(t *testing.T) {
+	c, dir := gpuCluster(t, map[string]string{
 		"a1": fmt.Sprintf(a4000, "a1"), "a2": fmt.Sprintf(a4000, "a2"), "h1": fmt.Sprintf(h100, "h1"),
-	})
-	g := startGatewayOn(t, c, "auto", 5)
+	}, 4)
+	// GPU slots, not CPU, are the limit here; the streamers show a still
+	// desktop (no demo scene) so that nine of them fit on two cores.
+	g := startGatewayOn(t, c, "auto", 5, "-streamer-cpu", "100", "-streamer-memory", "96", "-streamer-demo=false")
 
-	code1, s1 := createSession(t, g, "p1")
-	code2, s2 := createSession(t, g, "p2")
-	if code1 != 201 || code2 != 201 {
-		t.Fatalf("first two players: %d %d, want 201 201", code1, code2)
+	var ids []string
+	for i := range 8 {
+		code, v := createSession(t, g, fmt.Sprintf("p%d", i))
+		if code != 201 {
+			t.Fatalf("player %d of 8: %d %+v, want 201 (placed)", i+1, code, v)
+		}
+		ids = append(ids, v.ID)
 	}
-	waitSessionState(t, g, s1.ID, "ready")
-	waitSessionState(t, g, s2.ID, "ready")
-	gpus := streamerGPUs(t, c)
-	if g1, g2 := gpus[s1.ID], gpus[s2.ID]; g1 == g2 || (g1 != "GPU-a1" && g1 != "GPU-a2") || (g2 != "GPU-a1" && g2 != "GPU-a2") {
-		t.Fatalf("NVIDIA_VISIBLE_DEVICES %q and %q, want GPU-a1 and GPU-a2", g1, g2)
+	where := map[string]placement{} // session: placement
+	bySlot := map[string]string{}   // slot: session
+	perGPU := map[string]int{}
+	for _, id := range ids {
+		waitSessionState(t, g, id, "ready")
+		p := placementOf(t, c, id)
+		if len(p.slots) != 1 {
+			t.Fatalf("session %s holds slots %v, want one", id, p.slots)
+		}
+		slot := p.slots[0]
+		gpu, _, _ := strings.Cut(slot, "/slot-")
+		if gpu != "GPU-a1" && gpu != "GPU-a2" {
+			t.Fatalf("session %s on %s, want an NVENC GPU's slot", id, slot)
+		}
+		if p.env != gpu {
+			t.Fatalf("session %s on %s has NVIDIA_VISIBLE_DEVICES %q, want %q", id, slot, p.env, gpu)
+		}
+		if other, dup := bySlot[slot]; dup {
+			t.Fatalf("slot %s given to %s and %s", slot, other, id)
+		}
+		bySlot[slot], where[id] = id, p
+		perGPU[gpu]++
+	}
+	if perGPU["GPU-a1"] != 4 || perGPU["GPU-a2"] != 4 {
+		t.Fatalf("sessions per GPU %v, want 4 and 4", perGPU)
 	}
 
-	browser := browsertest.New(t)
-	tab := browsertest.Tab(t, browser)
-	if err := chromedp.Do(tab, chromedp.Navigate(g.playerLink(t, "p3"))); err != nil {
-		t.Fatal(err)
+	code, ninth := createSession(t, g, "p8")
+	if code != 202 || ninth.State != "queued" || ninth.Position != 1 || ninth.Reason != "waiting for a GPU" {
+		t.Fatalf("ninth player: %d %+v, want 202 queued at 1, waiting for a GPU", code, ninth)
 	}
-	if err := browsertest.WaitTrue(tab, `(metal.status || "").includes("number 1 in the queue")`, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	s3 := sessionOf(t, tab)
-	freed := gpus[s1.ID]
-	if code, b := g.api(t, "DELETE", "/v1/sessions/"+s1.ID, "", nil); code != 204 {
+	freed := where[ids[0]].slots[0]
+	if code, b := g.api(t, "DELETE", "/v1/sessions/"+ids[0], "", nil); code != 204 {
 		t.Fatalf("leave: %d %s", code, b)
 	}
-	if err := browsertest.WaitTrue(tab, `metal.stats && metal.stats.framesDecoded > 10`, 90*time.Second); err != nil {
+	waitSessionState(t, g, ninth.ID, "ready")
+	if p := placementOf(t, c, ninth.ID); len(p.slots) != 1 || p.slots[0] != freed {
+		t.Fatalf("ninth player on %v, want the freed %s", p.slots, freed)
+	}
+	ids = append(ids[1:], ninth.ID)
+	where[ninth.ID] = placement{slots: []string{freed}}
+
+	// GPU-a2 turns unhealthy (the fake source's XID stand-in).
+	bad := strings.Replace(fmt.Sprintf(a4000, "a2"), `"nvenc_h264":true`, `"nvenc_h264":true,"healthy":false,"health_desc":"XID 79"`, 1)
+	if err := os.WriteFile(filepath.Join(dir, "a2.json"), []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got := streamerGPUs(t, c)[s3]; got != freed {
-		t.Fatalf("third player on %q, want the freed %q", got, freed)
+	waitNodeSlots(t, c, 4) // only GPU-a1's four slots healthy
+	var onBad, onGood string
+	for _, id := range ids {
+		if strings.HasPrefix(where[id].slots[0], "GPU-a2/") && onBad == "" {
+			onBad = id
+		}
+		if strings.HasPrefix(where[id].slots[0], "GPU-a1/") && onGood == "" {
+			onGood = id
+		}
+	}
+	if code, b := g.api(t, "DELETE", "/v1/sessions/"+onBad, "", nil); code != 204 {
+		t.Fatalf("leave: %d %s", code, b)
+	}
+	code, tenth := createSession(t, g, "p9")
+	if code != 202 || tenth.Position != 1 {
+		t.Fatalf("tenth player with only an unhealthy slot free: %d %+v, want 202 queued at 1", code, tenth)
+	}
+	// Stays queued: nothing is placed on the unhealthy GPU.
+	time.Sleep(3 * time.Second)
+	if v := g.session(t, tenth.ID); v.State != "queued" {
+		t.Fatalf("tenth player %+v while only an unhealthy slot is free, want queued", v)
+	}
+	freed = where[onGood].slots[0]
+	if code, b := g.api(t, "DELETE", "/v1/sessions/"+onGood, "", nil); code != 204 {
+		t.Fatalf("leave: %d %s", code, b)
+	}
+	waitSessionState(t, g, tenth.ID, "ready")
+	if p := placementOf(t, c, tenth.ID); len(p.slots) != 1 || p.slots[0] != freed {
+		t.Fatalf("tenth player on %v, want the healthy freed %s", p.slots, freed)
 	}
 }
 
-// TestNoStreamOnNonNVENCNode: a node with only H100s gets no stream. With
-// capacity from the GPUs a player waits in the queue; with a capacity forced
-// above it, Nomad itself refuses to place and the player reads why.
-func TestNoStreamOnNonNVENCNode(t *testing.T) {
-	c := gpuCluster(t, map[string]string{"h1": fmt.Sprintf(h100, "h1"), "h2": fmt.Sprintf(h100, "h2")})
-
-	auto := startGatewayOn(t, c, "auto", 5)
-	code, v := createSession(t, auto, "p1")
-	if code != 202 || v.State != "queued" || v.Position != 1 {
-		t.Fatalf("with auto capacity: %d %+v, want 202 queued at 1", code, v)
-	}
-	auto.api(t, "DELETE", "/v1/sessions/"+v.ID, "", nil)
-	auto.stop(t)
-
-	forced := startGatewayOn(t, c, "1", 5)
-	code, v = createSession(t, forced, "p2")
-	if code != 201 {
-		t.Fatalf("forced capacity: %d %+v", code, v)
-	}
-	deadline := time.Now().Add(30 * time.Second)
+// waitNodeSlots waits until the node reports exactly n healthy encoder slots.
+func waitNodeSlots(t testing.TB, c *localcluster.Cluster, n int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
 	for {
-		v = forced.session(t, v.ID)
-		if v.State == "placing" && v.Reason == "no GPU capacity" {
-			break
+		nodes, _, err := c.Nomad.Nodes().List(nil)
+		if err == nil && len(nodes) == 1 {
+			node, _, err := c.Nomad.Nodes().Info(nodes[0].ID, nil)
+			if err == nil && scheduler.EncoderGPUs(node.NodeResources.Devices) == n {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("session %+v, want placing: no GPU capacity", v)
+			t.Fatalf("node never reported %d healthy encoder slots", n)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	allocs, _, err := c.Nomad.Jobs().Allocations("metal-session-"+v.ID, true, nil)
-	if err != nil || len(allocs) != 0 {
-		t.Fatalf("allocations on a node without NVENC: %d (%v)", len(allocs), err)
+}
+
+// TestNoStreamOnNonNVENCNode: a node with only H100s has no encoder slot,
+// so a player waits in the queue, reading why, and Nomad holds no job.
+func TestNoStreamOnNonNVENCNode(t *testing.T) {
+	c, _ := gpuCluster(t, map[string]string{"h1": fmt.Sprintf(h100, "h1"), "h2": fmt.Sprintf(h100, "h2")}, 4)
+	g := startGatewayOn(t, c, "auto", 5)
+	code, v := createSession(t, g, "p1")
+	if code != 202 || v.State != "queued" || v.Position != 1 || v.Reason != "waiting for a GPU" {
+		t.Fatalf("%d %+v, want 202 queued at 1, waiting for a GPU", code, v)
+	}
+	time.Sleep(2 * time.Second)
+	if v := g.session(t, v.ID); v.State != "queued" {
+		t.Fatalf("session %+v on a node without NVENC, want queued", v)
+	}
+	if jobs, _, err := c.Nomad.Jobs().List(nil); err != nil || len(jobs) != 0 {
+		t.Fatalf("Nomad jobs %d (%v), want none", len(jobs), err)
 	}
 	if entries, _, _ := c.Consul.Health().Service("metal-streamer", "", false, &consul.QueryOptions{}); len(entries) != 0 {
 		t.Fatalf("a streamer registered: %d", len(entries))
 	}
+}
+
+// TestBlockedSessionWaitsWithPosition: a node whose dynamic ports run out
+// (each streamer takes two) while CPU and memory would fit more. The
+// gateway's room count does not model ports, so it registers a second
+// session and Nomad blocks it. The gateway must put that player back in the
+// queue within 2 s, first in line and told it waits for a GPU, purge the
+// blocked job (Nomad never holds a blocked job the gateway thinks placed),
+// and place it as soon as the first player leaves.
+func TestBlockedSessionWaitsWithPosition(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := localcluster.Start(ctx, localcluster.Options{DynamicPorts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := c.Stop(ctx); err != nil {
+			t.Errorf("stop cluster: %v", err)
+		}
+	})
+	g := startGatewayOn(t, c, "auto", 5, "-gpu=false", "-streamer-cpu", "100", "-streamer-memory", "96")
+	code, first := createSession(t, g, "p1")
+	if code != 201 {
+		t.Fatalf("first player: %d %+v", code, first)
+	}
+	waitSessionState(t, g, first.ID, "ready")
+
+	code, second := createSession(t, g, "p2")
+	created := time.Now()
+	if code != 201 {
+		t.Fatalf("second player: %d %+v, want 201 (the room count says it fits)", code, second)
+	}
+	var v sessionView
+	for {
+		v = g.session(t, second.ID)
+		if v.State == "queued" {
+			break
+		}
+		if v.State != "placing" {
+			t.Fatalf("second player %+v, want placing until Nomad refuses, then queued", v)
+		}
+		if time.Since(created) > 20*time.Second {
+			t.Fatalf("second player still %+v after 20 s: Nomad's refusal never reached the player", v)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	took := time.Since(created)
+	if v.Position != 1 || v.Reason != "waiting for a GPU" {
+		t.Fatalf("refused player %+v, want queued at 1, waiting for a GPU", v)
+	}
+	if took > 2*time.Second {
+		t.Fatalf("refused player shown waiting after %s, want within 2 s", took)
+	}
+	t.Logf("refused player shown waiting %s after admission", took.Round(time.Millisecond))
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		job, _, err := c.Nomad.Jobs().Info("metal-session-"+second.ID, nil)
+		if err != nil && strings.Contains(err.Error(), "404") {
+			break
+		}
+		if err == nil && job.Status != nil && *job.Status == "dead" && job.Stop != nil && *job.Stop {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Nomad still holds the blocked job of a queued session: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// While it waits, retries (on backoff) must never show it placed for
+	// long or take it out of the queue.
+	if v := g.session(t, second.ID); v.State == "failed" || v.State == "ended" {
+		t.Fatalf("refused player %+v", v)
+	}
+	if code, b := g.api(t, "DELETE", "/v1/sessions/"+first.ID, "", nil); code != 204 {
+		t.Fatalf("leave: %d %s", code, b)
+	}
+	waitSessionState(t, g, second.ID, "ready")
 }

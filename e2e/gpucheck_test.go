@@ -55,7 +55,7 @@ func TestRealGPU(t *testing.T) {
 			}
 		}
 	}
-	fmt.Printf("GPU CHECK encoder GPUs Nomad may place streams on: %d\n", scheduler.EncoderGPUs(node.NodeResources.Devices))
+	fmt.Printf("GPU CHECK encoder slots Nomad may place streams on: %d\n", scheduler.EncoderGPUs(node.NodeResources.Devices))
 
 	bin := os.Getenv("METAL_BIN")
 	if bin == "" {

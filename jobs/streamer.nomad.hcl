@@ -105,17 +105,42 @@ variable "demo" {
 
 variable "cpu" {
   type        = number
-  description = "CPU to reserve, MHz."
-  default     = 2000
+  description = "CPU to reserve, MHz; 0 takes the measured reservation for the resolution and fps (local.reservations)."
+  default     = 0
+
+  validation {
+    condition     = var.cpu >= 0
+    error_message = "The cpu must be 0 (from the table) or a positive number of MHz."
+  }
 }
 
 variable "memory" {
   type        = number
-  description = "Memory to reserve, MiB."
-  default     = 1024
+  description = "Memory to reserve, MiB; 0 takes the measured reservation for the resolution and fps (local.reservations)."
+  default     = 0
+
+  validation {
+    condition     = var.memory >= 0
+    error_message = "The memory must be 0 (from the table) or a positive number of MiB."
+  }
 }
 
 locals {
+  # What one streamer uses (capture, colour conversion, x264 or NVENC,
+  # packetising, Xvfb and PulseAudio), measured with `make bench`
+  # (BenchmarkStreamerReservation: the 95th percentile of CPU over a minute
+  # of the demo scene with a viewer, rounded up, x264; peak RSS plus a
+  # margin). The README's Capacity section has the table and how to remeasure.
+  reservations = {
+    "1280x720@30"  = { cpu = 1200, memory = 384 }
+    "1280x720@60"  = { cpu = 2000, memory = 448 }
+    "1920x1080@30" = { cpu = 2200, memory = 512 }
+    "1920x1080@60" = { cpu = 3600, memory = 640 }
+  }
+  reservation = local.reservations["${var.resolution}@${var.fps}"]
+  cpu         = var.cpu > 0 ? var.cpu : local.reservation.cpu
+  memory      = var.memory > 0 ? var.memory : local.reservation.memory
+
   args = [
     "streamer",
     "-listen", "${NOMAD_IP_http}:${NOMAD_PORT_http}",
@@ -212,14 +237,17 @@ job "metal-streamer" {
       }
 
       resources {
-        cpu    = var.cpu
-        memory = var.memory
+        cpu    = local.cpu
+        memory = local.memory
 
         dynamic "device" {
           for_each = var.gpu ? ["nvidia/gpu"] : []
           iterator = gpu
           labels   = [gpu.value]
 
+          # One encoder slot: the metal-nvidia plugin offers each NVENC
+          # GPU as several instances ("<uuid>/slot-<k>"), so sessions
+          # share a GPU up to its encoder's limit.
           content {
             count = 1
 

@@ -8,24 +8,19 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 )
 
-// capacityLocked is how many sessions edge dc may hold: with
-// CapacityFromGPUs the healthy NVENC GPUs Nomad knows there, otherwise the
-// configured Capacity while the edge has a ready node. Call with s.mu held.
-func (s *Scheduler) capacityLocked(dc string) int {
-	if s.cfg.CapacityFromGPUs {
-		return s.gpus[dc]
-	}
-	if !s.nodesSeen || s.readyNodes[dc] > 0 {
-		return s.cfg.Capacity
-	}
-	return 0
+// capacityLocked is how many sessions edge dc holds now or could take: the
+// live placed ones plus the room Nomad has for more (room.go). Call with
+// s.mu held.
+func (s *Scheduler) capacityLocked(dc string, active, inflight map[string]int) int {
+	return active[dc] + s.freeLocked(dc, active, inflight)
 }
 
 // totalCapacityLocked sums the capacity of every configured edge.
 func (s *Scheduler) totalCapacityLocked() int {
+	active, inflight := s.activeLocked(), s.inflightLocked()
 	n := 0
 	for _, dc := range s.edges() {
-		n += s.capacityLocked(dc)
+		n += s.capacityLocked(dc, active, inflight)
 	}
 	return n
 }
@@ -41,16 +36,28 @@ func (s *Scheduler) activeLocked() map[string]int {
 	return active
 }
 
-// watchCapacity follows the node list with blocking queries and recounts,
-// per edge, ready nodes and encoder GPUs whenever a node changes (joins,
-// leaves, drains, or a device turns unhealthy).
+// watchCapacity learns what a session reserves, then follows the node list
+// with blocking queries. Whenever a node changes (joins, leaves, drains, a
+// device turns unhealthy) it reads that node's resources and encoder slots
+// again and recounts every edge's room.
 func (s *Scheduler) watchCapacity(ctx context.Context) error {
 	b := backoff.NewExponentialBackOff()
 	b.MaxInterval, b.MaxElapsedTime = 5*time.Second, 0
+	for ctx.Err() == nil {
+		err := s.loadDemand(ctx)
+		if err == nil {
+			break
+		}
+		s.log.Warn("read the streamer job's reservation", "err", err)
+		sleep(ctx, b.NextBackOff())
+	}
+	b.Reset()
 	var index uint64
+	seen := map[string]uint64{} // node id: modify index read
+	nodes := map[string]nodeRoom{}
 	for ctx.Err() == nil {
 		q := (&nomad.QueryOptions{WaitIndex: index, WaitTime: 30 * time.Second, AllowStale: true}).WithContext(ctx)
-		nodes, meta, err := s.nomad.Nodes().List(q)
+		stubs, meta, err := s.nomad.Nodes().List(q)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("list nodes", "err", err)
@@ -60,34 +67,49 @@ func (s *Scheduler) watchCapacity(ctx context.Context) error {
 		}
 		b.Reset()
 		index = meta.LastIndex
-		gpus, ready := map[string]int{}, map[string]int{}
-		for _, stub := range nodes {
+		ready, next, nextSeen := map[string]int{}, map[string]nodeRoom{}, map[string]uint64{}
+		for _, stub := range stubs {
 			if stub.Status != nomad.NodeStatusReady || stub.SchedulingEligibility != nomad.NodeSchedulingEligible {
 				continue
 			}
 			ready[stub.Datacenter]++
-			if !s.cfg.CapacityFromGPUs {
+			if nr, ok := nodes[stub.ID]; ok && seen[stub.ID] == stub.ModifyIndex {
+				next[stub.ID], nextSeen[stub.ID] = nr, stub.ModifyIndex
 				continue
 			}
 			node, _, err := s.nomad.Nodes().Info(stub.ID, (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
-			if err != nil || node.NodeResources == nil {
+			if err != nil {
+				s.log.Warn("read node", "node", stub.Name, "err", err)
+				index = 0 // read it again on the next round
 				continue
 			}
-			gpus[stub.Datacenter] += EncoderGPUs(node.NodeResources.Devices)
+			next[stub.ID], nextSeen[stub.ID] = roomOfNode(node), stub.ModifyIndex
 		}
+		nodes, seen = next, nextSeen
 		s.mu.Lock()
-		changed := !s.nodesSeen || !equalCounts(s.gpus, gpus) || !equalCounts(s.readyNodes, ready)
-		s.gpus, s.readyNodes, s.nodesSeen = gpus, ready, true
-		if changed {
+		readyChanged := !s.nodesSeen || !equalCounts(s.readyNodes, ready)
+		s.nodes, s.readyNodes, s.nodesSeen = next, ready, true
+		s.recountLocked()
+		room := copyCounts(s.room)
+		if readyChanged {
 			s.notifyLocked()
 		}
 		s.mu.Unlock()
-		if changed {
-			s.log.Info("edge capacity", "ready_nodes", ready, "encoder_gpus", gpus)
-			s.poke()
+		s.log.Debug("edge room", "ready_nodes", ready, "room", room)
+		s.poke()
+		if index == 0 {
+			sleep(ctx, b.NextBackOff())
 		}
 	}
 	return nil
+}
+
+func copyCounts(m map[string]int) map[string]int {
+	out := make(map[string]int, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }
 
 func equalCounts(a, b map[string]int) bool {
@@ -102,16 +124,12 @@ func equalCounts(a, b map[string]int) bool {
 	return true
 }
 
-// EncoderGPUs counts the healthy NVIDIA GPU instances whose device group
-// has an H.264 encoder (attribute nvenc_h264 = true).
+// EncoderGPUs counts the healthy encoder slots (device instances of NVIDIA
+// GPU groups with nvenc_h264 = true) a node offers.
 func EncoderGPUs(devices []*nomad.NodeDeviceResource) int {
 	n := 0
 	for _, d := range devices {
-		if d.Vendor != "nvidia" || d.Type != "gpu" {
-			continue
-		}
-		a := d.Attributes["nvenc_h264"]
-		if a == nil || a.BoolVal == nil || !*a.BoolVal {
+		if !isEncoderGroup(d) {
 			continue
 		}
 		for _, inst := range d.Instances {

@@ -45,10 +45,10 @@ func (s *Scheduler) edges() []string {
 func (s *Scheduler) Edges() []Edge {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	active := s.activeLocked()
+	active, inflight := s.activeLocked(), s.inflightLocked()
 	var out []Edge
 	for _, dc := range s.edges() {
-		c := s.capacityLocked(dc)
+		c := s.capacityLocked(dc, active, inflight)
 		if c == 0 {
 			continue
 		}

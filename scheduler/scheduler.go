@@ -15,6 +15,7 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
+	"github.com/cenkalti/backoff/v4"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/metal-stream/metal/internal/token"
@@ -23,14 +24,12 @@ import (
 
 // Config configures the scheduler.
 type Config struct {
-	// Capacity is how many sessions may be placed at once (the GPUs with an
-	// encoder across the fleet, or a limit for a GPU-less dev machine).
+	// Capacity optionally bounds how many sessions one edge holds at once;
+	// 0 means no bound. How many fit is always what Nomad can place
+	// (room.go): node resources, encoder slots and live allocations.
 	Capacity int
-	// CapacityFromGPUs replaces Capacity with the healthy GPUs that have an
-	// H.264 encoder, as Nomad's device fingerprints report them.
-	CapacityFromGPUs bool
-	// QueueBound is how many sessions may wait beyond Capacity; more get
-	// ErrQueueFull (the gateway answers 429).
+	// QueueBound is how many sessions may wait beyond what is placed; more
+	// get ErrQueueFull (the gateway answers 429).
 	QueueBound int
 	// Datacenter to place streams in; Datacenters, when set, are the edges
 	// a session may be placed in (the first is the default).
@@ -63,7 +62,6 @@ type Config struct {
 // DefaultConfig returns the defaults the README documents.
 func DefaultConfig() Config {
 	return Config{
-		Capacity:   1,
 		QueueBound: 10,
 		Datacenter: "dc1",
 		Failover:   "auto",
@@ -84,6 +82,13 @@ type allocInfo struct {
 	modifyIndex   uint64
 }
 
+// requeueBackoff bounds how soon a session Nomad refused is offered to it
+// again when no room has appeared since (roomGen unchanged).
+const (
+	requeueBackoffMin = 2 * time.Second
+	requeueBackoffMax = 30 * time.Second
+)
+
 // Scheduler places and follows sessions. Create it with New and run it.
 type Scheduler struct {
 	cfg    Config
@@ -103,7 +108,17 @@ type Scheduler struct {
 	watchers  map[string]int
 	probeFail map[string]int
 
-	gpus        map[string]int // encoder GPUs by edge
+	// What Nomad can still place (room.go): schedulable nodes by id, live
+	// allocations by id (every job's), the room per edge derived from them,
+	// a counter bumped whenever some edge's room grows, and what one
+	// session reserves.
+	nodes       map[string]nodeRoom
+	usage       map[string]allocUse
+	room        map[string]int
+	roomGen     uint64
+	demand      demand
+	demandKnown bool
+	allocsSeen  bool
 	readyNodes  map[string]int
 	nodesSeen   bool
 	turn        map[string]turnState
@@ -135,7 +150,8 @@ func New(cfg Config, nc *nomad.Client, cc *consul.Client, log *slog.Logger) (*Sc
 		store:   &store{kv: cc.KV(), prefix: cfg.KVPrefix},
 		records: map[string]*record{}, allocs: map[string]*allocInfo{}, blocked: map[string]bool{},
 		endpoints: map[string]Endpoint{}, lastSeen: map[string]time.Time{}, watchers: map[string]int{},
-		probeFail: map[string]int{}, gpus: map[string]int{}, readyNodes: map[string]int{}, turn: map[string]turnState{},
+		probeFail: map[string]int{}, readyNodes: map[string]int{}, turn: map[string]turnState{},
+		nodes: map[string]nodeRoom{}, usage: map[string]allocUse{}, room: map[string]int{},
 		changed: make(chan struct{}), kick: make(chan struct{}, 1),
 	}, nil
 }
@@ -165,11 +181,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// Ready reports whether Run has loaded the stored sessions.
+// Ready reports whether Run has loaded the stored sessions and knows what
+// Nomad can place (a session's reservation, the nodes, the allocations), so
+// that an admission now is placed at once when there is room.
 func (s *Scheduler) Ready() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.loaded
+	return s.loaded && s.demandKnown && s.nodesSeen && s.allocsSeen
 }
 
 func (s *Scheduler) load(ctx context.Context) error {
@@ -223,6 +241,9 @@ func (s *Scheduler) poke() {
 	}
 }
 
+// pokeLocked is poke, under s.mu (it never blocks).
+func (s *Scheduler) pokeLocked() { s.poke() }
+
 // Enqueue creates a session for player, or returns the player's live one
 // (created false). The session goes to the first edge in the player's
 // order (lowest measured RTT first) with a free slot, or waits in the queue.
@@ -255,11 +276,12 @@ func (s *Scheduler) enqueueLocked(ctx context.Context, player string, prefs Pref
 		return Status{}, false, ErrQueueFull
 	}
 	order, why := s.orderLocked(prefs)
-	// With a free slot the session is placed now, in the request; otherwise
-	// it waits in the queue for placeLoop.
+	// With a free slot and nobody waiting the session is placed now, in the
+	// request; otherwise it waits in the queue for placeLoop, behind every
+	// player already waiting.
 	r := &record{ID: id, Player: player, Created: time.Now().UTC(), Prefs: order, Choice: why,
 		RTT: prefs.RTT, Avoid: prefs.Avoid, Replaces: replaces}
-	if dc := s.freeEdgeLocked(order); dc != "" {
+	if dc := s.freeEdgeLocked(order); dc != "" && !s.anyQueuedLocked() {
 		r.Placed, r.Datacenter = true, dc
 		if dc != order[0] {
 			r.Choice = fmt.Sprintf("%s is full; next in the player's order", order[0])
@@ -364,7 +386,7 @@ func (s *Scheduler) statusLocked(r *record) Status {
 	case r.Ended:
 		st.State, st.Reason = StateEnded, r.Reason
 	case !r.Placed:
-		st.State, st.Position = StateQueued, s.positionLocked(r)
+		st.State, st.Position, st.Reason = StateQueued, s.positionLocked(r), ReasonWaitingGPU
 	case a == nil:
 		st.State = StatePlacing
 		if s.blocked[r.ID] {
@@ -424,8 +446,20 @@ func (s *Scheduler) placeLoop(ctx context.Context) error {
 	}
 }
 
+// anyQueuedLocked reports whether some session waits for a slot.
+func (s *Scheduler) anyQueuedLocked() bool {
+	for _, r := range s.records {
+		if !r.Ended && !r.Placed {
+			return true
+		}
+	}
+	return false
+}
+
 // nextToPlace takes the oldest queued session that has a free slot on one of
-// its edges, and reserves that slot.
+// its edges, and reserves that slot. A session that Nomad refused and that
+// waits for room to appear (or for its backoff) holds its edges: nobody
+// behind it in the queue is placed there first.
 func (s *Scheduler) nextToPlace() *record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -436,12 +470,26 @@ func (s *Scheduler) nextToPlace() *record {
 		}
 	}
 	sort.Slice(queue, func(i, j int) bool { return queue[i].createIndex < queue[j].createIndex })
+	held := map[string]bool{}
+	now := time.Now()
 	for _, r := range queue {
 		order := r.Prefs
 		if len(order) == 0 {
 			order, r.Choice = s.orderLocked(Prefs{RTT: r.RTT, Avoid: r.Avoid})
 		}
-		if dc := s.freeEdgeLocked(order); dc != "" {
+		if r.purging || (r.refusedGen == s.roomGen && now.Before(r.retryAt)) {
+			for _, dc := range order {
+				held[dc] = true
+			}
+			continue
+		}
+		var open []string
+		for _, dc := range order {
+			if !held[dc] {
+				open = append(open, dc)
+			}
+		}
+		if dc := s.freeEdgeLocked(open); dc != "" {
 			r.Placed, r.Datacenter = true, dc // reserve the slot; place() persists it
 			s.notifyLocked()
 			return r
@@ -452,13 +500,59 @@ func (s *Scheduler) nextToPlace() *record {
 
 // freeEdgeLocked is the first edge of order with a free slot, or "".
 func (s *Scheduler) freeEdgeLocked(order []string) string {
-	active := s.activeLocked()
+	active, inflight := s.activeLocked(), s.inflightLocked()
 	for _, dc := range order {
-		if active[dc] < s.capacityLocked(dc) {
+		if s.freeLocked(dc, active, inflight) > 0 {
 			return dc
 		}
 	}
 	return ""
+}
+
+// requeue sends a placed session whose job Nomad cannot place (a blocked
+// evaluation, or failed allocations on its evaluation) back to the queue:
+// its job and key are purged, so Nomad never holds a blocked session job,
+// and it keeps its place at the front of the queue. It is offered to Nomad
+// again as soon as some edge's room grows, or after a backoff.
+func (s *Scheduler) requeue(ctx context.Context, id string, jobIndex uint64, why string) {
+	s.mu.Lock()
+	r, ok := s.records[id]
+	if !ok || r.Ended || !r.Placed || s.allocs[id] != nil || jobIndex < r.jobIndex {
+		s.mu.Unlock()
+		return
+	}
+	r.Placed, r.Datacenter, r.purging = false, "", true
+	r.refusedGen = s.roomGen
+	r.refusals++
+	wait := requeueBackoffMin << min(r.refusals-1, 4)
+	r.retryAt = time.Now().Add(min(wait, requeueBackoffMax))
+	r.Choice = "Nomad could not place it (" + why + "); waiting for room"
+	delete(s.blocked, id)
+	rc := *r
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.log.Info("session back in the queue", "session", id, "why", why)
+	go func() {
+		b := backoff.NewExponentialBackOff()
+		b.MaxInterval, b.MaxElapsedTime = 5*time.Second, 0
+		for {
+			err := s.store.put(ctx, &rc)
+			if err == nil {
+				err = s.purgeJob(ctx, id)
+			}
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			s.log.Warn("purge refused session job; retrying", "session", id, "err", err)
+			sleep(ctx, b.NextBackOff())
+		}
+		s.mu.Lock()
+		if r, ok := s.records[id]; ok {
+			r.purging = false
+		}
+		s.mu.Unlock()
+		s.poke()
+	}()
 }
 
 // place writes the session's key into a Nomad variable only its job can
@@ -482,10 +576,17 @@ func (s *Scheduler) place(ctx context.Context, r *record) error {
 	if err != nil {
 		return err
 	}
-	_, _, err = s.nomad.Jobs().RegisterOpts(job, &nomad.RegisterOptions{EnforceIndex: true, ModifyIndex: 0},
+	resp, _, err := s.nomad.Jobs().RegisterOpts(job, &nomad.RegisterOptions{EnforceIndex: true, ModifyIndex: 0},
 		(&nomad.WriteOptions{}).WithContext(ctx))
 	if err != nil && !strings.Contains(err.Error(), "job already exists") {
 		return fmt.Errorf("register job %s: %w", jobID, err)
+	}
+	if resp != nil {
+		s.mu.Lock()
+		if cur := s.records[r.ID]; cur != nil {
+			cur.jobIndex = resp.JobModifyIndex
+		}
+		s.mu.Unlock()
 	}
 	// The session may have been stopped while its job was being registered;
 	// then Stop's purge may have come first, and this one must follow.
@@ -646,6 +747,8 @@ func (s *Scheduler) gcEnded(ctx context.Context) {
 			delete(s.blocked, id)
 			delete(s.endpoints, id)
 			delete(s.lastSeen, id)
+			delete(s.watchers, id)
+			delete(s.probeFail, id)
 		}
 	}
 	s.mu.Unlock()
@@ -662,10 +765,13 @@ func newSessionID() string {
 	return hex.EncodeToString(b)
 }
 
+// isNotFound reports whether Nomad said the thing is not there. Nomad v1.6
+// answers a purge of a job that is already gone with 500 "job not found",
+// not 404, so the message counts as much as the status.
 func isNotFound(err error) bool {
 	var ue nomad.UnexpectedResponseError
-	if errors.As(err, &ue) {
-		return ue.StatusCode() == 404
+	if errors.As(err, &ue) && ue.StatusCode() == 404 {
+		return true
 	}
-	return strings.Contains(err.Error(), "not found")
+	return strings.Contains(strings.ToLower(err.Error()), "not found")
 }

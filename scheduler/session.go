@@ -22,6 +22,7 @@ func (s State) Terminal() bool { return s == StateEnded || s == StateFailed }
 // Reasons a player can read.
 const (
 	ReasonNoCapacity      = "no GPU capacity"
+	ReasonWaitingGPU      = "waiting for a GPU"
 	ReasonNodeLost        = "node lost"
 	ReasonStreamerCrashed = "streamer crashed"
 	ReasonStopped         = "stopped"
@@ -56,6 +57,15 @@ type record struct {
 	Replaces    string `json:"replaces,omitempty"`
 
 	createIndex uint64
+	// In memory only: the registration index of the session's job (older
+	// evaluations are not about it), and for a session Nomad refused, the
+	// room generation it was refused at, when to try regardless, how often
+	// it was refused, and whether its job is still being purged.
+	jobIndex   uint64
+	refusedGen uint64
+	retryAt    time.Time
+	refusals   int
+	purging    bool
 }
 
 // Endpoint is a healthy streamer as Consul reports it.

@@ -43,11 +43,24 @@ func (s *Scheduler) watchNomad(ctx context.Context) error {
 	return nil
 }
 
+// seedAllocs lists every allocation with its resources: session ones are
+// followed as sessions, and every live one counts against its node's room.
 func (s *Scheduler) seedAllocs(ctx context.Context) (uint64, error) {
-	allocs, meta, err := s.nomad.Allocations().List((&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
+	q := &nomad.QueryOptions{AllowStale: true, Params: map[string]string{"resources": "true"}}
+	allocs, meta, err := s.nomad.Allocations().List(q.WithContext(ctx))
 	if err != nil {
 		return 0, err
 	}
+	s.mu.Lock()
+	s.usage = map[string]allocUse{}
+	for _, a := range allocs {
+		if u, live := useOf(a.NodeID, a.DesiredStatus, a.ClientStatus, a.AllocatedResources); live {
+			s.usage[a.ID] = u
+		}
+	}
+	s.allocsSeen = true
+	s.recountLocked()
+	s.mu.Unlock()
 	for _, a := range allocs {
 		if id, ok := strings.CutPrefix(a.JobID, s.cfg.JobPrefix); ok {
 			s.observeAlloc(ctx, id, &allocInfo{
@@ -82,6 +95,10 @@ func (s *Scheduler) stream(ctx context.Context, index *uint64, b backoff.BackOff
 				if err != nil || a == nil {
 					continue
 				}
+				u, live := useOf(a.NodeID, a.DesiredStatus, a.ClientStatus, a.AllocatedResources)
+				s.mu.Lock()
+				s.observeUseLocked(a.ID, u, live)
+				s.mu.Unlock()
 				if id, ok := strings.CutPrefix(a.JobID, s.cfg.JobPrefix); ok {
 					s.observeAlloc(ctx, id, &allocInfo{
 						id: a.ID, clientStatus: a.ClientStatus, desiredStatus: a.DesiredStatus,
@@ -94,10 +111,12 @@ func (s *Scheduler) stream(ctx context.Context, index *uint64, b backoff.BackOff
 					continue
 				}
 				if id, ok := strings.CutPrefix(ev.JobID, s.cfg.JobPrefix); ok {
-					s.mu.Lock()
-					s.blocked[id] = ev.Status == nomad.EvalStatusBlocked || len(ev.FailedTGAllocs) > 0
-					s.notifyLocked()
-					s.mu.Unlock()
+					if ev.Status == nomad.EvalStatusBlocked || len(ev.FailedTGAllocs) > 0 {
+						// Nomad cannot place it now: back to the queue, job
+						// purged, instead of a blocked job the player waits
+						// on blind.
+						s.requeue(ctx, id, ev.JobModifyIndex, refusal(ev))
+					}
 				}
 			}
 		}
@@ -144,6 +163,26 @@ func (s *Scheduler) observeAlloc(ctx context.Context, id string, a *allocInfo) {
 			s.log.Error("end session", "session", id, "err", err)
 		}
 	}
+}
+
+// refusal says in a few words why Nomad could not place an evaluation's
+// allocations (its metrics name the exhausted dimension).
+func refusal(ev *nomad.Evaluation) string {
+	for _, m := range ev.FailedTGAllocs {
+		if m == nil {
+			continue
+		}
+		for dim := range m.DimensionExhausted {
+			return dim + " exhausted"
+		}
+		for c := range m.ConstraintFiltered {
+			return "filtered by " + c
+		}
+		if m.NodesAvailable != nil && len(m.NodesAvailable) == 0 {
+			return "no node available"
+		}
+	}
+	return "evaluation " + ev.Status
 }
 
 // taskFailure summarises why a task died, from its last terminal event.

@@ -29,7 +29,8 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	nomadBin := fs.String("nomad-bin", "", "nomad binary (default: bin/nomad, then $PATH)")
 	consulBin := fs.String("consul-bin", "", "consul binary (default: bin/consul, then $PATH)")
 	port := fs.Int("gateway-port", 8080, "gateway HTTP port on 127.0.0.1 (0 picks a free one)")
-	capacity := fs.Int("capacity", 2, "streams placed at once on this machine")
+	capacity := fs.String("capacity", "auto", "optional bound on streams placed at once (auto: as many as Nomad can place)")
+	fps := fs.Int("fps", 30, "stream frame rate: 30 or 60 (60 needs twice the CPU per player)")
 	queue := fs.Int("queue", 10, "sessions that may wait beyond capacity")
 	flagenv.Usage(fs, "metal dev [flags]")
 	if err := flagenv.Parse(fs, args); err != nil {
@@ -100,7 +101,7 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	}); err != nil {
 		return err
 	}
-	step("registering job metal-gateway (raw_exec, open mode, capacity %d, queue %d)", *capacity, *queue)
+	step("registering job metal-gateway (raw_exec, open mode, capacity %s, queue %d, 720p%d)", *capacity, *queue, *fps)
 	if _, err := localcluster.RunJob(ctx, cluster.Nomad, hcl, map[string]any{
 		"driver":          "raw_exec",
 		"metal_binary":    self,
@@ -108,10 +109,10 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 		"consul_addr":     cluster.ConsulAddr,
 		"open_mode":       true,
 		"port":            *port,
-		"capacity":        strconv.Itoa(*capacity),
+		"capacity":        *capacity,
 		"queue":           *queue,
 		"streamer_driver": "raw_exec",
-		"streamer_args":   []string{"-gpu=false", "-streamer-loopback", "-streamer-demo"},
+		"streamer_args":   []string{"-gpu=false", "-streamer-loopback", "-streamer-demo", "-resolution", "1280x720", "-fps", strconv.Itoa(*fps)},
 	}); err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.BoolVar(&cfg.TrustProxy, "trust-proxy", cfg.TrustProxy, "take client addresses from X-Forwarded-For (only behind a proxy that sets it)")
 	fs.Float64Var(&cfg.RatePerSecond, "rate", cfg.RatePerSecond, "session and page requests per second per client address")
 	fs.IntVar(&cfg.Burst, "burst", cfg.Burst, "burst of requests per client address")
-	capacity := fs.String("capacity", "auto", "sessions placed at once: a number, or auto (the healthy GPUs with NVENC that Nomad reports)")
+	capacity := fs.String("capacity", "auto", "optional bound on sessions per edge: a number, or auto (no bound: as many as Nomad can place)")
 	fs.IntVar(&sc.QueueBound, "queue", sc.QueueBound, "sessions that may wait beyond capacity; more get 429")
 	dcs := fs.String("datacenter", sc.Datacenter, "edge datacenters to place streams in, comma-separated, the default first")
 	fs.StringVar(&sc.Failover, "failover", sc.Failover, "when an edge fails a player: auto (place on the next-nearest edge at once) or click (the player asks)")
@@ -44,6 +44,8 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	demo := fs.Bool("streamer-demo", false, "streamers draw the demo scene")
 	resolution := fs.String("resolution", "1280x720", "stream resolution: 1280x720 or 1920x1080")
 	fps := fs.Int("fps", 60, "stream frame rate: 30 or 60")
+	cpu := fs.Int("streamer-cpu", 0, "CPU (MHz) each streamer reserves; 0 takes the job's table for the resolution and fps")
+	memory := fs.Int("streamer-memory", 0, "memory (MiB) each streamer reserves; 0 takes the job's table")
 	idle := fs.Duration("streamer-idle-timeout", 2*time.Minute, "a streamer with no browser for this long exits")
 	turnSecret := fs.String("turn-secret", "", "TURN REST shared secret of the edges' relays (empty: no TURN servers handed out)")
 	turnTTL := fs.Duration("turn-ttl", 10*time.Minute, "lifetime of the TURN credentials handed to a browser")
@@ -60,11 +62,11 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 		return fmt.Errorf("-failover %q: want auto or click", sc.Failover)
 	}
 	if *capacity == "auto" {
-		sc.CapacityFromGPUs = true
-	} else if n, err := strconv.Atoi(*capacity); err == nil && n >= 0 {
+		sc.Capacity = 0
+	} else if n, err := strconv.Atoi(*capacity); err == nil && n > 0 {
 		sc.Capacity = n
 	} else {
-		return fmt.Errorf("-capacity %q: want a number or auto", *capacity)
+		return fmt.Errorf("-capacity %q: want a positive number or auto", *capacity)
 	}
 	if len(*key) < 32 {
 		return fmt.Errorf("-key (METAL_KEY): %d bytes, want at least 32", len(*key))
@@ -79,6 +81,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	sc.JobVars = map[string]any{
 		"driver": *driver, "metal_binary": *binary, "image": *image, "gpu": *gpu, "loopback": *loopback,
 		"demo": *demo, "resolution": *resolution, "fps": *fps, "idle_timeout": idle.String(),
+		"cpu": *cpu, "memory": *memory,
 	}
 
 	ncfg := nomad.DefaultConfig()

@@ -103,7 +103,9 @@
     window.metal.session = s;
     switch (s.state) {
       case "queued":
-        m.setStatus(`All GPUs are busy. You are number ${s.position} in the queue.`);
+        // Never "Connecting…" while no GPU holds the stream: a player whose
+        // session Nomad could not place is back here, with its position.
+        m.setStatus(`Waiting for a GPU: you are number ${s.position} in the queue.`);
         break;
       case "failed":
         m.stop();

@@ -79,6 +79,19 @@ func Tab(t testing.TB, browser context.Context) context.Context {
 	return ctx
 }
 
+// Stranger opens a tab in a browser context of its own (like a separate
+// browser profile: no shared cookies or local storage), so that two tabs
+// are two different players.
+func Stranger(t testing.TB, browser context.Context) context.Context {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("browsertest: new browser context: %v", err)
+	}
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // Eval evaluates a JavaScript expression in the tab, awaiting promises.
 func Eval[T any](ctx context.Context, expr string) (T, error) {
 	return chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))

@@ -35,6 +35,10 @@ type Options struct {
 	// MinDevices makes Start wait until the node reports at least this many
 	// device instances (fingerprinted by a device plugin).
 	MinDevices int
+	// DynamicPorts, when set, shrinks the client's dynamic port range to
+	// this many ports (a node that runs out of ports, which Nomad refuses
+	// to place on while CPU and memory would fit).
+	DynamicPorts int
 	// Logger receives progress; slog.Default() when nil.
 	Logger *slog.Logger
 

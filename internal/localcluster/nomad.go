@@ -121,6 +121,13 @@ consul {
 		cloudFingerprinters, p.ClientExtra, p.ConsulAddr, pluginDir(p.PluginDir), p.Extra)
 }
 
+func dynamicPorts(o Options) int {
+	if o.DynamicPorts > 0 {
+		return o.DynamicPorts
+	}
+	return 500
+}
+
 func pluginDir(dir string) string {
 	if dir == "" {
 		return ""
@@ -155,7 +162,7 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 		RPC:         ports[1],
 		Serf:        ports[2],
 		MinDynamic:  minDyn,
-		MaxDynamic:  minDyn + 499,
+		MaxDynamic:  minDyn + dynamicPorts(o) - 1,
 		ClientExtra: o.NomadClientHCL,
 		Extra:       o.NomadHCL,
 		PluginDir:   o.PluginDir,

@@ -1,0 +1,102 @@
+package streamer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/metal-stream/metal/internal/token"
+)
+
+// viewer is a receiving WHEP peer in Go (pion): it negotiates like the
+// player page, reads every video RTP packet and counts frames (RTP marker
+// bits), so a benchmark can tell the frame rate a viewer actually gets
+// (capture, encode, packetise, send, receive) without a browser's decode
+// cost on the same cores.
+type viewer struct {
+	pc     *webrtc.PeerConnection
+	frames atomic.Uint64
+}
+
+func (v *viewer) Frames() uint64 { return v.frames.Load() }
+
+// dialViewer connects a viewer to the streamer s with an owner token.
+func dialViewer(t testing.TB, s *Server) *viewer {
+	t.Helper()
+	signer, _ := token.NewSigner(testKey)
+	tok, err := signer.Sign(s.cfg.SessionID, token.RoleOwner, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(m)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &viewer{pc: pc}
+	t.Cleanup(func() { _ = pc.Close() })
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.CreateDataChannel("input", nil); err != nil {
+		t.Fatal(err)
+	}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		for {
+			p, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			if tr.Kind() == webrtc.RTPCodecTypeVideo && p.Marker {
+				v.frames.Add(1)
+			}
+		}
+	})
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL()+"/whep", bytes.NewBufferString(pc.LocalDescription().SDP))
+	req.Header.Set("Content-Type", "application/sdp")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("WHEP POST: %d %s", resp.StatusCode, answer)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(answer)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for v.Frames() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatal(fmt.Errorf("viewer got %d frames in 15 s (ICE %s)", v.Frames(), pc.ICEConnectionState()))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return v
+}
