@@ -12,6 +12,7 @@ import (
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/scheduler"
@@ -58,7 +59,10 @@ func gpuCluster(t testing.TB, gpus map[string]string, slots int) (*localcluster.
   config {
     fake_dir           = %q
     fingerprint_period = "1s"
-    slots              = { default = %d, "RTX A4000" = %d }
+    slots {
+      default     = %d
+      "RTX A4000" = %d
+    }
   }
 }
 `, dir, slots, slots),
@@ -297,17 +301,18 @@ func TestNoStreamOnNonNVENCNode(t *testing.T) {
 	}
 }
 
-// TestBlockedSessionWaitsWithPosition: a node whose dynamic ports run out
-// (each streamer takes two) while CPU and memory would fit more. The
-// gateway's room count does not model ports, so it registers a second
-// session and Nomad blocks it. The gateway must put that player back in the
-// queue within 2 s, first in line and told it waits for a GPU, purge the
-// blocked job (Nomad never holds a blocked job the gateway thinks placed),
-// and place it as soon as the first player leaves.
+// TestBlockedSessionWaitsWithPosition: a job in another namespace, which
+// the gateway does not see (its token reads only its own namespace), takes
+// most of the node's CPU, leaving room for one streamer where the gateway
+// counts four. The gateway registers a second session and Nomad blocks it.
+// The gateway must put that player back in the queue within 2 s, first in
+// line and told it waits for a GPU, purge the blocked job (Nomad never
+// holds a blocked job the gateway thinks placed), and place it as soon as
+// the first player leaves.
 func TestBlockedSessionWaitsWithPosition(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{DynamicPorts: 3})
+	c, err := localcluster.Start(ctx, localcluster.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +323,46 @@ func TestBlockedSessionWaitsWithPosition(t *testing.T) {
 			t.Errorf("stop cluster: %v", err)
 		}
 	})
-	g := startGatewayOn(t, c, "auto", 5, "-gpu=false", "-streamer-cpu", "100", "-streamer-memory", "96")
+	const streamerCPU = 1000
+	nodes, _, err := c.Nomad.Nodes().List(nil)
+	if err != nil || len(nodes) != 1 {
+		t.Fatalf("nodes %v %v", nodes, err)
+	}
+	node, _, err := c.Nomad.Nodes().Info(nodes[0].ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := node.NodeResources.Cpu.CpuShares - int64(node.ReservedResources.Cpu.CpuShares)
+	if total < 4*streamerCPU {
+		t.Fatalf("node has %d MHz, the test needs %d", total, 4*streamerCPU)
+	}
+	if _, err := c.Nomad.Namespaces().Register(&nomad.Namespace{Name: "other"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	hog := fmt.Sprintf(`job "hog" {
+  namespace = "other"
+  type      = "batch"
+  group "g" {
+    task "t" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sleep"
+        args    = ["600"]
+      }
+      resources {
+        cpu    = %d
+        memory = 32
+      }
+    }
+  }
+}`, total-streamerCPU*3/2)
+	if _, err := localcluster.RunJob(ctx, c.Nomad, hog, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _, _ = c.Nomad.Jobs().Deregister("hog", true, &nomad.WriteOptions{Namespace: "other"})
+	})
+	g := startGatewayOn(t, c, "auto", 5, "-gpu=false", "-streamer-cpu", fmt.Sprint(streamerCPU), "-streamer-memory", "96")
 	code, first := createSession(t, g, "p1")
 	if code != 201 {
 		t.Fatalf("first player: %d %+v", code, first)

@@ -126,16 +126,17 @@ variable "memory" {
 }
 
 locals {
-  # What one streamer uses (capture, colour conversion, x264 or NVENC,
-  # packetising, Xvfb and PulseAudio), measured with `make bench`
-  # (BenchmarkStreamerReservation: the 95th percentile of CPU over a minute
-  # of the demo scene with a viewer, rounded up, x264; peak RSS plus a
-  # margin). The README's Capacity section has the table and how to remeasure.
+  # What one streamer uses (capture, colour conversion, x264, packetising,
+  # Xvfb and PulseAudio), measured with tools/measure-reservations.sh: CPU
+  # is the 95th percentile over the demo scene with x264 (the worst case),
+  # rounded up to 100 MHz; memory is twice the peak RSS, rounded up (a
+  # desktop or game image adds its own). The README's Capacity section has
+  # the figures.
   reservations = {
-    "1280x720@30"  = { cpu = 1200, memory = 384 }
-    "1280x720@60"  = { cpu = 2000, memory = 448 }
-    "1920x1080@30" = { cpu = 2200, memory = 512 }
-    "1920x1080@60" = { cpu = 3600, memory = 640 }
+    "1280x720@30"  = { cpu = 1700, memory = 384 }
+    "1280x720@60"  = { cpu = 3200, memory = 384 }
+    "1920x1080@30" = { cpu = 3200, memory = 512 }
+    "1920x1080@60" = { cpu = 5700, memory = 512 }
   }
   reservation = local.reservations["${var.resolution}@${var.fps}"]
   cpu         = var.cpu > 0 ? var.cpu : local.reservation.cpu

@@ -13,9 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
-	"github.com/cenkalti/backoff/v4"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/metal-stream/metal/internal/token"
@@ -102,7 +102,6 @@ type Scheduler struct {
 	mu        sync.Mutex
 	records   map[string]*record
 	allocs    map[string]*allocInfo
-	blocked   map[string]bool
 	endpoints map[string]Endpoint
 	lastSeen  map[string]time.Time
 	watchers  map[string]int
@@ -148,7 +147,7 @@ func New(cfg Config, nc *nomad.Client, cc *consul.Client, log *slog.Logger) (*Sc
 	return &Scheduler{
 		cfg: cfg, log: log.With("component", "scheduler"), nomad: nc, consul: cc,
 		store:   &store{kv: cc.KV(), prefix: cfg.KVPrefix},
-		records: map[string]*record{}, allocs: map[string]*allocInfo{}, blocked: map[string]bool{},
+		records: map[string]*record{}, allocs: map[string]*allocInfo{},
 		endpoints: map[string]Endpoint{}, lastSeen: map[string]time.Time{}, watchers: map[string]int{},
 		probeFail: map[string]int{}, readyNodes: map[string]int{}, turn: map[string]turnState{},
 		nodes: map[string]nodeRoom{}, usage: map[string]allocUse{}, room: map[string]int{},
@@ -389,9 +388,6 @@ func (s *Scheduler) statusLocked(r *record) Status {
 		st.State, st.Position, st.Reason = StateQueued, s.positionLocked(r), ReasonWaitingGPU
 	case a == nil:
 		st.State = StatePlacing
-		if s.blocked[r.ID] {
-			st.Reason = ReasonNoCapacity
-		}
 	default:
 		ep, ok := s.endpoints[r.ID]
 		switch {
@@ -527,7 +523,6 @@ func (s *Scheduler) requeue(ctx context.Context, id string, jobIndex uint64, why
 	wait := requeueBackoffMin << min(r.refusals-1, 4)
 	r.retryAt = time.Now().Add(min(wait, requeueBackoffMax))
 	r.Choice = "Nomad could not place it (" + why + "); waiting for room"
-	delete(s.blocked, id)
 	rc := *r
 	s.notifyLocked()
 	s.mu.Unlock()
@@ -744,7 +739,6 @@ func (s *Scheduler) gcEnded(ctx context.Context) {
 			gone = append(gone, id)
 			delete(s.records, id)
 			delete(s.allocs, id)
-			delete(s.blocked, id)
 			delete(s.endpoints, id)
 			delete(s.lastSeen, id)
 			delete(s.watchers, id)

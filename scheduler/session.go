@@ -21,7 +21,6 @@ func (s State) Terminal() bool { return s == StateEnded || s == StateFailed }
 
 // Reasons a player can read.
 const (
-	ReasonNoCapacity      = "no GPU capacity"
 	ReasonWaitingGPU      = "waiting for a GPU"
 	ReasonNodeLost        = "node lost"
 	ReasonStreamerCrashed = "streamer crashed"

@@ -25,7 +25,11 @@ for name in "$@"; do
 		;;
 	esac
 	dir=$root/tools/$name
-	key=$({ cat "$dir/go.mod" "$dir/go.sum"; go version; } | sha256sum | cut -c1-16)
+	# The key covers the wrapper's module files and, for Metal's own plugin,
+	# its source: a changed plugin must never be served from the cache.
+	src=()
+	[[ $name == nvidia-plugin ]] && src=("$dir"/*.go)
+	key=$({ cat "$dir/go.mod" "$dir/go.sum" "${src[@]}"; go version; } | sha256sum | cut -c1-16)
 	bin=$name
 	[[ $name == nvidia-plugin ]] && bin=metal-nvidia
 	out=$cache/tools/$name-$key/$bin

@@ -36,6 +36,9 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
 	}
+	if *fps != 30 && *fps != 60 {
+		return fmt.Errorf("-fps %d: want 30 or 60", *fps)
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find metal binary: %w", err)

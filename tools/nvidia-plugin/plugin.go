@@ -27,7 +27,7 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	"fake_dir": hclspec.NewDefault(hclspec.NewAttr("fake_dir", "string", false), hclspec.NewLiteral(`""`)),
 	"fingerprint_period": hclspec.NewDefault(
 		hclspec.NewAttr("fingerprint_period", "string", false), hclspec.NewLiteral(`"10s"`)),
-	"slots":           hclspec.NewAttr("slots", "map(number)", false),
+	"slots":           hclspec.NewBlockAttrs("slots", "number", false),
 	"slot_memory_mib": hclspec.NewDefault(hclspec.NewAttr("slot_memory_mib", "number", false), hclspec.NewLiteral("512")),
 })
 
@@ -38,7 +38,10 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 //	    fake_dir           = "/etc/metal/fake-gpus" # GPU-less machines only
 //	    fingerprint_period = "10s"
 //	    # sessions per GPU, by model (NVML's name) or "default"; see slots.go
-//	    slots              = { "NVIDIA L4" = 8, "default" = 2 }
+//	    slots {
+//	      "NVIDIA L4" = 8
+//	      default     = 2
+//	    }
 //	    slot_memory_mib    = 512 # framebuffer one session needs
 //	  }
 //	}
