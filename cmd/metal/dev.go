@@ -104,7 +104,11 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	}); err != nil {
 		return err
 	}
-	step("registering job metal-gateway (raw_exec, open mode, capacity %s, queue %d, 720p%d)", *capacity, *queue, *fps)
+	streamerCPU, err := devStreamerCPU(ctx, cluster.Nomad, *fps)
+	if err != nil {
+		return err
+	}
+	step("registering job metal-gateway (raw_exec, open mode, capacity %s, queue %d, 720p%d, %d MHz per stream)", *capacity, *queue, *fps, streamerCPU)
 	if _, err := localcluster.RunJob(ctx, cluster.Nomad, hcl, map[string]any{
 		"driver":          "raw_exec",
 		"metal_binary":    self,
@@ -115,7 +119,8 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 		"capacity":        *capacity,
 		"queue":           *queue,
 		"streamer_driver": "raw_exec",
-		"streamer_args":   []string{"-gpu=false", "-streamer-loopback", "-streamer-demo", "-resolution", "1280x720", "-fps", strconv.Itoa(*fps)},
+		"streamer_args": []string{"-gpu=false", "-streamer-loopback", "-streamer-demo", "-resolution", "1280x720", "-fps", strconv.Itoa(*fps),
+			"-streamer-cpu", strconv.Itoa(streamerCPU)},
 	}); err != nil {
 		return err
 	}
@@ -133,6 +138,34 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	step("Ctrl-C stops everything")
 	<-ctx.Done()
 	return nil
+}
+
+// devPlayers is how many players `metal dev` makes room for at once.
+const devPlayers = 2
+
+// devStreamerCPU is the CPU each dev streamer reserves: the job's measured
+// reservation (jobs/streamer.nomad.hcl: 1700 MHz at 720p30, 3200 at 60),
+// lowered where needed so that devPlayers streams fit on this machine next
+// to the gateway (200) and TURN (500). Nomad's CPU is a share, not a cap:
+// on a slower 2-core machine the two streams share what there is.
+func devStreamerCPU(ctx context.Context, nc *nomad.Client, fps int) (int, error) {
+	want := 1700
+	if fps == 60 {
+		want = 3200
+	}
+	nodes, _, err := nc.Nodes().List((&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil || len(nodes) == 0 {
+		return 0, fmt.Errorf("read the dev node: %v", err)
+	}
+	node, _, err := nc.Nodes().Info(nodes[0].ID, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil || node.NodeResources == nil {
+		return 0, fmt.Errorf("read the dev node: %v", err)
+	}
+	free := int(node.NodeResources.Cpu.CpuShares) - 200 - 500
+	if node.ReservedResources != nil {
+		free -= int(node.ReservedResources.Cpu.CpuShares)
+	}
+	return max(100, min(want, free/devPlayers)), nil
 }
 
 func randomHex(n int) string {
