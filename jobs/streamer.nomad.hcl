@@ -126,17 +126,18 @@ variable "memory" {
 }
 
 locals {
-  # What one streamer uses (capture, colour conversion, x264, packetising,
-  # Xvfb and PulseAudio), measured with tools/measure-reservations.sh: CPU
-  # is the 95th percentile over the demo scene with x264 (the worst case),
-  # rounded up to 100 MHz; memory is twice the peak RSS, rounded up (a
-  # desktop or game image adds its own). The README's Capacity section has
-  # the figures.
+  # What one streamer uses (capture, colour conversion, x264, Opus,
+  # packetising, Xvfb and PulseAudio), measured with
+  # tools/measure-reservations.sh: two streams at once on a 2-core machine,
+  # as Nomad packs them, the demo scene with x264 (the worst case). CPU is
+  # the 95th percentile per stream, rounded up to 100 MHz; memory is twice
+  # the peak RSS, rounded up (a desktop or game image adds its own). The
+  # README's Capacity section has the figures.
   reservations = {
-    "1280x720@30"  = { cpu = 1700, memory = 384 }
-    "1280x720@60"  = { cpu = 3200, memory = 384 }
-    "1920x1080@30" = { cpu = 3200, memory = 512 }
-    "1920x1080@60" = { cpu = 5700, memory = 512 }
+    "1280x720@30"  = { cpu = 1000, memory = 384 }
+    "1280x720@60"  = { cpu = 1600, memory = 384 }
+    "1920x1080@30" = { cpu = 1800, memory = 512 }
+    "1920x1080@60" = { cpu = 3500, memory = 512 }
   }
   reservation = local.reservations["${var.resolution}@${var.fps}"]
   cpu         = var.cpu > 0 ? var.cpu : local.reservation.cpu

@@ -144,14 +144,14 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 const devPlayers = 2
 
 // devStreamerCPU is the CPU each dev streamer reserves: the job's measured
-// reservation (jobs/streamer.nomad.hcl: 1700 MHz at 720p30, 3200 at 60),
+// reservation (jobs/streamer.nomad.hcl: 1000 MHz at 720p30, 1600 at 60),
 // lowered where needed so that devPlayers streams fit on this machine next
 // to the gateway (200) and TURN (500). Nomad's CPU is a share, not a cap:
 // on a slower 2-core machine the two streams share what there is.
 func devStreamerCPU(ctx context.Context, nc *nomad.Client, fps int) (int, error) {
-	want := 1700
+	want := 1000
 	if fps == 60 {
-		want = 3200
+		want = 1600
 	}
 	nodes, _, err := nc.Nodes().List((&nomad.QueryOptions{}).WithContext(ctx))
 	if err != nil || len(nodes) == 0 {
