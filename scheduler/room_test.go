@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"testing"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 )
@@ -117,5 +118,49 @@ func TestFreeCountsInflightAndBound(t *testing.T) {
 	}
 	if got := s.freeLocked("dc2", nil, nil); got != 0 {
 		t.Fatalf("free on an edge with no ready node = %d", got)
+	}
+}
+
+// TestQueueOrderSurvivesRefusals: the oldest waiting session is placed
+// first; one Nomad refused holds its edge while it waits out its backoff
+// and while it is on trial again, so nobody behind it overtakes; room that
+// grows ends its backoff at once.
+func TestQueueOrderSurvivesRefusals(t *testing.T) {
+	s := &Scheduler{cfg: Config{Datacenter: "dc1"}, changed: make(chan struct{}), kick: make(chan struct{}, 1),
+		records: map[string]*record{}, allocs: map[string]*allocInfo{},
+		room: map[string]int{"dc1": 2}, readyNodes: map[string]int{"dc1": 1}, nodesSeen: true}
+	a := &record{ID: "a", Prefs: []string{"dc1"}, createIndex: 1}
+	b := &record{ID: "b", Prefs: []string{"dc1"}, createIndex: 2}
+	s.records["a"], s.records["b"] = a, b
+	if r := s.nextToPlace(); r != a {
+		t.Fatalf("first placed %v, want the oldest (a)", r)
+	}
+	// Nomad refuses a: it waits out a backoff, first in line.
+	a.Placed, a.Datacenter, a.refusals, a.refusedGen, a.retryAt = false, "", 1, s.roomGen, time.Now().Add(time.Hour)
+	if r := s.nextToPlace(); r != nil {
+		t.Fatalf("%s placed while the refused a waits on its edge: it overtook a", r.ID)
+	}
+	// Room grows (an allocation ended): a is tried again at once, and
+	// while it is on trial (registered, no allocation) b still waits.
+	s.roomGen++
+	if r := s.nextToPlace(); r != a {
+		t.Fatalf("after room grew, placed %v, want a", r)
+	}
+	if r := s.nextToPlace(); r != nil {
+		t.Fatalf("%s placed while a is on trial on the same edge", r.ID)
+	}
+	// Nomad places a: the hold ends and b goes next.
+	s.allocs["a"] = &allocInfo{id: "alloc-a"}
+	a.refusals = 0
+	if r := s.nextToPlace(); r != b {
+		t.Fatalf("after a's allocation, placed %v, want b", r)
+	}
+	// A purge in flight holds the edge too.
+	c := &record{ID: "c", Prefs: []string{"dc1"}, createIndex: 3, purging: true}
+	d := &record{ID: "d", Prefs: []string{"dc1"}, createIndex: 4}
+	s.records["c"], s.records["d"] = c, d
+	s.room["dc1"] = 10
+	if r := s.nextToPlace(); r != nil {
+		t.Fatalf("%s placed while c's refused job is being purged", r.ID)
 	}
 }

@@ -127,6 +127,10 @@ type Scheduler struct {
 	loaded  bool
 
 	kick chan struct{}
+
+	// runCtx is Run's context: work that must outlive one watch (a purge
+	// started from the event stream) runs under it.
+	runCtx context.Context
 }
 
 // New builds a scheduler; Run loads state from Consul and Nomad and starts
@@ -166,6 +170,9 @@ func (s *Scheduler) SessionKey(session string) []byte {
 // Run loads every session from Consul KV, then follows Nomad's event stream
 // and Consul's health, places queued sessions, and reaps, until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) error {
+	s.mu.Lock()
+	s.runCtx = ctx
+	s.mu.Unlock()
 	if err := s.load(ctx); err != nil {
 		return err
 	}
@@ -210,9 +217,24 @@ func (s *Scheduler) load(ctx context.Context) error {
 		if !r.Placed || r.Ended {
 			continue
 		}
-		if _, _, err := s.nomad.Jobs().Info(s.JobID(r.ID), (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx)); err != nil && isNotFound(err) {
+		job, _, err := s.nomad.Jobs().Info(s.JobID(r.ID), (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
+		if err != nil && isNotFound(err) {
 			if err := s.place(ctx, r); err != nil {
 				s.fail(ctx, r.ID, "placement failed: "+err.Error())
+			}
+			continue
+		}
+		// A job Nomad is still holding blocked from before the restart:
+		// its evaluations will not be streamed again, so look now.
+		if err == nil && job != nil {
+			evals, _, err := s.nomad.Jobs().Evaluations(s.JobID(r.ID), (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
+			if err == nil {
+				for _, ev := range evals {
+					if ev.Status == nomad.EvalStatusBlocked {
+						s.requeue(ctx, r.ID, ev.JobModifyIndex, refusal(ev))
+						break
+					}
+				}
 			}
 		}
 	}
@@ -467,6 +489,15 @@ func (s *Scheduler) nextToPlace() *record {
 	}
 	sort.Slice(queue, func(i, j int) bool { return queue[i].createIndex < queue[j].createIndex })
 	held := map[string]bool{}
+	// A session Nomad refused before and that is placed again on trial
+	// (registered, no allocation yet) holds its edge until Nomad answers:
+	// the room count was wrong there once, so nobody behind it is sent to
+	// the same edge on the strength of it.
+	for id, r := range s.records {
+		if r.Placed && !r.Ended && r.refusals > 0 && s.allocs[id] == nil {
+			held[r.Datacenter] = true
+		}
+	}
 	now := time.Now()
 	for _, r := range queue {
 		order := r.Prefs
@@ -509,37 +540,46 @@ func (s *Scheduler) freeEdgeLocked(order []string) string {
 // evaluation, or failed allocations on its evaluation) back to the queue:
 // its job and key are purged, so Nomad never holds a blocked session job,
 // and it keeps its place at the front of the queue. It is offered to Nomad
-// again as soon as some edge's room grows, or after a backoff.
+// again as soon as some edge's room grows, or after a backoff. jobIndex is
+// the registration the evaluation was for: evaluations of a registration
+// already refused, or older than the current one, change nothing.
 func (s *Scheduler) requeue(ctx context.Context, id string, jobIndex uint64, why string) {
 	s.mu.Lock()
 	r, ok := s.records[id]
-	if !ok || r.Ended || !r.Placed || s.allocs[id] != nil || jobIndex < r.jobIndex {
+	if !ok || r.Ended || !r.Placed || s.allocs[id] != nil || jobIndex < r.jobIndex ||
+		(r.refusedIndex != 0 && jobIndex <= r.refusedIndex) {
 		s.mu.Unlock()
 		return
 	}
 	r.Placed, r.Datacenter, r.purging = false, "", true
+	r.refusedIndex, r.jobIndex = max(jobIndex, r.jobIndex), 0
 	r.refusedGen = s.roomGen
 	r.refusals++
-	wait := requeueBackoffMin << min(r.refusals-1, 4)
-	r.retryAt = time.Now().Add(min(wait, requeueBackoffMax))
+	wait := min(requeueBackoffMin<<min(r.refusals-1, 4), requeueBackoffMax)
+	r.retryAt = time.Now().Add(wait)
 	r.Choice = "Nomad could not place it (" + why + "); waiting for room"
-	rc := *r
 	s.notifyLocked()
+	runCtx := s.runCtx
 	s.mu.Unlock()
-	s.log.Info("session back in the queue", "session", id, "why", why)
+	if runCtx == nil {
+		runCtx = context.WithoutCancel(ctx)
+	}
+	s.log.Info("session back in the queue", "session", id, "why", why, "retry_in", wait)
+	// The purge must outlive the event stream that saw the refusal (it
+	// reconnects at will), so it runs under Run's context.
 	go func() {
 		b := backoff.NewExponentialBackOff()
 		b.MaxInterval, b.MaxElapsedTime = 5*time.Second, 0
 		for {
-			err := s.store.put(ctx, &rc)
+			err := s.purgeJob(runCtx, id)
 			if err == nil {
-				err = s.purgeJob(ctx, id)
+				err = s.storeQueued(runCtx, id)
 			}
-			if err == nil || ctx.Err() != nil {
+			if err == nil || runCtx.Err() != nil {
 				break
 			}
 			s.log.Warn("purge refused session job; retrying", "session", id, "err", err)
-			sleep(ctx, b.NextBackOff())
+			sleep(runCtx, b.NextBackOff())
 		}
 		s.mu.Lock()
 		if r, ok := s.records[id]; ok {
@@ -548,6 +588,21 @@ func (s *Scheduler) requeue(ctx context.Context, id string, jobIndex uint64, why
 		s.mu.Unlock()
 		s.poke()
 	}()
+	time.AfterFunc(wait, s.poke) // the backoff ends even if nothing else happens
+}
+
+// storeQueued persists a requeued session as waiting, unless it has moved
+// on since (ended, or placed again).
+func (s *Scheduler) storeQueued(ctx context.Context, id string) error {
+	s.mu.Lock()
+	r, ok := s.records[id]
+	if !ok || r.Ended || r.Placed {
+		s.mu.Unlock()
+		return nil
+	}
+	rc := *r
+	s.mu.Unlock()
+	return s.store.put(ctx, &rc)
 }
 
 // place writes the session's key into a Nomad variable only its job can

@@ -58,13 +58,15 @@ type record struct {
 	createIndex uint64
 	// In memory only: the registration index of the session's job (older
 	// evaluations are not about it), and for a session Nomad refused, the
-	// room generation it was refused at, when to try regardless, how often
-	// it was refused, and whether its job is still being purged.
-	jobIndex   uint64
-	refusedGen uint64
-	retryAt    time.Time
-	refusals   int
-	purging    bool
+	// registration it refused, the room generation it was refused at, when
+	// to try regardless, how often it was refused (until an allocation
+	// lands), and whether its job is still being purged.
+	jobIndex     uint64
+	refusedIndex uint64
+	refusedGen   uint64
+	retryAt      time.Time
+	refusals     int
+	purging      bool
 }
 
 // Endpoint is a healthy streamer as Consul reports it.

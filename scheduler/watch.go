@@ -37,6 +37,9 @@ func (s *Scheduler) watchNomad(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		// Events may have left Nomad's buffer while disconnected: list the
+		// allocations again rather than trust a view with holes in it.
+		index = 0
 		s.log.Warn("nomad event stream ended; reconnecting", "err", err)
 		sleep(ctx, b.NextBackOff())
 	}
@@ -139,6 +142,7 @@ func (s *Scheduler) observeAlloc(ctx context.Context, id string, a *allocInfo) {
 		return // stale
 	}
 	s.allocs[id] = a
+	r.refusals = 0 // Nomad placed it: it holds no edge for the queue any more
 	ended := r.Ended
 	s.notifyLocked()
 	s.mu.Unlock()
