@@ -92,12 +92,14 @@ func TestDevPrintsAWorkingURLAndCleansUp(t *testing.T) {
 	tabs := []context.Context{browsertest.Stranger(t, browser), browsertest.Stranger(t, browser)}
 	var wg sync.WaitGroup
 	errs := make([]error, len(tabs))
+	playing := make([]time.Time, len(tabs))
 	for i, tab := range tabs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if errs[i] = chromedp.Do(tab, chromedp.Navigate(url)); errs[i] == nil {
 				errs[i] = browsertest.WaitTrue(tab, `metal.stats && metal.stats.framesDecoded > 30`, 120*time.Second)
+				playing[i] = time.Now()
 			}
 		}()
 	}
@@ -106,6 +108,11 @@ func TestDevPrintsAWorkingURLAndCleansUp(t *testing.T) {
 		if err != nil {
 			t.Fatalf("player %d of 2 on the metal dev URL: %v\nmetal dev:\n%s", i+1, err, stderr.String())
 		}
+	}
+	// Both play, and close together: a second player who waits for the
+	// first one's session to be reaped (the old failure: 87 s) fails here.
+	if gap := playing[1].Sub(playing[0]).Abs(); gap > 20*time.Second {
+		t.Fatalf("the two players started playing %s apart, want within a few seconds of each other", gap.Round(time.Second))
 	}
 	if a, b := sessionOf(t, tabs[0]), sessionOf(t, tabs[1]); a == b || a == "" {
 		t.Fatalf("two strangers share session %q", a)

@@ -72,7 +72,7 @@ variable "open_mode" {
 
 variable "capacity" {
   type        = string
-  description = "Sessions placed at once: a number, or \"auto\" for the healthy NVENC GPUs Nomad reports."
+  description = "Optional bound on sessions per edge: a number, or \"auto\" for none (as many as Nomad can place: node resources, encoder slots, live allocations)."
   default     = "auto"
 }
 

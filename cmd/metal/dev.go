@@ -29,7 +29,7 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	nomadBin := fs.String("nomad-bin", "", "nomad binary (default: bin/nomad, then $PATH)")
 	consulBin := fs.String("consul-bin", "", "consul binary (default: bin/consul, then $PATH)")
 	port := fs.Int("gateway-port", 8080, "gateway HTTP port on 127.0.0.1 (0 picks a free one)")
-	capacity := fs.String("capacity", "auto", "optional bound on streams placed at once (auto: as many as Nomad can place)")
+	capacity := fs.String("capacity", strconv.Itoa(devPlayers), "streams placed at once (the browsers decode on this machine too); auto: as many as Nomad can place")
 	fps := fs.Int("fps", 30, "stream frame rate: 30 or 60 (60 needs twice the CPU per player)")
 	queue := fs.Int("queue", 10, "sessions that may wait beyond capacity")
 	flagenv.Usage(fs, "metal dev [flags]")

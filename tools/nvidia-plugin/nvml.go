@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/hashicorp/go-hclog"
 )
 
 // nvmlSource reads GPUs through NVML (libnvidia-ml, loaded at run time).
@@ -20,11 +21,14 @@ import (
 // until the plugin restarts, and a GPU that NVML no longer finds by UUID is
 // reported unhealthy too, so Nomad stops placing on it.
 type nvmlSource struct {
+	log     hclog.Logger
 	once    sync.Once
 	initErr error
 
 	mu        sync.Mutex
 	hasNVENC  map[string]bool   // by UUID, sticky once true
+	hasHEVC   map[string]bool   // by UUID, sticky once true
+	hasAV1    map[string]bool   // by UUID, sticky once true
 	unhealthy map[string]string // by UUID: why
 	seen      map[string]GPU    // every GPU ever listed, by UUID
 }
@@ -35,7 +39,11 @@ func (n *nvmlSource) init() error {
 			n.initErr = fmt.Errorf("%w: %s", ErrNoDriver, nvml.ErrorString(ret))
 			return
 		}
-		n.hasNVENC, n.unhealthy, n.seen = map[string]bool{}, map[string]string{}, map[string]GPU{}
+		n.hasNVENC, n.hasHEVC, n.hasAV1 = map[string]bool{}, map[string]bool{}, map[string]bool{}
+		n.unhealthy, n.seen = map[string]string{}, map[string]GPU{}
+		if n.log == nil {
+			n.log = hclog.NewNullLogger()
+		}
 		go n.watchXID()
 	})
 	return n.initErr
@@ -94,9 +102,16 @@ func (n *nvmlSource) GPUs() ([]GPU, error) {
 			n.hasNVENC[g.ID] = true
 		}
 		g.NVENCH264 = n.hasNVENC[g.ID]
-		// HEVC and AV1 are read the same way; an idle moment sets them.
-		g.NVENCHEVC = g.NVENCH264 && capacity(nvml.ENCODER_QUERY_HEVC) > 0
-		g.NVENCAV1 = g.NVENCH264 && capacity(nvml.ENCODER_QUERY_AV1) > 0
+		// HEVC and AV1 have no table: any moment NVML shows capacity for
+		// them proves the codec, remembered from then on (capability, not
+		// load: a busy card does not lose them).
+		if g.NVENCH264 && capacity(nvml.ENCODER_QUERY_HEVC) > 0 {
+			n.hasHEVC[g.ID] = true
+		}
+		if g.NVENCH264 && capacity(nvml.ENCODER_QUERY_AV1) > 0 {
+			n.hasAV1[g.ID] = true
+		}
+		g.NVENCHEVC, g.NVENCAV1 = n.hasHEVC[g.ID], n.hasAV1[g.ID]
 		if why, bad := n.unhealthy[g.ID]; bad {
 			f := false
 			g.Healthy, g.HealthDesc = &f, why
@@ -125,6 +140,7 @@ var xidHarmless = map[uint64]bool{13: true, 31: true, 43: true, 45: true, 68: tr
 func (n *nvmlSource) watchXID() {
 	set, ret := nvml.EventSetCreate()
 	if ret != nvml.SUCCESS {
+		n.log.Error("XID events unavailable: GPU health follows only GPUs leaving the bus", "error", nvml.ErrorString(ret))
 		return
 	}
 	defer set.Free()
@@ -134,7 +150,10 @@ func (n *nvmlSource) watchXID() {
 		if ret != nvml.SUCCESS {
 			continue
 		}
-		_ = dev.RegisterEvents(nvml.EventTypeXidCriticalError, set)
+		if ret := dev.RegisterEvents(nvml.EventTypeXidCriticalError, set); ret != nvml.SUCCESS {
+			uuid, _ := dev.GetUUID()
+			n.log.Warn("no XID events for GPU", "gpu", uuid, "error", nvml.ErrorString(ret))
+		}
 	}
 	for {
 		ev, ret := set.Wait(5000)
@@ -142,6 +161,7 @@ func (n *nvmlSource) watchXID() {
 			continue
 		}
 		if ret != nvml.SUCCESS {
+			n.log.Error("waiting for XID events failed; GPU health follows only GPUs leaving the bus", "error", nvml.ErrorString(ret))
 			return
 		}
 		if ev.EventType != nvml.EventTypeXidCriticalError || xidHarmless[ev.EventData] {
@@ -149,6 +169,7 @@ func (n *nvmlSource) watchXID() {
 		}
 		uuid, ret := ev.Device.GetUUID()
 		n.mu.Lock()
+		n.log.Warn("GPU XID error: marking unhealthy", "gpu", uuid, "xid", ev.EventData)
 		if ret == nvml.SUCCESS {
 			n.unhealthy[uuid] = fmt.Sprintf("XID %d", ev.EventData)
 		} else {

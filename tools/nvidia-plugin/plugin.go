@@ -67,7 +67,7 @@ type Plugin struct {
 
 // NewPlugin returns an unconfigured plugin.
 func NewPlugin(l log.Logger) *Plugin {
-	return &Plugin{log: l.Named(pluginName), source: &nvmlSource{}, period: 10 * time.Second,
+	return &Plugin{log: l.Named(pluginName), source: &nvmlSource{log: l.Named(pluginName)}, period: 10 * time.Second,
 		slotMiB: defaultSlotMemoryMiB, known: map[string]GPU{}}
 }
 

@@ -129,6 +129,23 @@ func TestSlotsFitMemoryAndDefaults(t *testing.T) {
 	}
 }
 
+func TestModelTableMatchesWholeNames(t *testing.T) {
+	for model, want := range map[string]int{ // NVENC engines; -1: not in the table
+		"Tesla T4": 1, "NVIDIA L4": 2, "NVIDIA L40S": 3, "NVIDIA L40": 3, "NVIDIA A10": 1, "NVIDIA A100-SXM4-80GB": 0,
+		"NVIDIA A100 80GB PCIe": 0, "NVIDIA H100 80GB HBM3": 0, "NVIDIA H200": 0, "NVIDIA RTX A1000": -1, "NVIDIA RTX A3000": -1,
+		"NVIDIA GeForce RTX 4090": 1, "NVIDIA GeForce GT 1030": 0, "NVIDIA GeForce MX450": 0, "NVIDIA RTX A4000": 1,
+	} {
+		f, known := factsFor(model)
+		got := f.engines
+		if !known {
+			got = -1
+		}
+		if got != want {
+			t.Errorf("factsFor(%q) engines %d (known %v), want %d", model, f.engines, known, want)
+		}
+	}
+}
+
 func TestUnhealthyGPUHasNoHealthySlot(t *testing.T) {
 	dir := t.TempDir()
 	writeFake(t, dir, "a.json", `{"id":"GPU-a","model":"RTX A4000","memory_mib":16376,"nvenc_h264":true}`)

@@ -28,8 +28,11 @@ type modelFacts struct {
 	slots   int // default concurrent sessions
 }
 
-// knownModels maps a substring of NVML's model name to its facts. The first
-// match wins, so more specific names come first.
+// knownModels maps a model, as a whole word or words within NVML's name
+// ("Tesla T4", "NVIDIA L40S", "NVIDIA GeForce RTX 4090"), to its facts. The
+// first match wins, so more specific names come first; whole words keep
+// "A100" from matching "RTX A1000" and "L4" from matching "L40". A final
+// "*" matches the start of a word ("MX*" matches "MX450").
 var knownModels = []struct {
 	match string
 	facts modelFacts
@@ -38,6 +41,8 @@ var knownModels = []struct {
 	{"H100", modelFacts{0, 0}},
 	{"A100", modelFacts{0, 0}},
 	{"A30", modelFacts{0, 0}},
+	{"GeForce GT", modelFacts{0, 0}},  // GT 1030 and kin: no NVENC
+	{"GeForce MX*", modelFacts{0, 0}}, // laptop MX parts (MX450, ...): no NVENC
 	{"L40S", modelFacts{3, 12}},
 	{"L40", modelFacts{3, 12}},
 	{"L4", modelFacts{2, 8}},
@@ -58,8 +63,15 @@ const defaultSlotMemoryMiB = 512
 
 // factsFor returns the table's facts for model, and whether it knew it.
 func factsFor(model string) (modelFacts, bool) {
+	words := " " + strings.Join(strings.Fields(model), " ") + " "
 	for _, m := range knownModels {
-		if strings.Contains(model, m.match) {
+		if prefix, ok := strings.CutSuffix(m.match, "*"); ok {
+			if strings.Contains(words, " "+prefix) {
+				return m.facts, true
+			}
+			continue
+		}
+		if strings.Contains(words, " "+m.match+" ") || strings.Contains(words, " "+m.match+"-") {
 			return m.facts, true
 		}
 	}
