@@ -26,6 +26,9 @@ type Config struct {
 	// TokenTTL is how long a session token handed to a browser is valid for
 	// a WHEP request.
 	TokenTTL time.Duration
+	// TLSCert and TLSKey, when set, make the gateway serve HTTPS itself
+	// (otherwise put it behind a TLS-terminating proxy with TrustProxy).
+	TLSCert, TLSKey string
 	// TrustProxy takes the client address from X-Forwarded-For (only behind a
 	// proxy that sets it); otherwise the TCP peer address is used.
 	TrustProxy bool
@@ -59,6 +62,9 @@ func (c Config) Validate() error {
 	}
 	if c.TokenTTL <= 0 {
 		errs = append(errs, fmt.Errorf("-token-ttl %s: want a positive duration", c.TokenTTL))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("-tls-cert and -tls-key: give both or neither"))
 	}
 	if c.RatePerSecond <= 0 || c.Burst <= 0 {
 		errs = append(errs, fmt.Errorf("-rate %v and -burst %d: want positive values", c.RatePerSecond, c.Burst))

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -16,13 +15,11 @@ import (
 // "status" event per change, a comment every 15 s to keep proxies open, and
 // the stream ends after a terminal state.
 func (s *Server) sessionEvents(c echo.Context) error {
-	id, err := s.sessionID(c)
-	if err != nil || id == "" {
+	st0, err := s.ownedSession(c)
+	if err != nil {
 		return err
 	}
-	if _, err := s.placer.Get(id); errors.Is(err, scheduler.ErrNotFound) {
-		return jsonError(c, http.StatusNotFound, "no such session")
-	}
+	id := st0.ID
 	w := c.Response()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
@@ -43,14 +40,13 @@ func (s *Server) sessionEvents(c echo.Context) error {
 			return nil
 		}
 		s.placer.Touch(id)
-		// Compare the status itself: a rendered view carries a fresh token
-		// every time.
+		// Compare the status itself (with its endpoint), not the view.
 		b, _ := json.Marshal(struct {
 			S scheduler.Status
 			E *scheduler.Endpoint
 		}{st, st.Endpoint})
 		if string(b) != string(last) {
-			full, _ := json.Marshal(s.view(ctx, st))
+			full, _ := json.Marshal(s.view(ctx, st, "/v1/sessions/"+id+"/whep"))
 			if _, err := fmt.Fprintf(w, "event: status\ndata: %s\n\n", full); err != nil {
 				return nil
 			}

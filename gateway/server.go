@@ -35,6 +35,8 @@ type Deps struct {
 	TURN TURNProvider
 	// Checks are named readiness checks for /readyz.
 	Checks map[string]Checker
+	// Shares keeps view-only share links.
+	Shares ShareStore
 }
 
 // Server is the gateway's HTTP server.
@@ -50,6 +52,7 @@ type Server struct {
 	players  PlayerStore
 	links    *links
 	turn     TURNProvider
+	shares   ShareStore
 }
 
 // New builds a gateway.
@@ -57,8 +60,8 @@ func New(cfg Config, log *slog.Logger, deps Deps) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.Placer == nil || deps.Players == nil {
-		return nil, errors.New("gateway: a placer and a player store are required")
+	if deps.Placer == nil || deps.Players == nil || deps.Shares == nil {
+		return nil, errors.New("gateway: a placer, a player store and a share store are required")
 	}
 	if log == nil {
 		log = slog.Default()
@@ -72,6 +75,7 @@ func New(cfg Config, log *slog.Logger, deps Deps) (*Server, error) {
 		players:  deps.Players,
 		links:    &links{key: cfg.LinkKey, store: deps.Players},
 		turn:     deps.TURN,
+		shares:   deps.Shares,
 	}
 	s.metrics = newMetrics(s.registry)
 	s.echo = s.routes()
@@ -97,6 +101,9 @@ func (s *Server) URL() string {
 	if s.cfg.PublicURL != "" {
 		return s.cfg.PublicURL
 	}
+	if s.cfg.TLSCert != "" {
+		return "https://" + s.ln.Addr().String()
+	}
 	return "http://" + s.ln.Addr().String()
 }
 
@@ -117,7 +124,13 @@ func (s *Server) Run(ctx context.Context) error {
 		MaxHeaderBytes:    16 << 10,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(s.ln) }()
+	go func() {
+		if s.cfg.TLSCert != "" {
+			errc <- srv.ServeTLS(s.ln, s.cfg.TLSCert, s.cfg.TLSKey)
+			return
+		}
+		errc <- srv.Serve(s.ln)
+	}()
 	s.log.Info("gateway listening", "url", s.URL(), "open_mode", s.cfg.OpenMode)
 	select {
 	case err := <-errc:

@@ -58,6 +58,7 @@ func newTestServer(t *testing.T, mutate func(*Config), checks map[string]Checker
 	s, err := New(cfg, quietLogger(), Deps{
 		Placer:  sched,
 		Players: &ConsulPlayers{KV: c.Consul.KV(), Prefix: "metal-test/" + strings.ReplaceAll(t.Name(), "/", "_") + "/players/"},
+		Shares:  &ConsulShares{KV: c.Consul.KV(), Prefix: "metal-test/" + strings.ReplaceAll(t.Name(), "/", "_") + "/shares/"},
 		Checks:  checks,
 	})
 	if err != nil {
@@ -69,9 +70,12 @@ func newTestServer(t *testing.T, mutate func(*Config), checks map[string]Checker
 	return s
 }
 
-func do(t *testing.T, s *Server, method, path, ctype, auth, body string) *httptest.ResponseRecorder {
+func do(t *testing.T, s *Server, method, path, ctype, auth, body string, cookies ...*http.Cookie) *httptest.ResponseRecorder {
 	t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
 	req.RemoteAddr = "127.0.0.1:4000"
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
@@ -251,7 +255,8 @@ func TestPlayerLinks(t *testing.T) {
 	if rec.Code != 200 || v1.ID == "" || v1.ID != v2.ID {
 		t.Fatalf("second request = %d %s; want 200 resuming %s", rec.Code, rec.Body, v1.ID)
 	}
-	if rec := do(t, s, "DELETE", "/v1/sessions/"+v1.ID, "", "", ""); rec.Code != 204 {
+	owner := ownerCookieOf(t, rec)
+	if rec := do(t, s, "DELETE", "/v1/sessions/"+v1.ID, "", "", "", owner); rec.Code != 204 {
 		t.Fatalf("delete = %d %s", rec.Code, rec.Body)
 	}
 	list := do(t, s, "GET", "/v1/admin/players", "", admin, "")
@@ -285,5 +290,109 @@ func TestRateLimitPerClientIP(t *testing.T) {
 	s.Handler().ServeHTTP(rec, req)
 	if rec.Code != 429 {
 		t.Fatalf("spoofed X-Forwarded-For got %d, want 429", rec.Code)
+	}
+}
+
+func ownerCookieOf(t *testing.T, rec *httptest.ResponseRecorder) *http.Cookie {
+	t.Helper()
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == ownerCookie {
+			if !c.HttpOnly || c.SameSite != http.SameSiteStrictMode {
+				t.Fatalf("owner cookie %+v: want HttpOnly and SameSite=Strict", c)
+			}
+			return c
+		}
+	}
+	t.Fatalf("no owner cookie in %v", rec.Result().Header["Set-Cookie"])
+	return nil
+}
+
+// TestSessionIsItsPlayers: the session id is not a credential. Without the
+// owner cookie of the session's player, reading the session, its progress,
+// stopping it, offering WHEP and sharing it all answer 404, exactly as for
+// a session that does not exist, and nothing changes; a forged or another
+// player's cookie is no better. With it, all of them work, and a share
+// link shows the session to anyone holding it until it is revoked.
+func TestSessionIsItsPlayers(t *testing.T) {
+	s := newTestServer(t, func(c *Config) { c.OpenMode = true }, nil)
+	rec := do(t, s, "POST", "/v1/sessions", "application/json", "", `{"guest":"alice-browser-0001"}`)
+	if rec.Code != 201 && rec.Code != 202 {
+		t.Fatalf("create = %d %s", rec.Code, rec.Body)
+	}
+	var v SessionView
+	_ = json.Unmarshal(rec.Body.Bytes(), &v)
+	alice := ownerCookieOf(t, rec)
+	rec = do(t, s, "POST", "/v1/sessions", "application/json", "", `{"guest":"mallory-browser-01"}`)
+	mallory := ownerCookieOf(t, rec)
+	forged := &http.Cookie{Name: ownerCookie, Value: alice.Value[:len(alice.Value)-3] + "AAA"}
+	missing := "/v1/sessions/" + strings.Repeat("0", 32)
+
+	strangers := map[string][]*http.Cookie{"no cookie": nil, "another player": {mallory}, "forged": {forged}}
+	for who, cookies := range strangers {
+		for _, r := range []struct{ method, path, ctype, body string }{
+			{"GET", "/v1/sessions/" + v.ID, "", ""},
+			{"GET", "/v1/sessions/" + v.ID + "/events", "", ""},
+			{"DELETE", "/v1/sessions/" + v.ID, "", ""},
+			{"POST", "/v1/sessions/" + v.ID + "/whep", "application/sdp", "v=0"},
+			{"DELETE", "/v1/sessions/" + v.ID + "/whep/" + strings.Repeat("a", 32), "", ""},
+			{"POST", "/v1/sessions/" + v.ID + "/shares", "application/json", `{}`},
+			{"GET", "/v1/sessions/" + v.ID + "/shares", "", ""},
+		} {
+			got := do(t, s, r.method, r.path, r.ctype, "", r.body, cookies...)
+			// The same answer as for a session that does not exist.
+			none := do(t, s, r.method, strings.Replace(r.path, "/v1/sessions/"+v.ID, missing, 1), r.ctype, "", r.body, alice)
+			if got.Code != 404 || got.Body.String() != none.Body.String() {
+				t.Errorf("%s: %s %s = %d %s, want 404 %s", who, r.method, r.path, got.Code, got.Body, none.Body)
+			}
+		}
+	}
+	// Nothing changed: the session lives on and no share was made.
+	rec = do(t, s, "GET", "/v1/sessions/"+v.ID, "", "", "", alice)
+	if rec.Code != 200 || strings.Contains(rec.Body.String(), `"state":"ended"`) {
+		t.Fatalf("owner reads the session after strangers tried: %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, s, "GET", "/v1/sessions/"+v.ID+"/shares", "", "", "", alice); rec.Body.String() != "[]\n" {
+		t.Fatalf("shares after strangers tried: %s", rec.Body)
+	}
+
+	// The owner shares; the link shows the session without any cookie.
+	rec = do(t, s, "POST", "/v1/sessions/"+v.ID+"/shares", "application/json", "", `{"ttl_seconds":600}`, alice)
+	if rec.Code != 201 {
+		t.Fatalf("share = %d %s", rec.Code, rec.Body)
+	}
+	var sh Share
+	_ = json.Unmarshal(rec.Body.Bytes(), &sh)
+	if !strings.HasSuffix(sh.URL, "/w/"+sh.ID) || time.Until(sh.Expires) > 601*time.Second {
+		t.Fatalf("share %+v", sh)
+	}
+	if rec := do(t, s, "GET", "/v1/shares/"+sh.ID, "", "", ""); rec.Code != 200 || !strings.Contains(rec.Body.String(), v.ID) {
+		t.Fatalf("spectator reads the share = %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, s, "GET", "/w/"+sh.ID, "", "", ""); rec.Code != 200 || !strings.Contains(rec.Body.String(), "watch.js") {
+		t.Fatalf("watch page = %d", rec.Code)
+	}
+	// A share link is no owner cookie: the spectator cannot read, stop or
+	// share the session itself.
+	if rec := do(t, s, "DELETE", "/v1/sessions/"+v.ID, "", "", ""); rec.Code != 404 {
+		t.Fatalf("spectator stops the session = %d", rec.Code)
+	}
+	for _, bad := range []string{`{"ttl_seconds":-5}`, `{"ttl_seconds":999999}`, `{"ttl":1}`, `nope`} {
+		if rec := do(t, s, "POST", "/v1/sessions/"+v.ID+"/shares", "application/json", "", bad, alice); rec.Code != 400 {
+			t.Errorf("share with %s = %d %s, want 400", bad, rec.Code, rec.Body)
+		}
+	}
+	// Revoked: the link is dead at once.
+	if rec := do(t, s, "DELETE", "/v1/sessions/"+v.ID+"/shares/"+sh.ID, "", "", "", alice); rec.Code != 204 {
+		t.Fatalf("revoke = %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, s, "GET", "/v1/shares/"+sh.ID, "", "", ""); rec.Code != 404 {
+		t.Fatalf("revoked share = %d %s, want 404", rec.Code, rec.Body)
+	}
+	if rec := do(t, s, "POST", "/v1/shares/"+sh.ID+"/whep", "application/sdp", "", "v=0"); rec.Code != 404 {
+		t.Fatalf("WHEP through a revoked share = %d, want 404", rec.Code)
+	}
+	// The owner stops the session.
+	if rec := do(t, s, "DELETE", "/v1/sessions/"+v.ID, "", "", "", alice); rec.Code != 204 {
+		t.Fatalf("owner stops = %d %s", rec.Code, rec.Body)
 	}
 }

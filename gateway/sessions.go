@@ -6,15 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"mime"
-	"net"
 	"net/http"
 	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/metal-stream/metal/internal/token"
 	"github.com/metal-stream/metal/scheduler"
 )
 
@@ -44,10 +41,12 @@ type TURNProvider interface {
 	ICEServers(ctx context.Context, session, datacenter string) ([]ICEServer, error)
 }
 
-// Stream is what a browser needs to play a ready session.
+// Stream is what a browser needs to play a ready session: the gateway's
+// own WHEP endpoint for it (the gateway forwards the offer to the streamer
+// over the cluster network, so the browser never learns the streamer's
+// address or holds a streamer token) and TURN servers.
 type Stream struct {
 	WHEP       string      `json:"whep"`
-	Token      string      `json:"token"`
 	ICEServers []ICEServer `json:"ice_servers"`
 }
 
@@ -152,7 +151,7 @@ func (s *Server) createSession(c echo.Context) error {
 		if !guestPattern.MatchString(req.Guest) {
 			return jsonError(c, http.StatusBadRequest, "guest id must be 8-64 characters of A-Z, a-z, 0-9, '_' and '-'")
 		}
-		player = "guest-" + req.Guest
+		player = guestPlayer(req.Guest)
 	case s.cfg.OpenMode:
 		return jsonError(c, http.StatusBadRequest, `send {"link": "..."} or, in open mode, {"guest": "<id>"}`)
 	default:
@@ -170,7 +169,10 @@ func (s *Server) createSession(c echo.Context) error {
 	case err != nil:
 		return jsonError(c, http.StatusServiceUnavailable, "could not queue the session: %v", err)
 	}
-	view := s.view(c.Request().Context(), st)
+	// Whoever proves the player (their link, or the guest id their browser
+	// keeps) gets the owner cookie: a new tab or a reload resumes.
+	s.setOwner(c, player)
+	view := s.view(c.Request().Context(), st, "/v1/sessions/"+st.ID+"/whep")
 	c.Response().Header().Set("Location", "/v1/sessions/"+st.ID)
 	switch {
 	case !created:
@@ -182,35 +184,44 @@ func (s *Server) createSession(c echo.Context) error {
 	}
 }
 
-func (s *Server) sessionID(c echo.Context) (string, error) {
+// errNoSession is the one answer for a session that does not exist and for
+// one that is not the caller's: a stranger learns nothing, not even that
+// the id is live.
+var errNoSession = echo.NewHTTPError(http.StatusNotFound, "no such session")
+
+// ownedSession is the session named in the path, if the request's owner
+// cookie is its player's; otherwise errNoSession (or a 400 for a malformed
+// id). Nothing about the session changes on the way.
+func (s *Server) ownedSession(c echo.Context) (scheduler.Status, error) {
 	id := c.Param("id")
 	if !sessionIDPattern.MatchString(id) {
-		return "", jsonError(c, http.StatusBadRequest, "malformed session id")
+		return scheduler.Status{}, echo.NewHTTPError(http.StatusBadRequest, "malformed session id")
 	}
-	return id, nil
+	st, err := s.placer.Get(id)
+	if err != nil {
+		return scheduler.Status{}, errNoSession
+	}
+	if p := s.owner(c); p == "" || p != st.Player {
+		return scheduler.Status{}, errNoSession
+	}
+	return st, nil
 }
 
 func (s *Server) getSession(c echo.Context) error {
-	id, err := s.sessionID(c)
-	if err != nil || id == "" {
-		return err
-	}
-	st, err := s.placer.Get(id)
-	if errors.Is(err, scheduler.ErrNotFound) {
-		return jsonError(c, http.StatusNotFound, "no such session")
-	}
+	st, err := s.ownedSession(c)
 	if err != nil {
 		return err
 	}
-	s.placer.Touch(id)
-	return c.JSON(http.StatusOK, s.view(c.Request().Context(), st))
+	s.placer.Touch(st.ID)
+	return c.JSON(http.StatusOK, s.view(c.Request().Context(), st, "/v1/sessions/"+st.ID+"/whep"))
 }
 
 func (s *Server) deleteSession(c echo.Context) error {
-	id, err := s.sessionID(c)
-	if err != nil || id == "" {
+	st, err := s.ownedSession(c)
+	if err != nil {
 		return err
 	}
+	id := st.ID
 	err = s.placer.Stop(c.Request().Context(), id, scheduler.ReasonStopped)
 	if errors.Is(err, scheduler.ErrNotFound) {
 		return jsonError(c, http.StatusNotFound, "no such session")
@@ -222,8 +233,8 @@ func (s *Server) deleteSession(c echo.Context) error {
 }
 
 // view turns a status into what the browser sees; a ready session carries
-// the WHEP URL, an owner token for its streamer and TURN servers.
-func (s *Server) view(ctx context.Context, st scheduler.Status) SessionView {
+// whep (the gateway's WHEP endpoint for this caller) and TURN servers.
+func (s *Server) view(ctx context.Context, st scheduler.Status, whep string) SessionView {
 	v := SessionView{ID: st.ID, State: st.State, Position: st.Position, Reason: st.Reason, Encoder: st.Encoder, Node: st.Node,
 		RTT: st.RTT, Choice: st.Choice, Replacement: st.Replacement}
 	if st.State != scheduler.StateQueued {
@@ -232,15 +243,7 @@ func (s *Server) view(ctx context.Context, st scheduler.Status) SessionView {
 	if st.Endpoint == nil || (st.State != scheduler.StateReady && st.State != scheduler.StateConnected) {
 		return v
 	}
-	signer, err := token.NewSigner(s.placer.SessionKey(st.ID))
-	if err != nil {
-		return v
-	}
-	tok, err := signer.Sign(st.ID, token.RoleOwner, s.cfg.TokenTTL, time.Now())
-	if err != nil {
-		return v
-	}
-	stream := &Stream{WHEP: "http://" + net.JoinHostPort(st.Endpoint.Address, strconv.Itoa(st.Endpoint.Port)) + "/whep", Token: tok, ICEServers: []ICEServer{}}
+	stream := &Stream{WHEP: whep, ICEServers: []ICEServer{}}
 	if s.turn != nil {
 		if ice, err := s.turn.ICEServers(ctx, st.ID, st.Datacenter); err == nil {
 			stream.ICEServers = ice

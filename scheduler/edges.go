@@ -3,8 +3,10 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,8 +19,11 @@ const TURNService = "metal-turn"
 
 // Edge is a datacenter players can be placed in, as the gateway lists it.
 type Edge struct {
-	Name     string `json:"name"`
-	Probe    string `json:"probe,omitempty"` // URL a browser times to measure its RTT
+	Name  string `json:"name"`
+	Probe string `json:"probe,omitempty"` // URL a browser times to measure its RTT
+	// STUN is the edge's TURN server as a STUN URL: a page served over
+	// HTTPS, which may not fetch an http:// probe, times a STUN binding.
+	STUN     string `json:"stun,omitempty"`
 	Capacity int    `json:"capacity"`
 	Free     int    `json:"free"`
 	TURN     bool   `json:"turn"`
@@ -53,7 +58,7 @@ func (s *Scheduler) Edges() []Edge {
 			continue
 		}
 		t := s.turn[dc]
-		out = append(out, Edge{Name: dc, Probe: t.probe, Capacity: c, Free: max(0, c-active[dc]), TURN: t.passing})
+		out = append(out, Edge{Name: dc, Probe: t.probe, STUN: t.stun, Capacity: c, Free: max(0, c-active[dc]), TURN: t.passing})
 	}
 	return out
 }
@@ -111,6 +116,7 @@ func (s *Scheduler) orderLocked(p Prefs) ([]string, string) {
 type turnState struct {
 	passing bool
 	probe   string
+	stun    string
 }
 
 // watchTURN follows the TURN relays in Consul (blocking queries, stale
@@ -148,6 +154,13 @@ func (s *Scheduler) watchTURN(ctx context.Context) error {
 				order = append(order, dc)
 			}
 			st := turnState{passing: true}
+			addr := e.Service.Address
+			if addr == "" {
+				addr = e.Node.Address
+			}
+			if addr != "" && e.Service.Port > 0 {
+				st.stun = "stun:" + net.JoinHostPort(addr, strconv.Itoa(e.Service.Port))
+			}
 			if p := e.Service.Meta["probe"]; strings.HasPrefix(p, "http://") || strings.HasPrefix(p, "https://") {
 				st.probe = p
 			}

@@ -29,6 +29,15 @@ type peer struct {
 	closeOnce sync.Once
 	done      chan struct{}
 	bitrate   int // latest congestion-control target, bps; guarded by Server.mu
+
+	// Input, per peer whatever its data channels: one input channel, one
+	// limiter for accepted messages and one for refusals (a viewer, a bad
+	// message), and the keys and buttons it holds down.
+	inputMu  sync.Mutex
+	inputDC  *webrtc.DataChannel
+	limit    *rate.Limiter
+	refusals *rate.Limiter
+	held     held
 }
 
 // api builds a WebRTC API for one peer: codecs, the playout-delay extension,
@@ -102,7 +111,8 @@ func (s *Server) newPeer(ctx context.Context, id string, role token.Role, offer 
 		return nil, "", fmt.Errorf("new peer connection: %w", err)
 	}
 	p := &peer{id: id, role: role, pc: pc, done: make(chan struct{}),
-		log: s.log.With("peer", id, "role", role)}
+		log:   s.log.With("peer", id, "role", role),
+		limit: rate.NewLimiter(1000, 200), refusals: rate.NewLimiter(20, 20)}
 	fail := func(err error) (*peer, string, error) {
 		_ = pc.Close()
 		return nil, "", err
@@ -204,15 +214,33 @@ type inputError struct {
 }
 
 // handleDataChannel validates and injects input from the owner; any other
-// peer gets an error reply for every message, and nothing is injected.
+// peer gets an error reply (at most 20 a second) for every message, and
+// nothing is injected. A peer has one input channel: a second one is
+// closed. Limits are per peer, so opening channels buys nothing.
 func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
 	if dc.Label() != "input" {
 		p.log.Warn("unknown data channel closed", "label", dc.Label())
 		_ = dc.Close()
 		return
 	}
-	limit := rate.NewLimiter(1000, 200)
+	p.inputMu.Lock()
+	first := p.inputDC == nil
+	if first {
+		p.inputDC = dc
+	}
+	p.inputMu.Unlock()
+	if !first {
+		p.log.Warn("second input channel closed")
+		s.metrics.inputMessages.WithLabelValues("refused").Inc()
+		_ = dc.Close()
+		return
+	}
 	reply := func(err error) {
+		// Refusals are answered at a bounded rate: a flood of bad or
+		// view-only messages costs the streamer no more than that.
+		if !p.refusals.Allow() {
+			return
+		}
 		b, _ := json.Marshal(inputError{Type: "error", Error: err.Error()})
 		_ = dc.SendText(string(b))
 	}
@@ -222,7 +250,7 @@ func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
 			reply(ErrViewOnly)
 			return
 		}
-		if !limit.Allow() {
+		if !p.limit.Allow() {
 			s.metrics.inputMessages.WithLabelValues("rate_limited").Inc()
 			reply(fmt.Errorf("%w: more than 1000 messages a second", ErrBadInput))
 			return
@@ -242,6 +270,7 @@ func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
 			reply(err)
 			return
 		}
+		p.held.note(m)
 		s.metrics.inputMessages.WithLabelValues("ok").Inc()
 	})
 }

@@ -46,6 +46,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	peers    map[string]*peer
+	pending  int              // WHEP offers being answered: they hold a peer slot
+	spent    map[string]int64 // single-use token IDs: expiry (unix)
 	idleFrom time.Time
 
 	// OnEncoded, when set before Run, is called with each video frame's
@@ -351,8 +353,12 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	_ = json.NewEncoder(w).Encode(h)
 }
 
-func (s *Server) addPeer(p *peer) {
+// addPeer adds an answered peer; reserved says it held a pending slot.
+func (s *Server) addPeer(p *peer, reserved bool) {
 	s.mu.Lock()
+	if reserved {
+		s.pending--
+	}
 	s.peers[p.id] = p
 	n := len(s.peers)
 	s.mu.Unlock()
@@ -375,6 +381,7 @@ func (s *Server) removePeer(id string) bool {
 	}
 	s.metrics.peers.Set(float64(n))
 	go p.close() // Close waits for pion's goroutines; never block a callback on it.
+	p.held.release(s.input)
 	p.log.Info("peer removed", "peers", n)
 	return true
 }
@@ -386,6 +393,7 @@ func (s *Server) closePeers() {
 	s.mu.Unlock()
 	for _, p := range peers {
 		p.close()
+		p.held.release(s.input)
 	}
 }
 

@@ -80,13 +80,28 @@ func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "invalid SDP offer: %v", err)
 		return
 	}
+	// A single-use token (the gateway mints only those) is spent here, on
+	// the first POST that gets this far; a replay is refused.
+	if claims.ID != "" && !s.spend(claims, time.Now()) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="metal", error="invalid_token"`)
+		httpError(w, http.StatusUnauthorized, "session token already used")
+		return
+	}
+	// The peer limit holds under concurrent offers: a slot is taken before
+	// the (slow) answer and given back if the answer fails.
 	s.mu.Lock()
-	n := len(s.peers)
-	s.mu.Unlock()
-	if n >= maxPeers {
+	if len(s.peers)+s.pending >= maxPeers {
+		s.mu.Unlock()
 		w.Header().Set("Retry-After", "5")
 		httpError(w, http.StatusServiceUnavailable, "too many viewers (%d)", maxPeers)
 		return
+	}
+	s.pending++
+	s.mu.Unlock()
+	unreserve := func() {
+		s.mu.Lock()
+		s.pending--
+		s.mu.Unlock()
 	}
 
 	id := newID()
@@ -94,6 +109,7 @@ func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	p, answer, err := s.newPeer(ctx, id, claims.Role, string(body))
 	if err != nil {
+		unreserve()
 		if errors.Is(err, errBadOffer) {
 			httpError(w, http.StatusBadRequest, "invalid SDP offer: %v", err)
 			return
@@ -102,23 +118,61 @@ func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, "could not answer: %v", err)
 		return
 	}
-	s.addPeer(p)
+	s.addPeer(p, true)
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("Location", "/whep/"+id)
 	w.WriteHeader(http.StatusCreated)
 	_, _ = io.WriteString(w, answer)
 }
 
+// whepDelete ends a WHEP session. Only its creator can: the resource URL
+// (128 random bits) is told to the creator alone, and the token must carry
+// the creator's role, so a viewer cannot end the owner's stream.
 func (s *Server) whepDelete(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.authorize(w, r); !ok {
+	claims, ok := s.authorize(w, r)
+	if !ok {
 		return
 	}
-	if !s.removePeer(r.PathValue("id")) {
+	id := r.PathValue("id")
+	s.mu.Lock()
+	p, found := s.peers[id]
+	s.mu.Unlock()
+	if !found || p.role != claims.Role {
+		httpError(w, http.StatusNotFound, "no such WHEP session")
+		return
+	}
+	if !s.removePeer(id) {
 		httpError(w, http.StatusNotFound, "no such WHEP session")
 		return
 	}
 	w.WriteHeader(http.StatusOK)
 }
+
+// spend records a single-use token's ID until it expires; false if it was
+// spent before.
+func (s *Server) spend(c token.Claims, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.spent == nil {
+		s.spent = map[string]int64{}
+	}
+	for id, exp := range s.spent {
+		if exp <= now.Unix() {
+			delete(s.spent, id)
+		}
+	}
+	if _, used := s.spent[c.ID]; used {
+		return false
+	}
+	if len(s.spent) >= maxSpent {
+		return false // more live single-use tokens than any gateway mints
+	}
+	s.spent[c.ID] = c.Expiry
+	return true
+}
+
+// maxSpent bounds the remembered token IDs (each lives at most a token TTL).
+const maxSpent = 4096
 
 func (s *Server) whepPatch(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Allow", "DELETE")
@@ -165,7 +219,7 @@ func cors(next http.Handler) http.Handler {
 }
 
 func newID() string {
-	b := make([]byte, 12)
+	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }

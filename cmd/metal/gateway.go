@@ -28,6 +28,8 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.StringVar(&cfg.AdminToken, "admin-token", cfg.AdminToken, "bearer token for the admin API (empty disables it)")
 	key := fs.String("key", "", "secret (at least 32 bytes) that signs player links and derives session-token keys")
 	fs.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "lifetime of a session token handed to a browser")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "serve HTTPS with this certificate (PEM); needs -tls-key")
+	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "private key (PEM) of -tls-cert")
 	fs.BoolVar(&cfg.TrustProxy, "trust-proxy", cfg.TrustProxy, "take client addresses from X-Forwarded-For (only behind a proxy that sets it)")
 	fs.Float64Var(&cfg.RatePerSecond, "rate", cfg.RatePerSecond, "session and page requests per second per client address")
 	fs.IntVar(&cfg.Burst, "burst", cfg.Burst, "burst of requests per client address")
@@ -110,6 +112,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 		TURN:    turnProvider,
 		Placer:  sched,
 		Players: &gateway.ConsulPlayers{KV: cc.KV(), Prefix: "metal/players/"},
+		Shares:  &gateway.ConsulShares{KV: cc.KV(), Prefix: "metal/shares/"},
 		Checks: map[string]gateway.Checker{
 			"nomad": gateway.CheckerFunc(func(ctx context.Context) error {
 				_, err := nc.Status().Leader()

@@ -22,15 +22,49 @@
   let session = null, playing = false, events = null;
   window.metalGateway = { get session() { return session; } };
 
-  // measure times each edge's probe a few times under a short deadline and
-  // keeps the best of the warm samples (the first one pays for the TCP
-  // connection).
+  // stunRTT times a STUN binding to an edge's TURN server through WebRTC:
+  // from gathering start to the server-reflexive candidate is one round
+  // trip (plus local work). It works from an HTTPS page, where fetching an
+  // edge's http:// probe is mixed content and blocked.
+  function stunRTT(url, ms) {
+    return new Promise((resolve) => {
+      let pc;
+      try { pc = new RTCPeerConnection({ iceServers: [{ urls: url }] }); } catch (_) { resolve(null); return; }
+      const done = (v) => { clearTimeout(timer); try { pc.close(); } catch (_) { /* closed */ } resolve(v); };
+      const timer = setTimeout(() => done(null), ms);
+      let t0 = 0;
+      pc.onicecandidate = (ev) => {
+        if (ev.candidate && / typ srflx /.test(ev.candidate.candidate)) done(performance.now() - t0);
+        if (!ev.candidate) done(null);
+      };
+      pc.createDataChannel("rtt");
+      pc.createOffer().then((o) => { t0 = performance.now(); return pc.setLocalDescription(o); }).catch(() => done(null));
+    });
+  }
+
+  // measure times each edge: over HTTPS through STUN to its TURN server,
+  // over HTTP its probe a few times under a short deadline, keeping the best
+  // of the warm samples (the first one pays for the TCP connection).
   async function measure() {
     let edges = [];
     try {
       edges = await (await fetch("/v1/edges", { cache: "no-store" })).json();
     } catch (_) { return {}; }
     const rtt = {};
+    if (location.protocol === "https:") {
+      await Promise.all(edges.filter((e) => e.stun).map(async (e) => {
+        const samples = [];
+        for (let i = 0; i < 3; i++) {
+          const v = await stunRTT(e.stun, 1500);
+          if (v === null) break;
+          samples.push(v);
+        }
+        if (samples.length) rtt[e.name] = Math.max(0.1, Math.min(...samples));
+      }));
+      window.metal.rtt = rtt;
+      window.metal.rttMethod = "stun";
+      return rtt;
+    }
     await Promise.all(edges.filter((e) => e.probe).map(async (e) => {
       const samples = [];
       const deadline = performance.now() + 1500;
@@ -134,16 +168,14 @@
       default:
         if (s.stream && !playing) {
           playing = true;
-          m.cfg.whep = s.stream.whep;
-          m.cfg.token = s.stream.token;
+          m.cfg.whep = new URL(s.stream.whep, location.href).href;
+          m.cfg.token = "";
           m.cfg.iceServers = s.stream.ice_servers || [];
           m.state.stopped = false;
           m.state.retries = 0;
           m.connect();
         } else if (!playing) {
           m.setStatus(labels[s.state] || s.state);
-        } else if (s.stream) {
-          m.cfg.token = s.stream.token; // fresh token for reconnects
         }
     }
   }

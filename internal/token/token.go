@@ -7,6 +7,7 @@ package token
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -50,6 +51,10 @@ type Claims struct {
 	Session string `json:"sid"`
 	Role    Role   `json:"role"`
 	Expiry  int64  `json:"exp"` // unix seconds
+	// ID, when set, makes the token single-use: a streamer remembers it
+	// until Expiry and refuses it a second time. The gateway mints every
+	// token it uses with one.
+	ID string `json:"jti,omitempty"`
 }
 
 // Signer signs and verifies tokens with one HMAC key.
@@ -65,15 +70,31 @@ func NewSigner(key []byte) (*Signer, error) {
 	return &Signer{key: append([]byte(nil), key...)}, nil
 }
 
-// Sign returns a token for session and role that expires after ttl.
+// Sign returns a token for session and role that expires after ttl, usable
+// as often as its holder likes until then (the streamer's own laptop link).
 func (s *Signer) Sign(session string, role Role, ttl time.Duration, now time.Time) (string, error) {
+	return s.sign(Claims{Session: session, Role: role, Expiry: now.Add(ttl).Unix()})
+}
+
+// SignOnce returns a single-use token (with a random ID) for session and
+// role that expires after ttl.
+func (s *Signer) SignOnce(session string, role Role, ttl time.Duration, now time.Time) (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return s.sign(Claims{Session: session, Role: role, Expiry: now.Add(ttl).Unix(), ID: hex.EncodeToString(b)})
+}
+
+func (s *Signer) sign(c Claims) (string, error) {
+	session, role := c.Session, c.Role
 	if session == "" {
 		return "", errors.New("sign token: empty session id")
 	}
 	if role != RoleOwner && role != RoleViewer {
 		return "", fmt.Errorf("sign token: unknown role %q", role)
 	}
-	body, err := json.Marshal(Claims{Session: session, Role: role, Expiry: now.Add(ttl).Unix()})
+	body, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("sign token: %w", err)
 	}

@@ -40,7 +40,10 @@
 
   async function connect() {
     if (state.stopped) return;
-    if (!cfg.token) { setStatus("No session token: open the link you were given."); return; }
+    // The streamer's own page (a laptop link) carries a token; the gateway's
+    // pages carry none: the gateway authorises with its cookie or share link
+    // and forwards the offer.
+    if (!cfg.token && !cfg.gateway) { setStatus("No session token: open the link you were given."); return; }
     state.connectStartedAt = performance.now();
     setStatus(state.retries ? `Reconnecting (try ${state.retries + 1})…` : "Connecting…");
     const pc = new RTCPeerConnection({ iceServers: cfg.iceServers, iceTransportPolicy: cfg.iceTransportPolicy });
@@ -76,9 +79,10 @@
     try {
       await pc.setLocalDescription(await pc.createOffer());
       await gathered(pc, 2000);
+      const headers = { "Content-Type": "application/sdp" };
+      if (cfg.token) headers.Authorization = "Bearer " + cfg.token;
       const resp = await fetch(cfg.whep, {
-        method: "POST",
-        headers: { "Content-Type": "application/sdp", "Authorization": "Bearer " + cfg.token },
+        method: "POST", headers, credentials: "same-origin",
         body: pc.localDescription.sdp,
       });
       const text = await resp.text();
@@ -118,7 +122,8 @@
 
   function teardown() {
     if (state.location) {
-      fetch(state.location, { method: "DELETE", headers: { "Authorization": "Bearer " + cfg.token } }).catch(() => {});
+      const headers = cfg.token ? { "Authorization": "Bearer " + cfg.token } : {};
+      fetch(state.location, { method: "DELETE", headers, credentials: "same-origin" }).catch(() => {});
       state.location = null;
     }
     if (state.pc) { state.pc.close(); state.pc = null; }

@@ -1,0 +1,90 @@
+package gateway
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// The owner cookie: the secret that makes a session its player's.
+//
+// A session id is not a secret (it names the Nomad job, Consul services and
+// KV keys), so the gateway gives the browser that creates (or resumes) a
+// session a cookie that says which player it is: metal_player =
+// base64url(player) "." expiry "." HMAC-SHA256(link key, both). It is
+// HttpOnly (page scripts never see it), SameSite=Strict (no other site's
+// page sends it), Secure when the gateway is reached over HTTPS, and lives
+// ownerCookieTTL. Reading a session, following its progress, stopping it,
+// sending its WHEP offer and sharing it all need the cookie of the
+// session's player; without it the gateway answers 404, as if the session
+// did not exist.
+//
+// A cookie rather than a bearer token: the browser attaches it to the
+// EventSource progress stream and to WHEP requests without page code (an
+// EventSource cannot send headers), page scripts cannot read it, and a new
+// tab or a reload of the player's link carries it. Bound to the player, not
+// to one session id, so a failover's replacement session is the player's
+// too. A player on another device resumes with their link, which sets the
+// cookie there.
+
+const (
+	ownerCookie    = "metal_player"
+	ownerCookieTTL = 12 * time.Hour
+)
+
+func (s *Server) ownerMAC(player string, exp int64) string {
+	h := hmac.New(sha256.New, s.cfg.LinkKey)
+	h.Write([]byte("metal-owner-cookie-v1."))
+	h.Write([]byte(player))
+	h.Write([]byte{0})
+	h.Write([]byte(strconv.FormatInt(exp, 10)))
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+}
+
+// setOwner gives the browser the owner cookie for player.
+func (s *Server) setOwner(c echo.Context, player string) {
+	exp := time.Now().Add(ownerCookieTTL).Unix()
+	val := base64.RawURLEncoding.EncodeToString([]byte(player)) + "." + strconv.FormatInt(exp, 10) + "." + s.ownerMAC(player, exp)
+	c.SetCookie(&http.Cookie{
+		Name: ownerCookie, Value: val, Path: "/", MaxAge: int(ownerCookieTTL.Seconds()),
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.Scheme() == "https",
+	})
+}
+
+// owner is the player the request's cookie proves, or "".
+func (s *Server) owner(c echo.Context) string {
+	ck, err := c.Cookie(ownerCookie)
+	if err != nil || len(ck.Value) > 1024 {
+		return ""
+	}
+	parts := strings.Split(ck.Value, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	name, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		return ""
+	}
+	exp, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil || time.Now().Unix() >= exp {
+		return ""
+	}
+	if !hmac.Equal([]byte(parts[2]), []byte(s.ownerMAC(string(name), exp))) {
+		return ""
+	}
+	return string(name)
+}
+
+// guestPlayer names an open-mode guest by a hash of the id its browser
+// keeps: the name shows in Nomad job meta and Consul, the id must not.
+func guestPlayer(guest string) string {
+	sum := sha256.Sum256([]byte("metal-guest-v1." + guest))
+	return "guest-" + hex.EncodeToString(sum[:12])
+}

@@ -1,0 +1,284 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"time"
+
+	consul "github.com/hashicorp/consul/api"
+	"github.com/labstack/echo/v4"
+
+	"github.com/metal-stream/metal/internal/token"
+	"github.com/metal-stream/metal/scheduler"
+)
+
+// Share links: spectators only by the owner's choice. The owner creates a
+// view-only link (POST /v1/sessions/:id/shares), which expires (at most
+// maxShareTTL) and can be revoked (DELETE .../shares/:share) at any time.
+// Its id (128 random bits) is the capability: /w/<share> shows the stream,
+// and the gateway forwards the spectator's WHEP offer with a single-use
+// viewer token, so the spectator sees and hears and cannot send input. This
+// is the only way to a viewer token.
+
+const (
+	defaultShareTTL = time.Hour
+	maxShareTTL     = 24 * time.Hour
+	maxShares       = 16 // per session
+)
+
+var shareIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// Share is one view-only link.
+type Share struct {
+	ID      string    `json:"id"`
+	Session string    `json:"session"`
+	Expires time.Time `json:"expires"`
+	URL     string    `json:"url,omitempty"`
+}
+
+// ShareStore keeps share links where every gateway sees them.
+type ShareStore interface {
+	PutShare(ctx context.Context, sh Share) error
+	GetShare(ctx context.Context, id string) (Share, bool, error)
+	DeleteShare(ctx context.Context, id string) error
+	ListShares(ctx context.Context) ([]Share, error)
+}
+
+// ConsulShares keeps share links in Consul KV under Prefix.
+type ConsulShares struct {
+	KV     *consul.KV
+	Prefix string // "metal/shares/"
+}
+
+// PutShare writes a share.
+func (c *ConsulShares) PutShare(ctx context.Context, sh Share) error {
+	b, err := json.Marshal(sh)
+	if err != nil {
+		return err
+	}
+	if _, err := c.KV.Put(&consul.KVPair{Key: c.Prefix + sh.ID, Value: b}, (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("store share: %w", err)
+	}
+	return nil
+}
+
+// GetShare reads a share (stale reads allowed).
+func (c *ConsulShares) GetShare(ctx context.Context, id string) (Share, bool, error) {
+	kv, _, err := c.KV.Get(c.Prefix+id, (&consul.QueryOptions{AllowStale: true}).WithContext(ctx))
+	if err != nil || kv == nil {
+		return Share{}, false, err
+	}
+	var sh Share
+	if err := json.Unmarshal(kv.Value, &sh); err != nil || sh.ID != id {
+		return Share{}, false, nil
+	}
+	return sh, true, nil
+}
+
+// DeleteShare revokes a share.
+func (c *ConsulShares) DeleteShare(ctx context.Context, id string) error {
+	if _, err := c.KV.Delete(c.Prefix+id, (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("delete share: %w", err)
+	}
+	return nil
+}
+
+// ListShares lists every share.
+func (c *ConsulShares) ListShares(ctx context.Context) ([]Share, error) {
+	pairs, _, err := c.KV.List(c.Prefix, (&consul.QueryOptions{AllowStale: true}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("list shares: %w", err)
+	}
+	var out []Share
+	for _, p := range pairs {
+		var sh Share
+		if json.Unmarshal(p.Value, &sh) == nil && sh.ID != "" {
+			out = append(out, sh)
+		}
+	}
+	return out, nil
+}
+
+type shareRequest struct {
+	TTLSeconds int `json:"ttl_seconds,omitempty"`
+}
+
+// sessionShares lists the owner's live share links of a session.
+func (s *Server) sessionShares(ctx context.Context, session string) ([]Share, error) {
+	all, err := s.shares.ListShares(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []Share{}
+	for _, sh := range all {
+		if sh.Session != session {
+			continue
+		}
+		if time.Now().After(sh.Expires) {
+			_ = s.shares.DeleteShare(ctx, sh.ID) // expired: forget it
+			continue
+		}
+		sh.URL = s.URL() + "/w/" + sh.ID
+		out = append(out, sh)
+	}
+	return out, nil
+}
+
+// createShare: POST /v1/sessions/:id/shares {"ttl_seconds": 3600}.
+func (s *Server) createShare(c echo.Context) error {
+	st, err := s.ownedSession(c)
+	if err != nil {
+		return err
+	}
+	if st.State.Terminal() {
+		return errNoSession
+	}
+	var req shareRequest
+	if c.Request().ContentLength != 0 {
+		dec := json.NewDecoder(io.LimitReader(c.Request().Body, 1024))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("invalid JSON body: %v", err))
+		}
+	}
+	ttl := defaultShareTTL
+	if req.TTLSeconds != 0 {
+		ttl = time.Duration(req.TTLSeconds) * time.Second
+		if req.TTLSeconds < 0 || ttl > maxShareTTL {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("ttl_seconds must be between 1 and %d", int(maxShareTTL.Seconds())))
+		}
+	}
+	existing, err := s.sessionShares(c.Request().Context(), st.ID)
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "share store unavailable")
+	}
+	if len(existing) >= maxShares {
+		return echo.NewHTTPError(http.StatusConflict, fmt.Sprintf("at most %d share links per session: revoke one", maxShares))
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	sh := Share{ID: hex.EncodeToString(b), Session: st.ID, Expires: time.Now().Add(ttl).UTC().Truncate(time.Second)}
+	if err := s.shares.PutShare(c.Request().Context(), sh); err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "share store unavailable")
+	}
+	sh.URL = s.URL() + "/w/" + sh.ID
+	return c.JSON(http.StatusCreated, sh)
+}
+
+// listShares: GET /v1/sessions/:id/shares.
+func (s *Server) listShares(c echo.Context) error {
+	st, err := s.ownedSession(c)
+	if err != nil {
+		return err
+	}
+	out, err := s.sessionShares(c.Request().Context(), st.ID)
+	if err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "share store unavailable")
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// revokeShare: DELETE /v1/sessions/:id/shares/:share.
+func (s *Server) revokeShare(c echo.Context) error {
+	st, err := s.ownedSession(c)
+	if err != nil {
+		return err
+	}
+	id := c.Param("share")
+	sh, ok, err := s.lookupShare(c, id)
+	if err != nil {
+		return err
+	}
+	if !ok || sh.Session != st.ID {
+		return echo.NewHTTPError(http.StatusNotFound, "no such share link")
+	}
+	if err := s.shares.DeleteShare(c.Request().Context(), id); err != nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "share store unavailable")
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) lookupShare(c echo.Context, id string) (Share, bool, error) {
+	if !shareIDPattern.MatchString(id) {
+		return Share{}, false, nil
+	}
+	sh, ok, err := s.shares.GetShare(c.Request().Context(), id)
+	if err != nil {
+		return Share{}, false, echo.NewHTTPError(http.StatusServiceUnavailable, "share store unavailable")
+	}
+	if !ok || time.Now().After(sh.Expires) {
+		return Share{}, false, nil
+	}
+	return sh, true, nil
+}
+
+// sharedSession is the session a valid share link in the path shows.
+func (s *Server) sharedSession(c echo.Context) (Share, scheduler.Status, error) {
+	sh, ok, err := s.lookupShare(c, c.Param("share"))
+	if err != nil {
+		return Share{}, scheduler.Status{}, err
+	}
+	if !ok {
+		return Share{}, scheduler.Status{}, echo.NewHTTPError(http.StatusNotFound, "no such share link (expired or revoked)")
+	}
+	st, err := s.placer.Get(sh.Session)
+	if errors.Is(err, scheduler.ErrNotFound) || (err == nil && st.State.Terminal()) {
+		return Share{}, scheduler.Status{}, echo.NewHTTPError(http.StatusNotFound, "the shared session is over")
+	}
+	if err != nil {
+		return Share{}, scheduler.Status{}, err
+	}
+	return sh, st, nil
+}
+
+// getShared: GET /v1/shares/:share, what a spectator's page polls. It
+// shows the state and, once ready, where to send the offer; no player
+// details, and it does not keep the session alive.
+func (s *Server) getShared(c echo.Context) error {
+	sh, st, err := s.sharedSession(c)
+	if err != nil {
+		return err
+	}
+	v := s.view(c.Request().Context(), st, "/v1/shares/"+sh.ID+"/whep")
+	v.RTT, v.Choice, v.Node, v.Replacement = nil, "", "", ""
+	return c.JSON(http.StatusOK, v)
+}
+
+// sharedWHEPPost forwards a spectator's offer with a viewer token.
+func (s *Server) sharedWHEPPost(c echo.Context) error {
+	sh, st, err := s.sharedSession(c)
+	if err != nil {
+		return err
+	}
+	return s.forwardWHEP(c, st, token.RoleViewer, "", "/v1/shares/"+sh.ID+"/whep")
+}
+
+// sharedWHEPDelete ends a spectator's WHEP session.
+func (s *Server) sharedWHEPDelete(c echo.Context) error {
+	sh, st, err := s.sharedSession(c)
+	if err != nil {
+		return err
+	}
+	res := c.Param("res")
+	if !whepResource.MatchString(res) {
+		return echo.NewHTTPError(http.StatusNotFound, "no such WHEP session")
+	}
+	return s.forwardWHEP(c, st, token.RoleViewer, res, "/v1/shares/"+sh.ID+"/whep")
+}
+
+// watchPage serves the spectator page for a share link.
+func (s *Server) watchPage(c echo.Context) error {
+	b, err := webFS.ReadFile("web/watch.html")
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Referrer-Policy", "no-referrer")
+	return c.HTMLBlob(http.StatusOK, b)
+}

@@ -1,0 +1,132 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/metal-stream/metal/internal/token"
+	"github.com/metal-stream/metal/scheduler"
+)
+
+// WHEP through the gateway. A page served over HTTPS may not call a
+// streamer's http:// WHEP URL (mixed content), and a browser should never
+// learn streamer addresses or hold a streamer token. So the page POSTs its
+// offer to the gateway (same origin, its cookie or share link authorising
+// it); the gateway mints a single-use token of the caller's role (30 s,
+// with an ID the streamer spends) and forwards the offer to the streamer
+// over the cluster network; the answer comes back with a Location under the
+// gateway. Media still flows directly between browser and streamer (or its
+// edge's TURN) over DTLS-SRTP: only signalling passes here.
+
+const (
+	whepTokenTTL  = 30 * time.Second
+	maxOfferBytes = 64 << 10
+)
+
+var whepResource = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+var whepClient = &http.Client{Timeout: 15 * time.Second}
+
+// forwardWHEP sends the caller's WHEP request to the session's streamer as
+// role. resource is "" for the offer (POST), the streamer's resource id for
+// DELETE; base is the gateway path the answer's Location goes under.
+func (s *Server) forwardWHEP(c echo.Context, st scheduler.Status, role token.Role, resource, base string) error {
+	if st.Endpoint == nil || (st.State != scheduler.StateReady && st.State != scheduler.StateConnected) {
+		return echo.NewHTTPError(http.StatusConflict, fmt.Sprintf("the stream is not ready (%s)", st.State))
+	}
+	signer, err := token.NewSigner(s.placer.SessionKey(st.ID))
+	if err != nil {
+		return err
+	}
+	tok, err := signer.SignOnce(st.ID, role, whepTokenTTL, time.Now())
+	if err != nil {
+		return err
+	}
+	target := "http://" + net.JoinHostPort(st.Endpoint.Address, strconv.Itoa(st.Endpoint.Port)) + "/whep"
+	var body io.Reader
+	method := http.MethodDelete
+	if resource == "" {
+		method = http.MethodPost
+		b, err := io.ReadAll(io.LimitReader(c.Request().Body, maxOfferBytes+1))
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, "read offer")
+		}
+		if len(b) > maxOfferBytes {
+			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, "SDP offer larger than 64 KiB")
+		}
+		body = bytes.NewReader(b)
+	} else {
+		target += "/" + resource
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if ct := c.Request().Header.Get("Content-Type"); ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	resp, err := whepClient.Do(req)
+	if err != nil {
+		s.log.Warn("forward WHEP", "session", st.ID, "err", err)
+		return echo.NewHTTPError(http.StatusBadGateway, "the streamer did not answer")
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, maxOfferBytes))
+	h := c.Response().Header()
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		h.Set("Content-Type", ct)
+	}
+	if loc := resp.Header.Get("Location"); loc != "" {
+		id, ok := strings.CutPrefix(loc, "/whep/")
+		if !ok || !whepResource.MatchString(id) {
+			return echo.NewHTTPError(http.StatusBadGateway, "the streamer answered an odd Location")
+		}
+		h.Set("Location", base+"/"+id)
+	}
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		// The gateway's own token was refused: never pass a streamer's
+		// WWW-Authenticate on to a browser that holds no token.
+		return echo.NewHTTPError(http.StatusBadGateway, "the streamer refused the gateway's token")
+	}
+	if retry := resp.Header.Get("Retry-After"); retry != "" {
+		h.Set("Retry-After", retry)
+	}
+	c.Response().WriteHeader(resp.StatusCode)
+	_, err = c.Response().Write(out)
+	return err
+}
+
+// ownerWHEPPost forwards the owner's offer (POST /v1/sessions/:id/whep).
+func (s *Server) ownerWHEPPost(c echo.Context) error {
+	st, err := s.ownedSession(c)
+	if err != nil {
+		return err
+	}
+	return s.forwardWHEP(c, st, token.RoleOwner, "", "/v1/sessions/"+st.ID+"/whep")
+}
+
+// ownerWHEPDelete ends one of the owner's WHEP sessions.
+func (s *Server) ownerWHEPDelete(c echo.Context) error {
+	st, err := s.ownedSession(c)
+	if err != nil {
+		return err
+	}
+	res := c.Param("res")
+	if !whepResource.MatchString(res) {
+		return echo.NewHTTPError(http.StatusNotFound, "no such WHEP session")
+	}
+	return s.forwardWHEP(c, st, token.RoleOwner, res, "/v1/sessions/"+st.ID+"/whep")
+}
