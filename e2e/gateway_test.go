@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	nomad "github.com/hashicorp/nomad/api"
 
@@ -147,14 +148,38 @@ func (g *gatewayProc) api(t testing.TB, method, path, auth string, body any) (in
 	if auth != "" {
 		req.Header.Set("Authorization", "Bearer "+auth)
 	}
+	// Act as the session's player: the owner cookie the gateway gave
+	// whoever created it (this API, or a browser tab: see sessionOf).
+	if rest, ok := strings.CutPrefix(path, "/v1/sessions/"); ok && len(rest) >= 32 {
+		if cs, ok := ownerCookies.Load(rest[:32]); ok {
+			for _, c := range cs.([]*http.Cookie) {
+				req.AddCookie(c)
+			}
+		}
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	if method == "POST" && path == "/v1/sessions" {
+		if id := jsonField(b, "id"); id != "" {
+			var mine []*http.Cookie
+			for _, c := range resp.Cookies() {
+				if strings.HasPrefix(c.Name, "metal_p_") {
+					mine = append(mine, c)
+				}
+			}
+			ownerCookies.Store(id, mine)
+		}
+	}
 	return resp.StatusCode, b
 }
+
+// ownerCookies are the owner cookies of the sessions the tests created, by
+// session id: the tests act as each session's player.
+var ownerCookies sync.Map
 
 // playerLink issues a link through the admin API, as `metal player add` does.
 func (g *gatewayProc) playerLink(t testing.TB, name string) string {
@@ -203,12 +228,25 @@ func waitFrames(t *testing.T, tab context.Context, min int) {
 	}
 }
 
+// sessionOf is the session the tab's page plays; the test adopts the
+// tab's owner cookie for it, to read and stop it as its player.
 func sessionOf(t *testing.T, tab context.Context) string {
 	t.Helper()
 	id, err := browsertest.Eval[string](tab, `metal.session ? metal.session.id : ""`)
 	if err != nil || id == "" {
 		t.Fatalf("no session on the page: %v", err)
 	}
+	res, err := chromedp.Call(tab, network.GetCookies, network.GetCookiesParams{})
+	if err != nil {
+		t.Fatalf("read the tab's cookies: %v", err)
+	}
+	var mine []*http.Cookie
+	for _, c := range res.Cookies {
+		if strings.HasPrefix(c.Name, "metal_p_") {
+			mine = append(mine, &http.Cookie{Name: c.Name, Value: c.Value})
+		}
+	}
+	ownerCookies.Store(id, mine)
 	return id
 }
 

@@ -18,7 +18,9 @@ import (
 // A session id is not a secret (it names the Nomad job, Consul services and
 // KV keys), so the gateway gives the browser that creates (or resumes) a
 // session a cookie that says which player it is: metal_player =
-// base64url(player) "." expiry "." HMAC-SHA256(link key, both). It is
+// base64url(player) "." expiry "." HMAC-SHA256(link key, both), named
+// metal_p_<hash of the player> so that two players in one browser profile
+// (two tabs, two links) each keep theirs. It is
 // HttpOnly (page scripts never see it), SameSite=Strict (no other site's
 // page sends it), Secure when the gateway is reached over HTTPS, and lives
 // ownerCookieTTL. Reading a session, following its progress, stopping it,
@@ -35,9 +37,15 @@ import (
 // cookie there.
 
 const (
-	ownerCookie    = "metal_player"
-	ownerCookieTTL = 12 * time.Hour
+	ownerCookiePrefix = "metal_p_"
+	ownerCookieTTL    = 12 * time.Hour
 )
+
+// ownerCookieName is the owner cookie's name for player.
+func ownerCookieName(player string) string {
+	sum := sha256.Sum256([]byte("metal-owner-name-v1." + player))
+	return ownerCookiePrefix + hex.EncodeToString(sum[:8])
+}
 
 func (s *Server) ownerMAC(player string, exp int64) string {
 	h := hmac.New(sha256.New, s.cfg.LinkKey)
@@ -53,33 +61,34 @@ func (s *Server) setOwner(c echo.Context, player string) {
 	exp := time.Now().Add(ownerCookieTTL).Unix()
 	val := base64.RawURLEncoding.EncodeToString([]byte(player)) + "." + strconv.FormatInt(exp, 10) + "." + s.ownerMAC(player, exp)
 	c.SetCookie(&http.Cookie{
-		Name: ownerCookie, Value: val, Path: "/", MaxAge: int(ownerCookieTTL.Seconds()),
+		Name: ownerCookieName(player), Value: val, Path: "/", MaxAge: int(ownerCookieTTL.Seconds()),
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.Scheme() == "https",
 	})
 }
 
-// owner is the player the request's cookie proves, or "".
-func (s *Server) owner(c echo.Context) string {
-	ck, err := c.Cookie(ownerCookie)
+// owns reports whether the request carries a valid, unexpired owner cookie
+// for player.
+func (s *Server) owns(c echo.Context, player string) bool {
+	if player == "" {
+		return false
+	}
+	ck, err := c.Cookie(ownerCookieName(player))
 	if err != nil || len(ck.Value) > 1024 {
-		return ""
+		return false
 	}
 	parts := strings.Split(ck.Value, ".")
 	if len(parts) != 3 {
-		return ""
+		return false
 	}
 	name, err := base64.RawURLEncoding.DecodeString(parts[0])
-	if err != nil {
-		return ""
+	if err != nil || string(name) != player {
+		return false
 	}
 	exp, err := strconv.ParseInt(parts[1], 10, 64)
 	if err != nil || time.Now().Unix() >= exp {
-		return ""
+		return false
 	}
-	if !hmac.Equal([]byte(parts[2]), []byte(s.ownerMAC(string(name), exp))) {
-		return ""
-	}
-	return string(name)
+	return hmac.Equal([]byte(parts[2]), []byte(s.ownerMAC(player, exp)))
 }
 
 // guestPlayer names an open-mode guest by a hash of the id its browser

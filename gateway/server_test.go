@@ -296,7 +296,7 @@ func TestRateLimitPerClientIP(t *testing.T) {
 func ownerCookieOf(t *testing.T, rec *httptest.ResponseRecorder) *http.Cookie {
 	t.Helper()
 	for _, c := range rec.Result().Cookies() {
-		if c.Name == ownerCookie {
+		if strings.HasPrefix(c.Name, ownerCookiePrefix) {
 			if !c.HttpOnly || c.SameSite != http.SameSiteStrictMode {
 				t.Fatalf("owner cookie %+v: want HttpOnly and SameSite=Strict", c)
 			}
@@ -324,10 +324,12 @@ func TestSessionIsItsPlayers(t *testing.T) {
 	alice := ownerCookieOf(t, rec)
 	rec = do(t, s, "POST", "/v1/sessions", "application/json", "", `{"guest":"mallory-browser-01"}`)
 	mallory := ownerCookieOf(t, rec)
-	forged := &http.Cookie{Name: ownerCookie, Value: alice.Value[:len(alice.Value)-3] + "AAA"}
+	forged := &http.Cookie{Name: alice.Name, Value: alice.Value[:len(alice.Value)-3] + "AAA"}
+	// Mallory's cookie under Alice's cookie name: valid, but for Mallory.
+	swapped := &http.Cookie{Name: alice.Name, Value: mallory.Value}
 	missing := "/v1/sessions/" + strings.Repeat("0", 32)
 
-	strangers := map[string][]*http.Cookie{"no cookie": nil, "another player": {mallory}, "forged": {forged}}
+	strangers := map[string][]*http.Cookie{"no cookie": nil, "another player": {mallory}, "forged": {forged}, "swapped": {swapped}}
 	for who, cookies := range strangers {
 		for _, r := range []struct{ method, path, ctype, body string }{
 			{"GET", "/v1/sessions/" + v.ID, "", ""},

@@ -201,7 +201,7 @@ func (s *Server) ownedSession(c echo.Context) (scheduler.Status, error) {
 	if err != nil {
 		return scheduler.Status{}, errNoSession
 	}
-	if p := s.owner(c); p == "" || p != st.Player {
+	if !s.owns(c, st.Player) {
 		return scheduler.Status{}, errNoSession
 	}
 	return st, nil

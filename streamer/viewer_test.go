@@ -23,6 +23,7 @@ import (
 // cost on the same cores.
 type viewer struct {
 	pc     *webrtc.PeerConnection
+	input  *webrtc.DataChannel
 	frames atomic.Uint64
 }
 
@@ -62,7 +63,7 @@ func dialViewer(t testing.TB, s *Server) *viewer {
 	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pc.CreateDataChannel("input", nil); err != nil {
+	if v.input, err = pc.CreateDataChannel("input", nil); err != nil {
 		t.Fatal(err)
 	}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {

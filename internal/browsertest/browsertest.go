@@ -36,6 +36,18 @@ func chromium() (string, error) {
 // first tab; the browser stops when the test ends.
 func New(t testing.TB) context.Context {
 	t.Helper()
+	return newBrowser(t)
+}
+
+// NewTrustingSelfSigned is New for a test whose server has a self-signed
+// certificate (tests only: Chromium accepts any certificate).
+func NewTrustingSelfSigned(t testing.TB) context.Context {
+	t.Helper()
+	return newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
+}
+
+func newBrowser(t testing.TB, extra ...chromedp.ExecAllocatorOption) context.Context {
+	t.Helper()
 	path, err := chromium()
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -56,6 +68,7 @@ func New(t testing.TB) context.Context {
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
 	)
+	opts = append(opts, extra...)
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	// Start the browser now, on a context without a deadline.

@@ -1,0 +1,146 @@
+package streamer
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/metal-stream/metal/internal/token"
+)
+
+// offerSDP makes a real browser-like offer (recvonly video and audio, an
+// input data channel) and returns it with its peer connection.
+func offerSDP(t *testing.T) (string, *webrtc.PeerConnection) {
+	t.Helper()
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	m := &webrtc.MediaEngine{}
+	_ = m.RegisterDefaultCodecs()
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	_, _ = pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly})
+	_, _ = pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly})
+	offer, _ := pc.CreateOffer(nil)
+	done := webrtc.GatheringCompletePromise(pc)
+	_ = pc.SetLocalDescription(offer)
+	<-done
+	return pc.LocalDescription().SDP, pc
+}
+
+func whepDo(t *testing.T, method, url, tok, body string) (int, string, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, bytes.NewBufferString(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/sdp")
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Location"), string(b)
+}
+
+// TestSingleUseTokensAndCreatorDelete: a single-use token (what the gateway
+// mints) answers one offer and is refused when replayed; a WHEP resource is
+// deleted only with its creator's role; the peer limit holds when many
+// offers arrive at once.
+func TestSingleUseTokensAndCreatorDelete(t *testing.T) {
+	r := startStreamer(t, func(c *Config) { c.Audio = false })
+	signer, _ := token.NewSigner(testKey)
+	once, _ := signer.SignOnce("sess-test", token.RoleOwner, time.Minute, time.Now())
+	offer, _ := offerSDP(t)
+	code, loc, body := whepDo(t, "POST", r.URL()+"/whep", once, offer)
+	if code != 201 {
+		t.Fatalf("first use = %d %s", code, body)
+	}
+	offer2, _ := offerSDP(t)
+	if code, _, body := whepDo(t, "POST", r.URL()+"/whep", once, offer2); code != 401 || !bytes.Contains([]byte(body), []byte("already used")) {
+		t.Fatalf("replayed single-use token = %d %s, want 401 already used", code, body)
+	}
+	viewer, _ := signer.SignOnce("sess-test", token.RoleViewer, time.Minute, time.Now())
+	if code, _, _ := whepDo(t, "DELETE", r.URL()+loc, viewer, ""); code != 404 {
+		t.Fatalf("a viewer deleting the owner's WHEP session = %d, want 404", code)
+	}
+	owner2, _ := signer.SignOnce("sess-test", token.RoleOwner, time.Minute, time.Now())
+	if code, _, body := whepDo(t, "DELETE", r.URL()+loc, owner2, ""); code != 200 {
+		t.Fatalf("the owner deleting its WHEP session = %d %s", code, body)
+	}
+
+	// Twelve offers at once: never more than maxPeers answered.
+	const n = 12
+	offers := make([]string, n)
+	for i := range offers {
+		offers[i], _ = offerSDP(t)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, _ := signer.SignOnce("sess-test", token.RoleViewer, time.Minute, time.Now())
+			code, _, _ := whepDo(t, "POST", r.URL()+"/whep", tok, offers[i])
+			mu.Lock()
+			codes[code]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if codes[201] != maxPeers || codes[503] != n-maxPeers {
+		t.Fatalf("answers to %d concurrent offers %v, want %d×201 and the rest 503", n, codes, maxPeers)
+	}
+}
+
+// keyState is what the X display tells about a key (x11.Display has it).
+type keyState interface{ KeyDown(keysym uint32) bool }
+
+// TestHeldKeysReleasedOnDisconnect: a key the owner holds down when its
+// peer goes away is released on the display.
+func TestHeldKeysReleasedOnDisconnect(t *testing.T) {
+	r := startStreamer(t, func(c *Config) { c.Audio = false })
+	ks, ok := r.input.(keyState)
+	if !ok {
+		t.Fatalf("input %T cannot tell key state", r.input)
+	}
+	v := dialViewer(t, r.Server)
+	dc := v.input
+	open := make(chan struct{})
+	dc.OnOpen(func() { close(open) })
+	select {
+	case <-open:
+	case <-time.After(10 * time.Second):
+		t.Fatal("input channel never opened")
+	}
+	const keysym = 0xffe1 // Shift_L
+	if err := dc.SendText(`{"type":"key","keysym":65505,"down":true}`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the key held down", func() bool { return ks.KeyDown(keysym) })
+	_ = v.pc.Close() // the player's connection drops
+	waitFor(t, "the key released after the peer left", func() bool { return !ks.KeyDown(keysym) })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
