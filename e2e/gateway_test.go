@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,6 +36,7 @@ const (
 type gatewayProc struct {
 	netns  string // run inside this network namespace, when set
 	url    string
+	client *http.Client // trusts the test's self-signed certificate
 	args   []string
 	env    []string
 	cmd    *exec.Cmd
@@ -75,6 +78,9 @@ func startGatewayOn(t testing.TB, c *localcluster.Cluster, capacity string, queu
 		}, extra...),
 		env: append(os.Environ(), "NOMAD_ADDR="+c.NomadAddr, "CONSUL_HTTP_ADDR="+c.ConsulAddr),
 	}
+	if slices.Contains(extra, "-tls-cert") {
+		g.url = strings.Replace(g.url, "http://", "https://", 1)
+	}
 	g.start(t)
 	t.Cleanup(func() {
 		g.stop(t)
@@ -104,7 +110,7 @@ func (g *gatewayProc) start(t testing.TB) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(g.url + "/readyz")
+		resp, err := g.httpClient().Get(g.url + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -157,7 +163,7 @@ func (g *gatewayProc) api(t testing.TB, method, path, auth string, body any) (in
 			}
 		}
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := g.httpClient().Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -175,6 +181,15 @@ func (g *gatewayProc) api(t testing.TB, method, path, auth string, body any) (in
 		}
 	}
 	return resp.StatusCode, b
+}
+
+// httpClient talks to the gateway; over HTTPS it accepts the test's
+// self-signed certificate (tests only).
+func (g *gatewayProc) httpClient() *http.Client {
+	if strings.HasPrefix(g.url, "https://") {
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	}
+	return http.DefaultClient
 }
 
 // ownerCookies are the owner cookies of the sessions the tests created, by

@@ -20,12 +20,14 @@
     connected: "Connecting…",
   };
   let session = null, playing = false, events = null;
-  window.metalGateway = { get session() { return session; } };
+  window.metalGateway = { get session() { return session; }, stunRTT: (u, ms) => stunRTT(u, ms) };
 
   // stunRTT times a STUN binding to an edge's TURN server through WebRTC:
-  // from gathering start to the server-reflexive candidate is one round
-  // trip (plus local work). It works from an HTTPS page, where fetching an
-  // edge's http:// probe is mixed content and blocked.
+  // from gathering start to the server-reflexive candidate, or to the end
+  // of gathering when the browser drops that candidate (a player with no
+  // NAT: it equals the host candidate), is one round trip plus local work.
+  // It works from an HTTPS page, where fetching an edge's http:// probe is
+  // mixed content and blocked.
   function stunRTT(url, ms) {
     return new Promise((resolve) => {
       let pc;
@@ -35,7 +37,7 @@
       let t0 = 0;
       pc.onicecandidate = (ev) => {
         if (ev.candidate && / typ srflx /.test(ev.candidate.candidate)) done(performance.now() - t0);
-        if (!ev.candidate) done(null);
+        if (!ev.candidate) done(performance.now() - t0);
       };
       pc.createDataChannel("rtt");
       pc.createOffer().then((o) => { t0 = performance.now(); return pc.setLocalDescription(o); }).catch(() => done(null));
