@@ -13,7 +13,7 @@ NOCGO_PKGS = $(shell $(GO) list ./... | grep -v '/streamer')
 # One package at a time: the browser, agent and timing tests share 2 cores.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 30m
 
-.PHONY: all dev test deps tools build vet lint-jobs lint-terraform nocgo unit bench clean
+.PHONY: all dev test deps tools build vet lint-jobs lint-terraform nocgo unit fuzz bench clean
 
 all: build
 
@@ -27,6 +27,7 @@ test: deps tools build vet nocgo lint-jobs lint-terraform
 	@rm -rf $(CURDIR)/.cache/tests && $(GO) test -c -o $(CURDIR)/.cache/tests/ ./... && rm -rf $(CURDIR)/.cache/tests
 	@echo "==> go test (one package at a time)"
 	$(GO) test $(TEST_FLAGS) ./...
+	@$(MAKE) --no-print-directory fuzz
 	cd tools/nvidia-plugin && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" $(GO) vet . && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" $(GO) test $(TEST_FLAGS) .
 
 deps:
@@ -54,6 +55,16 @@ lint-jobs:
 lint-terraform:
 	@echo "==> tofu fmt -check -recursive terraform/"
 	@TF_CLI_CONFIG_FILE=$(CURDIR)/tools/tofu/tofurc $(BIN)/tofu fmt -check -recursive terraform/
+
+## fuzz: each fuzz target for a short, bounded time (its committed corpus in
+## testdata/fuzz runs in every `go test` too)
+FUZZTIME ?= 10s
+fuzz:
+	@echo "==> fuzzing, $(FUZZTIME) each"
+	$(GO) test -run '^$$' -fuzz '^FuzzCreateSession$$' -fuzztime $(FUZZTIME) ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseInput$$' -fuzztime $(FUZZTIME) ./streamer/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckOffer$$' -fuzztime $(FUZZTIME) ./streamer/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./internal/token/
 
 unit:
 	$(GO) test -short $(TEST_FLAGS) ./...

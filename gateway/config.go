@@ -23,8 +23,8 @@ type Config struct {
 	AdminToken string
 	// LinkKey signs player links (at least 32 bytes).
 	LinkKey []byte
-	// TokenTTL is how long a session token handed to a browser is valid for
-	// a WHEP request.
+	// TokenTTL is the lifetime of the single-use streamer token the gateway
+	// mints for each WHEP request it forwards (browsers never hold one).
 	TokenTTL time.Duration
 	// TLSCert and TLSKey, when set, make the gateway serve HTTPS itself
 	// (otherwise put it behind a TLS-terminating proxy with TrustProxy).
@@ -39,7 +39,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults documented in the README.
 func DefaultConfig() Config {
-	return Config{Listen: "127.0.0.1:8080", TokenTTL: 10 * time.Minute, RatePerSecond: 2, Burst: 10}
+	return Config{Listen: "127.0.0.1:8080", TokenTTL: 30 * time.Second, RatePerSecond: 2, Burst: 10}
 }
 
 // Validate checks the configuration once at start.

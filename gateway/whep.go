@@ -29,7 +29,6 @@ import (
 // edge's TURN) over DTLS-SRTP: only signalling passes here.
 
 const (
-	whepTokenTTL  = 30 * time.Second
 	maxOfferBytes = 64 << 10
 )
 
@@ -48,7 +47,7 @@ func (s *Server) forwardWHEP(c echo.Context, st scheduler.Status, role token.Rol
 	if err != nil {
 		return err
 	}
-	tok, err := signer.SignOnce(st.ID, role, whepTokenTTL, time.Now())
+	tok, err := signer.SignOnce(st.ID, role, s.cfg.TokenTTL, time.Now())
 	if err != nil {
 		return err
 	}

@@ -79,17 +79,3 @@ func TestParseInputRejects(t *testing.T) {
 		})
 	}
 }
-
-func FuzzParseInput(f *testing.F) {
-	f.Add([]byte(`{"type":"move","x":0.5,"y":0.5}`))
-	f.Add([]byte(`{"type":"wheel","dx":1,"dy":-1}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := ParseInput(b)
-		if err != nil {
-			return
-		}
-		if err := m.Apply(&recorder{}, 64, 64); err != nil {
-			t.Fatal(err)
-		}
-	})
-}

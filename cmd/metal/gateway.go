@@ -27,7 +27,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.BoolVar(&cfg.OpenMode, "open", cfg.OpenMode, "let anyone start a session without a player link (local development only)")
 	fs.StringVar(&cfg.AdminToken, "admin-token", cfg.AdminToken, "bearer token for the admin API (empty disables it)")
 	key := fs.String("key", "", "secret (at least 32 bytes) that signs player links and derives session-token keys")
-	fs.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "lifetime of a session token handed to a browser")
+	fs.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "lifetime of the single-use streamer token the gateway mints per forwarded WHEP request")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "serve HTTPS with this certificate (PEM); needs -tls-key")
 	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "private key (PEM) of -tls-cert")
 	fs.BoolVar(&cfg.TrustProxy, "trust-proxy", cfg.TrustProxy, "take client addresses from X-Forwarded-For (only behind a proxy that sets it)")
