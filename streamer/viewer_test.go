@@ -37,6 +37,12 @@ func dialViewer(t testing.TB, s *Server) *viewer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dialViewerWith(t, s, tok)
+}
+
+// dialViewerWith connects a viewer with the token tok.
+func dialViewerWith(t testing.TB, s *Server, tok string) *viewer {
+	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)

@@ -144,3 +144,44 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestInputLimitsArePerPeer: a viewer's refused input is answered at a
+// bounded rate, and a second input channel on the same peer is closed, so
+// opening channels buys no extra budget.
+func TestInputLimitsArePerPeer(t *testing.T) {
+	r := startStreamer(t, func(c *Config) { c.Audio = false })
+	signer, _ := token.NewSigner(testKey)
+	tok, _ := signer.SignOnce("sess-test", token.RoleViewer, time.Minute, time.Now())
+	v := dialViewerWith(t, r.Server, tok)
+	var mu sync.Mutex
+	replies := 0
+	v.input.OnMessage(func(webrtc.DataChannelMessage) { mu.Lock(); replies++; mu.Unlock() })
+	open := make(chan struct{})
+	v.input.OnOpen(func() { close(open) })
+	select {
+	case <-open:
+	case <-time.After(10 * time.Second):
+		t.Fatal("input channel never opened")
+	}
+	second, err := v.pc.CreateDataChannel("input", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	second.OnClose(func() { close(closed) })
+	for range 200 {
+		_ = v.input.SendText(`{"type":"key","keysym":97,"down":true}`)
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a second input channel on one peer stayed open")
+	}
+	time.Sleep(time.Second)
+	mu.Lock()
+	n := replies
+	mu.Unlock()
+	if n == 0 || n > 45 {
+		t.Fatalf("%d refusals answered for 200 view-only messages in about a second, want 1..45 (20 a second, burst 20)", n)
+	}
+}
