@@ -91,26 +91,7 @@ func BenchmarkPlacement(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	place := func(id string) (time.Duration, error) {
-		job := *base
-		job.ID, job.Name = &id, &id
-		start := time.Now()
-		resp, _, err := c.Nomad.Jobs().Register(&job, nil)
-		if err != nil {
-			return 0, err
-		}
-		var index uint64
-		for {
-			allocs, meta, err := c.Nomad.Evaluations().Allocations(resp.EvalID, &nomad.QueryOptions{WaitIndex: index, WaitTime: 10 * time.Second})
-			if err != nil {
-				return 0, err
-			}
-			if len(allocs) > 0 {
-				return time.Since(start), nil
-			}
-			index = meta.LastIndex
-		}
-	}
+	place := func(id string) (time.Duration, error) { return placeJob(c.Nomad, base, id) }
 	n := max(b.N, 50)
 	var lat []float64
 	for i := range n {
@@ -212,4 +193,30 @@ func jsonField(b []byte, key string) string {
 	_ = json.Unmarshal(b, &m)
 	v, _ := m[key].(string)
 	return v
+}
+
+// placeJob registers a copy of base as job id and times registration to
+// the first allocation of its evaluation (30 s at most).
+func placeJob(n *nomad.Client, base *nomad.Job, id string) (time.Duration, error) {
+	job := *base
+	job.ID, job.Name = &id, &id
+	start := time.Now()
+	resp, _, err := n.Jobs().Register(&job, nil)
+	if err != nil {
+		return 0, err
+	}
+	var index uint64
+	for {
+		allocs, meta, err := n.Evaluations().Allocations(resp.EvalID, &nomad.QueryOptions{WaitIndex: index, WaitTime: 10 * time.Second})
+		if err != nil {
+			return 0, err
+		}
+		if len(allocs) > 0 {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > 30*time.Second {
+			return 0, fmt.Errorf("job %s not placed in 30 s", id)
+		}
+		index = meta.LastIndex
+	}
 }

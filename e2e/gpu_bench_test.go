@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	nomad "github.com/hashicorp/nomad/api"
-
 	"github.com/metal-stream/metal/internal/benchout"
 	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/jobs"
@@ -39,29 +37,7 @@ func BenchmarkGPUPlacement(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	place := func(id string) (time.Duration, error) {
-		job := *base
-		job.ID, job.Name = &id, &id
-		start := time.Now()
-		resp, _, err := c.Nomad.Jobs().Register(&job, nil)
-		if err != nil {
-			return 0, err
-		}
-		var index uint64
-		for {
-			allocs, meta, err := c.Nomad.Evaluations().Allocations(resp.EvalID, &nomad.QueryOptions{WaitIndex: index, WaitTime: 10 * time.Second})
-			if err != nil {
-				return 0, err
-			}
-			if len(allocs) > 0 {
-				return time.Since(start), nil
-			}
-			if time.Since(start) > 30*time.Second {
-				return 0, fmt.Errorf("job %s not placed in 30 s", id)
-			}
-			index = meta.LastIndex
-		}
-	}
+	place := func(id string) (time.Duration, error) { return placeJob(c.Nomad, base, id) }
 	rounds := max(b.N, 10)
 	var lat []float64
 	for r := range rounds {

@@ -50,9 +50,7 @@ func gpuCluster(t testing.TB, gpus map[string]string, slots int) (*localcluster.
 			instances++
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{
+	c := startCluster(t, localcluster.Options{
 		PluginDir:  pluginDir,
 		MinDevices: instances,
 		NomadHCL: fmt.Sprintf(`plugin "metal-nvidia" {
@@ -67,6 +65,15 @@ func gpuCluster(t testing.TB, gpus map[string]string, slots int) (*localcluster.
 }
 `, dir, slots, slots),
 	})
+	return c, dir
+}
+
+// startCluster starts agents of the test's own and stops them when it ends.
+func startCluster(t testing.TB, o localcluster.Options) *localcluster.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := localcluster.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,10 +81,10 @@ func gpuCluster(t testing.TB, gpus map[string]string, slots int) (*localcluster.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		if err := c.Stop(ctx); err != nil {
-			t.Errorf("stop gpu cluster: %v", err)
+			t.Errorf("stop cluster: %v", err)
 		}
 	})
-	return c, dir
+	return c
 }
 
 // placement is where Nomad put a session: its allocation's device
@@ -319,17 +326,7 @@ func TestNoStreamOnNonNVENCNode(t *testing.T) {
 func TestBlockedSessionWaitsWithPosition(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := c.Stop(ctx); err != nil {
-			t.Errorf("stop cluster: %v", err)
-		}
-	})
+	c := startCluster(t, localcluster.Options{})
 	nodes, _, err := c.Nomad.Nodes().List(nil)
 	if err != nil || len(nodes) != 1 {
 		t.Fatalf("nodes %v %v", nodes, err)
