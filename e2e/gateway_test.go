@@ -173,7 +173,7 @@ func (g *gatewayProc) api(t testing.TB, method, path, auth string, body any) (in
 		if id := jsonField(b, "id"); id != "" {
 			var mine []*http.Cookie
 			for _, c := range resp.Cookies() {
-				if strings.HasPrefix(c.Name, "metal_p_") {
+				if strings.Contains(c.Name, "metal_p_") {
 					mine = append(mine, c)
 				}
 			}
@@ -257,7 +257,7 @@ func sessionOf(t *testing.T, tab context.Context) string {
 	}
 	var mine []*http.Cookie
 	for _, c := range res.Cookies {
-		if strings.HasPrefix(c.Name, "metal_p_") {
+		if strings.Contains(c.Name, "metal_p_") {
 			mine = append(mine, &http.Cookie{Name: c.Name, Value: c.Value})
 		}
 	}

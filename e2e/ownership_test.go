@@ -63,8 +63,12 @@ func TestStrangerCannotTouchSession(t *testing.T) {
 	waitFrames(t, alice, 10)
 	id := sessionOf(t, alice)
 
+	// Mallory is a player too, with her own session and owner cookie.
 	mallory := browsertest.Stranger(t, browser)
-	if err := chromedp.Do(mallory, chromedp.Navigate(g.url+"/static/player/player.css")); err != nil {
+	if err := chromedp.Do(mallory, chromedp.Navigate(g.playerLink(t, "mallory"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := browsertest.WaitTrue(mallory, `metal.session && metal.session.id`, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range []struct{ method, path string }{
@@ -111,9 +115,16 @@ func TestStrangerCannotTouchSession(t *testing.T) {
 	if code := fetchFrom(t, spectator, "GET", "/v1/sessions/"+id); code != 404 {
 		t.Fatalf("spectator reads the session = %d, want 404", code)
 	}
-	// Revoked, the link shows nothing more.
+	// Revoked, the link shows nothing more, and the spectator already
+	// watching is cut off.
 	if code, b := g.api(t, "DELETE", "/v1/sessions/"+id+"/shares/"+share.ID, "", nil); code != 204 {
 		t.Fatalf("revoke: %d %s", code, b)
+	}
+	time.Sleep(3 * time.Second)
+	cut := framesOf(t, spectator)
+	time.Sleep(2 * time.Second)
+	if now := framesOf(t, spectator); now > cut+5 {
+		t.Fatalf("the spectator still decodes after the revoke: %d then %d frames", cut, now)
 	}
 	if code := fetchFrom(t, spectator, "GET", "/v1/shares/"+share.ID); code != 404 {
 		t.Fatalf("revoked share = %d, want 404", code)
@@ -204,10 +215,10 @@ func TestHTTPSGatewayPlays(t *testing.T) {
 	}
 	found := false
 	for _, ck := range res.Cookies {
-		if strings.HasPrefix(ck.Name, "metal_p_") {
+		if strings.Contains(ck.Name, "metal_p_") {
 			found = true
-			if !ck.Secure || !ck.HTTPOnly || ck.SameSite != network.CookieSameSiteStrict {
-				t.Fatalf("owner cookie over HTTPS %+v: want Secure, HttpOnly, SameSite=Strict", ck)
+			if !strings.HasPrefix(ck.Name, "__Host-") || !ck.Secure || !ck.HTTPOnly || ck.SameSite != network.CookieSameSiteStrict {
+				t.Fatalf("owner cookie over HTTPS %+v: want __Host-, Secure, HttpOnly, SameSite=Strict", ck)
 			}
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/metal-stream/metal/scheduler"
 )
 
 // adminAuth requires the operator's admin token as a bearer token.
@@ -93,6 +95,14 @@ func (s *Server) revokePlayer(c echo.Context) error {
 	}
 	if !found {
 		return jsonError(c, http.StatusNotFound, "no such player")
+	}
+	// Their owner cookies stay valid until they expire, but grant nothing
+	// once the player's sessions are over, and the link that could start a
+	// new one is gone.
+	for _, id := range s.placer.SessionsOf(name) {
+		if err := s.placer.Stop(c.Request().Context(), id, "player revoked"); err != nil && !errors.Is(err, scheduler.ErrNotFound) {
+			return jsonError(c, http.StatusServiceUnavailable, "player revoked, but ending session %s failed: %v", id, err)
+		}
 	}
 	return c.NoContent(http.StatusNoContent)
 }

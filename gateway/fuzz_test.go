@@ -30,6 +30,7 @@ func (p *countingPlacer) Watch(string) func()                        { return fu
 func (p *countingPlacer) Changed() <-chan struct{}                   { return make(chan struct{}) }
 func (p *countingPlacer) SessionKey(string) []byte                   { return []byte(testKey) }
 func (p *countingPlacer) Ready() bool                                { return true }
+func (p *countingPlacer) SessionsOf(string) []string                 { return nil }
 
 type noPlayers struct{}
 

@@ -56,13 +56,27 @@ func (s *Server) ownerMAC(player string, exp int64) string {
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
 }
 
-// setOwner gives the browser the owner cookie for player.
+// secure reports whether the browser reached the gateway over HTTPS: its
+// own TLS, an https -public-url, or a trusted proxy's X-Forwarded-Proto.
+func (s *Server) secure(c echo.Context) bool {
+	return c.Request().TLS != nil || strings.HasPrefix(s.cfg.PublicURL, "https://") ||
+		(s.cfg.TrustProxy && c.Request().Header.Get("X-Forwarded-Proto") == "https")
+}
+
+// setOwner gives the browser the owner cookie for player. Over HTTPS its
+// name carries the __Host- prefix: Secure, host-only, Path=/, so no sibling
+// subdomain can plant one that shadows it.
 func (s *Server) setOwner(c echo.Context, player string) {
 	exp := time.Now().Add(ownerCookieTTL).Unix()
 	val := base64.RawURLEncoding.EncodeToString([]byte(player)) + "." + strconv.FormatInt(exp, 10) + "." + s.ownerMAC(player, exp)
+	secure := s.secure(c)
+	name := ownerCookieName(player)
+	if secure {
+		name = "__Host-" + name
+	}
 	c.SetCookie(&http.Cookie{
-		Name: ownerCookieName(player), Value: val, Path: "/", MaxAge: int(ownerCookieTTL.Seconds()),
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.Scheme() == "https",
+		Name: name, Value: val, Path: "/", MaxAge: int(ownerCookieTTL.Seconds()),
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure,
 	})
 }
 
@@ -72,7 +86,11 @@ func (s *Server) owns(c echo.Context, player string) bool {
 	if player == "" {
 		return false
 	}
-	ck, err := c.Cookie(ownerCookieName(player))
+	name := ownerCookieName(player)
+	if s.secure(c) {
+		name = "__Host-" + name
+	}
+	ck, err := c.Cookie(name)
 	if err != nil || len(ck.Value) > 1024 {
 		return false
 	}
@@ -80,8 +98,8 @@ func (s *Server) owns(c echo.Context, player string) bool {
 	if len(parts) != 3 {
 		return false
 	}
-	name, err := base64.RawURLEncoding.DecodeString(parts[0])
-	if err != nil || string(name) != player {
+	who, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil || string(who) != player {
 		return false
 	}
 	exp, err := strconv.ParseInt(parts[1], 10, 64)

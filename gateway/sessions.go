@@ -25,6 +25,7 @@ type Placer interface {
 	Watch(id string) (release func())
 	Changed() <-chan struct{}
 	SessionKey(id string) []byte
+	SessionsOf(player string) []string
 	Ready() bool
 }
 
@@ -131,6 +132,9 @@ func (s *Server) createSession(c echo.Context) error {
 			return jsonError(c, http.StatusRequestEntityTooLarge, "request body larger than 4 KiB")
 		}
 		return jsonError(c, http.StatusBadRequest, "invalid JSON body: %v", err)
+	}
+	if dec.More() {
+		return jsonError(c, http.StatusBadRequest, "invalid JSON body: trailing data after the object")
 	}
 	prefs, err := req.prefs()
 	if err != nil {

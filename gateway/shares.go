@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -51,10 +52,17 @@ type ShareStore interface {
 	ListShares(ctx context.Context) ([]Share, error)
 }
 
-// ConsulShares keeps share links in Consul KV under Prefix.
+// ConsulShares keeps share links in Consul KV under Prefix, each under a
+// hash of its id: KV keys are visible to anyone with catalog access, and the
+// id is the capability.
 type ConsulShares struct {
 	KV     *consul.KV
 	Prefix string // "metal/shares/"
+}
+
+func (c *ConsulShares) key(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return c.Prefix + hex.EncodeToString(sum[:])
 }
 
 // PutShare writes a share.
@@ -63,7 +71,7 @@ func (c *ConsulShares) PutShare(ctx context.Context, sh Share) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.KV.Put(&consul.KVPair{Key: c.Prefix + sh.ID, Value: b}, (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
+	if _, err := c.KV.Put(&consul.KVPair{Key: c.key(sh.ID), Value: b}, (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("store share: %w", err)
 	}
 	return nil
@@ -71,7 +79,7 @@ func (c *ConsulShares) PutShare(ctx context.Context, sh Share) error {
 
 // GetShare reads a share (stale reads allowed).
 func (c *ConsulShares) GetShare(ctx context.Context, id string) (Share, bool, error) {
-	kv, _, err := c.KV.Get(c.Prefix+id, (&consul.QueryOptions{AllowStale: true}).WithContext(ctx))
+	kv, _, err := c.KV.Get(c.key(id), (&consul.QueryOptions{AllowStale: true}).WithContext(ctx))
 	if err != nil || kv == nil {
 		return Share{}, false, err
 	}
@@ -84,7 +92,7 @@ func (c *ConsulShares) GetShare(ctx context.Context, id string) (Share, bool, er
 
 // DeleteShare revokes a share.
 func (c *ConsulShares) DeleteShare(ctx context.Context, id string) error {
-	if _, err := c.KV.Delete(c.Prefix+id, (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
+	if _, err := c.KV.Delete(c.key(id), (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("delete share: %w", err)
 	}
 	return nil
@@ -150,10 +158,10 @@ func (s *Server) createShare(c echo.Context) error {
 	}
 	ttl := defaultShareTTL
 	if req.TTLSeconds != 0 {
-		ttl = time.Duration(req.TTLSeconds) * time.Second
-		if req.TTLSeconds < 0 || ttl > maxShareTTL {
+		if req.TTLSeconds < 0 || req.TTLSeconds > int(maxShareTTL.Seconds()) {
 			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("ttl_seconds must be between 1 and %d", int(maxShareTTL.Seconds())))
 		}
+		ttl = time.Duration(req.TTLSeconds) * time.Second
 	}
 	existing, err := s.sessionShares(c.Request().Context(), st.ID)
 	if err != nil {
@@ -201,6 +209,11 @@ func (s *Server) revokeShare(c echo.Context) error {
 	}
 	if err := s.shares.DeleteShare(c.Request().Context(), id); err != nil {
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "share store unavailable")
+	}
+	// Spectators already watching are cut off too; those whose links are
+	// still valid reconnect on their own.
+	if err := s.dropViewers(c.Request().Context(), st); err != nil {
+		s.log.Warn("drop spectators after a revoke", "session", st.ID, "err", err)
 	}
 	return c.NoContent(http.StatusNoContent)
 }

@@ -108,6 +108,39 @@ func (s *Server) forwardWHEP(c echo.Context, st scheduler.Status, role token.Rol
 	return err
 }
 
+// dropViewers asks the session's streamer to end every spectator's WHEP
+// session (its DELETE /whep, with a single-use owner token).
+func (s *Server) dropViewers(ctx context.Context, st scheduler.Status) error {
+	if st.Endpoint == nil {
+		return nil // no streamer yet: nobody watches
+	}
+	signer, err := token.NewSigner(s.placer.SessionKey(st.ID))
+	if err != nil {
+		return err
+	}
+	tok, err := signer.SignOnce(st.ID, token.RoleOwner, s.cfg.TokenTTL, time.Now())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete,
+		"http://"+net.JoinHostPort(st.Endpoint.Address, strconv.Itoa(st.Endpoint.Port))+"/whep", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := whepClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("streamer answered %d", resp.StatusCode)
+	}
+	return nil
+}
+
 // ownerWHEPPost forwards the owner's offer (POST /v1/sessions/:id/whep).
 func (s *Server) ownerWHEPPost(c echo.Context) error {
 	st, err := s.ownedSession(c)

@@ -154,6 +154,7 @@ locals {
     "-public-ip", var.public_ip,
     "-loopback=${var.loopback}",
     "-demo=${var.demo}",
+    "-single-use-tokens",
   ]
   # The session-token key lives in a Nomad variable the gateway writes for
   # this job only; it never appears in the job specification.

@@ -154,7 +154,11 @@ func (s *Scheduler) watchTURN(ctx context.Context) error {
 				order = append(order, dc)
 			}
 			st := turnState{passing: true}
-			addr := e.Service.Address
+			// The relay's public address, as TURN credentials name it.
+			addr := e.Service.Meta["relay_ip"]
+			if addr == "" {
+				addr = e.Service.Address
+			}
 			if addr == "" {
 				addr = e.Node.Address
 			}

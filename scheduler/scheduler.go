@@ -343,6 +343,19 @@ func (s *Scheduler) Get(id string) (Status, error) {
 	return s.statusLocked(r), nil
 }
 
+// SessionsOf lists the live sessions of player.
+func (s *Scheduler) SessionsOf(player string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for id, r := range s.records {
+		if r.Player == player && !r.Ended {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // Touch records that a browser asked about the session (it is wanted).
 func (s *Scheduler) Touch(id string) {
 	s.mu.Lock()

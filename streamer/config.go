@@ -43,6 +43,9 @@ type Config struct {
 	// IdleTimeout ends the streamer (exit 0) after this long with no peer;
 	// 0 disables it.
 	IdleTimeout time.Duration
+	// SingleUseTokens refuses WHEP offers whose token has no ID: what a
+	// gateway-run streamer sets, since the gateway mints only those.
+	SingleUseTokens bool
 	// PlayoutDelayZero sends the playout-delay header extension with
 	// min = max = 0, which tells Chromium to render without a jitter buffer.
 	PlayoutDelayZero bool

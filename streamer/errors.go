@@ -5,6 +5,8 @@ import "errors"
 var (
 	// ErrBadInput is wrapped by every input message validation error.
 	ErrBadInput = errors.New("bad input message")
+	// errPeerGone refuses input that arrives after its peer was removed.
+	errPeerGone = errors.New("peer gone")
 	// ErrViewOnly is returned for input from a peer without the owner role.
 	ErrViewOnly = errors.New("view-only peer: input refused")
 	// ErrNoEncoder is returned when no usable video encoder is found.

@@ -4,17 +4,26 @@ import "sync"
 
 // held tracks the keys and buttons one peer holds down, so that they are
 // released when the peer goes away: a player whose connection drops with a
-// key held must not leave the desktop typing it forever.
+// key held must not leave the desktop typing it forever. Injection and
+// release take the same lock, so no key goes down after the release.
 type held struct {
 	mu      sync.Mutex
+	closed  bool
 	keys    map[uint32]bool
 	buttons map[int]bool
 }
 
-// note records a message that was injected.
-func (h *held) note(m InputMessage) {
+// inject applies a validated message for the peer, unless the peer is gone,
+// and remembers what it holds down.
+func (h *held) inject(m InputMessage, inj Injector, width, height int) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed {
+		return errPeerGone
+	}
+	if err := m.Apply(inj, width, height); err != nil {
+		return err
+	}
 	switch m.Type {
 	case "key":
 		if h.keys == nil {
@@ -35,14 +44,17 @@ func (h *held) note(m InputMessage) {
 			delete(h.buttons, *m.Button)
 		}
 	}
+	return nil
 }
 
-// release lets go of everything still held, once.
-func (h *held) release(inj Injector) {
+// release lets go of everything held; with closed, the peer is gone and
+// injects nothing more.
+func (h *held) release(inj Injector, closed bool) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = h.closed || closed
 	keys, buttons := h.keys, h.buttons
 	h.keys, h.buttons = nil, nil
-	h.mu.Unlock()
 	if inj == nil {
 		return
 	}

@@ -131,6 +131,10 @@ func (s *Server) newPeer(ctx context.Context, id string, role token.Role, offer 
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			s.media.RequestKeyframe()
+		case webrtc.PeerConnectionStateDisconnected:
+			// The network dropped: let go of held keys now rather than when
+			// ICE gives up; the player presses again if it comes back.
+			p.held.release(s.input, false)
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			s.removePeer(p.id)
 		}
@@ -265,12 +269,11 @@ func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
 			reply(errors.New("no input device"))
 			return
 		}
-		if err := m.Apply(s.input, s.cfg.Width, s.cfg.Height); err != nil {
+		if err := p.held.inject(m, s.input, s.cfg.Width, s.cfg.Height); err != nil {
 			s.metrics.inputMessages.WithLabelValues("invalid").Inc()
 			reply(err)
 			return
 		}
-		p.held.note(m)
 		s.metrics.inputMessages.WithLabelValues("ok").Inc()
 	})
 }

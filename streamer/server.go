@@ -285,7 +285,8 @@ func (s *Server) Run(ctx context.Context) error {
 			s.media.tickFPS()
 			if s.cfg.IdleTimeout > 0 {
 				s.mu.Lock()
-				idle := len(s.peers) == 0 && time.Since(s.idleFrom) >= s.cfg.IdleTimeout
+				owners, _ := s.countLocked()
+				idle := owners == 0 && time.Since(s.idleFrom) >= s.cfg.IdleTimeout
 				s.mu.Unlock()
 				if idle {
 					s.log.Info("no peer within the idle timeout; exiting", "idle_timeout", s.cfg.IdleTimeout)
@@ -315,6 +316,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /whep", s.whepPost)
 	mux.HandleFunc("DELETE /whep/{id}", s.whepDelete)
+	mux.HandleFunc("DELETE /whep", s.whepDropViewers)
 	mux.HandleFunc("PATCH /whep/{id}", s.whepPatch)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
@@ -324,14 +326,17 @@ func (s *Server) Handler() http.Handler {
 
 // Health is the /healthz body.
 type Health struct {
-	Status     string `json:"status"` // "ok" once the first frame is encoded, else "starting"
-	Session    string `json:"session"`
-	Encoder    string `json:"encoder"`
-	Codec      string `json:"codec"`
-	Width      int    `json:"width"`
-	Height     int    `json:"height"`
-	FPS        int    `json:"fps"`
+	Status  string `json:"status"` // "ok" once the first frame is encoded, else "starting"
+	Session string `json:"session"`
+	Encoder string `json:"encoder"`
+	Codec   string `json:"codec"`
+	Width   int    `json:"width"`
+	Height  int    `json:"height"`
+	FPS     int    `json:"fps"`
+	// Peers are the owner's connected browsers (what keeps a session
+	// "connected" and alive); Viewers the spectators'.
 	Peers      int    `json:"peers"`
+	Viewers    int    `json:"viewers"`
 	Frames     uint64 `json:"frames"`
 	BitrateKbs int    `json:"bitrate_kbps"`
 	// GPU is NVIDIA_VISIBLE_DEVICES as Nomad's device plugin set it.
@@ -341,7 +346,8 @@ type Health struct {
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	h := Health{Status: "starting", Session: s.cfg.SessionID, Encoder: s.encoder, Codec: Codec(s.encoder),
-		Width: s.cfg.Width, Height: s.cfg.Height, FPS: s.cfg.FPS, Peers: len(s.peers), GPU: os.Getenv("NVIDIA_VISIBLE_DEVICES")}
+		Width: s.cfg.Width, Height: s.cfg.Height, FPS: s.cfg.FPS, GPU: os.Getenv("NVIDIA_VISIBLE_DEVICES")}
+	h.Peers, h.Viewers = s.countLocked()
 	s.mu.Unlock()
 	code := http.StatusServiceUnavailable
 	if s.ready.Load() {
@@ -351,6 +357,18 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(h)
+}
+
+// countLocked counts owner and viewer peers. Call with s.mu held.
+func (s *Server) countLocked() (owners, viewers int) {
+	for _, p := range s.peers {
+		if p.role == token.RoleOwner {
+			owners++
+		} else {
+			viewers++
+		}
+	}
+	return owners, viewers
 }
 
 // addPeer adds an answered peer; reserved says it held a pending slot.
@@ -372,8 +390,8 @@ func (s *Server) removePeer(id string) bool {
 	p, ok := s.peers[id]
 	delete(s.peers, id)
 	n := len(s.peers)
-	if ok && n == 0 {
-		s.idleFrom = time.Now()
+	if owners, _ := s.countLocked(); ok && owners == 0 {
+		s.idleFrom = time.Now() // spectators alone do not keep a stream alive
 	}
 	s.mu.Unlock()
 	if !ok {
@@ -381,7 +399,7 @@ func (s *Server) removePeer(id string) bool {
 	}
 	s.metrics.peers.Set(float64(n))
 	go p.close() // Close waits for pion's goroutines; never block a callback on it.
-	p.held.release(s.input)
+	p.held.release(s.input, true)
 	p.log.Info("peer removed", "peers", n)
 	return true
 }
@@ -393,7 +411,7 @@ func (s *Server) closePeers() {
 	s.mu.Unlock()
 	for _, p := range peers {
 		p.close()
-		p.held.release(s.input)
+		p.held.release(s.input, true)
 	}
 }
 

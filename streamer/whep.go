@@ -36,6 +36,11 @@ func httpError(w http.ResponseWriter, code int, format string, a ...any) {
 
 // authorize checks the bearer token against this streamer's session.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (token.Claims, bool) {
+	return s.authorizeAt(w, r, time.Now())
+}
+
+// authorizeAt is authorize at now (one clock reading for a whole request).
+func (s *Server) authorizeAt(w http.ResponseWriter, r *http.Request, now time.Time) (token.Claims, bool) {
 	auth := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
 	if !ok || tok == "" {
@@ -43,7 +48,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (token.Claims
 		httpError(w, http.StatusUnauthorized, "missing session token: send Authorization: Bearer <token>")
 		return token.Claims{}, false
 	}
-	c, err := s.signer.Verify(tok, time.Now())
+	c, err := s.signer.Verify(tok, now)
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="metal", error="invalid_token"`)
 		httpError(w, http.StatusUnauthorized, "invalid session token: %v", err)
@@ -58,8 +63,14 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (token.Claims
 }
 
 func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
-	claims, ok := s.authorize(w, r)
+	now := time.Now()
+	claims, ok := s.authorizeAt(w, r, now)
 	if !ok {
+		return
+	}
+	if s.cfg.SingleUseTokens && claims.ID == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="metal", error="invalid_token"`)
+		httpError(w, http.StatusUnauthorized, "a single-use session token is required")
 		return
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -82,15 +93,20 @@ func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
 	}
 	// A single-use token (the gateway mints only those) is spent here, on
 	// the first POST that gets this far; a replay is refused.
-	if claims.ID != "" && !s.spend(claims, time.Now()) {
+	if claims.ID != "" && !s.spend(claims, now) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="metal", error="invalid_token"`)
 		httpError(w, http.StatusUnauthorized, "session token already used")
 		return
 	}
 	// The peer limit holds under concurrent offers: a slot is taken before
-	// the (slow) answer and given back if the answer fails.
+	// the (slow) answer and given back unless a peer takes it. Spectators
+	// never take the last slot: the owner can always reconnect.
+	limit := maxPeers
+	if claims.Role != token.RoleOwner {
+		limit = maxPeers - 1
+	}
 	s.mu.Lock()
-	if len(s.peers)+s.pending >= maxPeers {
+	if len(s.peers)+s.pending >= limit {
 		s.mu.Unlock()
 		w.Header().Set("Retry-After", "5")
 		httpError(w, http.StatusServiceUnavailable, "too many viewers (%d)", maxPeers)
@@ -98,18 +114,20 @@ func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
 	}
 	s.pending++
 	s.mu.Unlock()
-	unreserve := func() {
-		s.mu.Lock()
-		s.pending--
-		s.mu.Unlock()
-	}
+	added := false
+	defer func() {
+		if !added {
+			s.mu.Lock()
+			s.pending--
+			s.mu.Unlock()
+		}
+	}()
 
 	id := newID()
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	p, answer, err := s.newPeer(ctx, id, claims.Role, string(body))
 	if err != nil {
-		unreserve()
 		if errors.Is(err, errBadOffer) {
 			httpError(w, http.StatusBadRequest, "invalid SDP offer: %v", err)
 			return
@@ -119,6 +137,7 @@ func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.addPeer(p, true)
+	added = true
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("Location", "/whep/"+id)
 	w.WriteHeader(http.StatusCreated)
@@ -161,7 +180,7 @@ func (s *Server) spend(c token.Claims, now time.Time) bool {
 			delete(s.spent, id)
 		}
 	}
-	if _, used := s.spent[c.ID]; used {
+	if _, used := s.spent[c.ID]; used || c.Expiry <= now.Unix() {
 		return false
 	}
 	if len(s.spent) >= maxSpent {
@@ -173,6 +192,33 @@ func (s *Server) spend(c token.Claims, now time.Time) bool {
 
 // maxSpent bounds the remembered token IDs (each lives at most a token TTL).
 const maxSpent = 4096
+
+// whepDropViewers ends every spectator's WHEP session (DELETE /whep, owner
+// token): the gateway calls it when the owner revokes a share link, and
+// spectators whose links are still valid reconnect on their own.
+func (s *Server) whepDropViewers(w http.ResponseWriter, r *http.Request) {
+	claims, ok := s.authorize(w, r)
+	if !ok {
+		return
+	}
+	if claims.Role != token.RoleOwner {
+		httpError(w, http.StatusForbidden, "only the owner drops spectators")
+		return
+	}
+	s.mu.Lock()
+	var ids []string
+	for id, p := range s.peers {
+		if p.role != token.RoleOwner {
+			ids = append(ids, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		s.removePeer(id)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, "{\"dropped\":%d}\n", len(ids))
+}
 
 func (s *Server) whepPatch(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Allow", "DELETE")

@@ -2,6 +2,8 @@ package streamer
 
 import (
 	"bytes"
+	"fmt"
+	"strings"
 	"io"
 	"net/http"
 	"sync"
@@ -79,7 +81,8 @@ func TestSingleUseTokensAndCreatorDelete(t *testing.T) {
 		t.Fatalf("the owner deleting its WHEP session = %d %s", code, body)
 	}
 
-	// Twelve offers at once: never more than maxPeers answered.
+	// Twelve spectators' offers at once: never more than maxPeers-1
+	// answered (the last slot is the owner's), and the owner still gets in.
 	const n = 12
 	offers := make([]string, n)
 	for i := range offers {
@@ -100,8 +103,31 @@ func TestSingleUseTokensAndCreatorDelete(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if codes[201] != maxPeers || codes[503] != n-maxPeers {
-		t.Fatalf("answers to %d concurrent offers %v, want %d×201 and the rest 503", n, codes, maxPeers)
+	if codes[201] != maxPeers-1 || codes[503] != n-maxPeers+1 {
+		t.Fatalf("answers to %d concurrent spectator offers %v, want %d×201 and the rest 503", n, codes, maxPeers-1)
+	}
+	owner3, _ := signer.SignOnce("sess-test", token.RoleOwner, time.Minute, time.Now())
+	offer3, _ := offerSDP(t)
+	if code, _, body := whepDo(t, "POST", r.URL()+"/whep", owner3, offer3); code != 201 {
+		t.Fatalf("the owner with spectators filling the rest = %d %s, want 201", code, body)
+	}
+	if h, _ := health(t, r.URL()); h.Peers != 1 || h.Viewers != maxPeers-1 {
+		t.Fatalf("healthz peers %d viewers %d, want 1 and %d", h.Peers, h.Viewers, maxPeers-1)
+	}
+	// The owner drops the spectators (a revoked share link).
+	owner4, _ := signer.SignOnce("sess-test", token.RoleOwner, time.Minute, time.Now())
+	if code, _, body := whepDo(t, "DELETE", r.URL()+"/whep", owner4, ""); code != 200 || !strings.Contains(body, fmt.Sprintf(`"dropped":%d`, maxPeers-1)) {
+		t.Fatalf("drop spectators = %d %s", code, body)
+	}
+	if h, _ := health(t, r.URL()); h.Peers != 1 || h.Viewers != 0 {
+		t.Fatalf("after the drop: healthz peers %d viewers %d, want 1 and 0", h.Peers, h.Viewers)
+	}
+	// A gateway-run streamer accepts only single-use tokens.
+	r.cfg.SingleUseTokens = true
+	reusable, _ := signer.Sign("sess-test", token.RoleOwner, time.Minute, time.Now())
+	offer5, _ := offerSDP(t)
+	if code, _, body := whepDo(t, "POST", r.URL()+"/whep", reusable, offer5); code != 401 || !strings.Contains(body, "single-use") {
+		t.Fatalf("a reusable token on a gateway-run streamer = %d %s, want 401", code, body)
 	}
 }
 

@@ -34,7 +34,8 @@ func runStreamer(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.BoolVar(&cfg.Demo, "demo", cfg.Demo, "draw a moving demo scene and play a tone")
 	fs.StringVar(&cfg.SessionID, "session", cfg.SessionID, "session id this streamer serves")
 	key := fs.String("token-key", "", "session-token signing key, at least 32 bytes (default: random, printed link only)")
-	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "exit 0 after this long without a peer (0: never)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "exit 0 after this long without the owner connected (0: never)")
+	fs.BoolVar(&cfg.SingleUseTokens, "single-use-tokens", cfg.SingleUseTokens, "accept only single-use session tokens (a gateway-run streamer)")
 	fs.BoolVar(&cfg.PlayoutDelayZero, "playout-delay-zero", cfg.PlayoutDelayZero, "ask the browser to render without buffering (playout-delay 0)")
 	flagenv.Usage(fs, "metal streamer [flags]")
 	if err := flagenv.Parse(fs, args); err != nil {

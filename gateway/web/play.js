@@ -20,26 +20,45 @@
     connected: "Connecting…",
   };
   let session = null, playing = false, events = null;
-  window.metalGateway = { get session() { return session; }, stunRTT: (u, ms) => stunRTT(u, ms) };
+  window.metalGateway = { get session() { return session; }, stunRTT: (u, ms) => gatherOnly(ms).then((b) => stunRTT(u, ms, b)) };
 
   // stunRTT times a STUN binding to an edge's TURN server through WebRTC:
   // from gathering start to the server-reflexive candidate, or to the end
   // of gathering when the browser drops that candidate (a player with no
-  // NAT: it equals the host candidate), is one round trip plus local work.
+  // NAT: it equals the host candidate), less the time gathering takes with
+  // no server, is one round trip.
   // It works from an HTTPS page, where fetching an edge's http:// probe is
   // mixed content and blocked.
-  function stunRTT(url, ms) {
+  function stunRTT(url, ms, base = null) {
     return new Promise((resolve) => {
       let pc;
       try { pc = new RTCPeerConnection({ iceServers: [{ urls: url }] }); } catch (_) { resolve(null); return; }
       const done = (v) => { clearTimeout(timer); try { pc.close(); } catch (_) { /* closed */ } resolve(v); };
       const timer = setTimeout(() => done(null), ms);
       let t0 = 0;
+      // Gathering host candidates comes first (base: the same gathering with
+      // no server); what follows is the STUN round trip. A server that does
+      // not answer never ends gathering within ms: no figure.
+      const rtt = () => Math.max(0.1, performance.now() - t0 - (base || 0));
       pc.onicecandidate = (ev) => {
-        if (ev.candidate && / typ srflx /.test(ev.candidate.candidate)) done(performance.now() - t0);
-        if (!ev.candidate) done(performance.now() - t0);
+        if (ev.candidate && / typ srflx /.test(ev.candidate.candidate)) done(rtt());
+        if (!ev.candidate) done(rtt());
       };
       pc.createDataChannel("rtt");
+      pc.createOffer().then((o) => { t0 = performance.now(); return pc.setLocalDescription(o); }).catch(() => done(null));
+    });
+  }
+
+  // gatherOnly times ICE gathering with no server: the baseline a STUN
+  // measurement must clearly exceed.
+  function gatherOnly(ms) {
+    return new Promise((resolve) => {
+      const pc = new RTCPeerConnection({ iceServers: [] });
+      let t0 = 0;
+      const done = (v) => { clearTimeout(timer); pc.close(); resolve(v); };
+      const timer = setTimeout(() => done(null), ms);
+      pc.onicecandidate = (ev) => { if (!ev.candidate) done(performance.now() - t0); };
+      pc.createDataChannel("base");
       pc.createOffer().then((o) => { t0 = performance.now(); return pc.setLocalDescription(o); }).catch(() => done(null));
     });
   }
@@ -54,10 +73,11 @@
     } catch (_) { return {}; }
     const rtt = {};
     if (location.protocol === "https:") {
+      const base = await gatherOnly(1500);
       await Promise.all(edges.filter((e) => e.stun).map(async (e) => {
         const samples = [];
         for (let i = 0; i < 3; i++) {
-          const v = await stunRTT(e.stun, 1500);
+          const v = await stunRTT(e.stun, 1500, base);
           if (v === null) break;
           samples.push(v);
         }
