@@ -1,12 +1,15 @@
 package streamer
 
 import (
+	"bytes"
 	"errors"
-	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/pion/sdp/v3"
+	"github.com/metal-stream/metal/internal/token"
 )
 
 // boundsRecorder checks every injected event stays on a 1280x720 screen
@@ -71,34 +74,58 @@ func FuzzParseInput(f *testing.F) {
 	})
 }
 
-// FuzzCheckOffer: any WHEP body is either refused by checkOffer with an
-// error (the streamer answers 400 before any WebRTC state exists) or is an
-// SDP with a video m-line that parses again after a round trip; nothing
-// panics.
+// FuzzCheckOffer: any WHEP body sent to a running streamer's POST /whep
+// (with a fresh valid owner token each time) gets 201 or a 4xx, never a 5xx
+// or a panic; a refused body leaves no peer, no reserved slot and no spent
+// token behind; an answered one is a real peer that DELETE removes. An
+// accepted body is an SDP with a video m-line.
 func FuzzCheckOffer(f *testing.F) {
 	f.Add([]byte("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\n"))
 	f.Add([]byte("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"))
 	f.Add([]byte("hello world"))
 	f.Add([]byte(""))
 	f.Add([]byte("v=0\r\nm=video"))
+	r := startStreamer(f, func(c *Config) { c.Audio = false })
+	signer, _ := token.NewSigner(testKey)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if len(b) > maxOfferBytes {
-			return // refused by size before checkOffer
-		}
-		if err := checkOffer(b); err != nil {
-			return
-		}
-		var d sdp.SessionDescription
-		if err := d.UnmarshalString(string(b)); err != nil {
-			t.Fatalf("accepted an offer that does not parse: %v", err)
-		}
-		out, err := d.Marshal()
-		if err != nil {
-			t.Fatalf("accepted offer does not marshal: %v", err)
-		}
-		var again sdp.SessionDescription
-		if err := again.UnmarshalString(string(out)); err != nil {
-			t.Fatalf("accepted offer does not survive a round trip: %v\n%s", err, fmt.Sprint(strings.Count(string(out), "\n")))
+		tok, _ := signer.SignOnce("sess-test", token.RoleOwner, time.Minute, time.Now())
+		req := httptest.NewRequest(http.MethodPost, "/whep", bytes.NewReader(b))
+		req.Header.Set("Content-Type", "application/sdp")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		rec := httptest.NewRecorder()
+		r.Handler().ServeHTTP(rec, req)
+		r.mu.Lock()
+		peers, pending, spent := len(r.peers), r.pending, len(r.spent)
+		_, spentThis := r.spent[claimsID(t, signer, tok)]
+		r.mu.Unlock()
+		switch {
+		case rec.Code == http.StatusCreated:
+			if checkOffer(b) != nil {
+				t.Fatalf("answered an offer checkOffer refuses")
+			}
+			id := strings.TrimPrefix(rec.Header().Get("Location"), "/whep/")
+			if !r.removePeer(id) {
+				t.Fatalf("answered, but no peer %q", id)
+			}
+		case rec.Code >= 500:
+			t.Fatalf("%d %s", rec.Code, rec.Body)
+		case rec.Code < 400:
+			t.Fatalf("unexpected %d", rec.Code)
+		default:
+			if peers != 0 || pending != 0 {
+				t.Fatalf("a refused offer (%d) left %d peers and %d reserved slots", rec.Code, peers, pending)
+			}
+			if spentThis && (len(b) > maxOfferBytes || checkOffer(b) != nil) {
+				t.Fatalf("a body refused before WebRTC spent its token (%d spent)", spent)
+			}
 		}
 	})
+}
+
+func claimsID(t *testing.T, s *token.Signer, tok string) string {
+	c, err := s.Verify(tok, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.ID
 }

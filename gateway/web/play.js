@@ -149,7 +149,14 @@
       if (session && session.id === id && ["ended", "failed"].includes(session.state)) {
         events.close();
       } else if (events.readyState === EventSource.CLOSED) {
-        setTimeout(() => follow(id), 1000); // refused (not yet known): ask again
+        // Refused: not yet known to this gateway, or the owner cookie expired
+        // (404 for a session that is not ours). Ask again; after a 404, ask
+        // for the session afresh with the link, which resumes it.
+        setTimeout(() => {
+          fetch(`/v1/sessions/${id}`, { cache: "no-store" })
+            .then((r) => (r.status === 404 ? start() : follow(id)))
+            .catch(() => follow(id));
+        }, 1000);
       }
     };
   }
