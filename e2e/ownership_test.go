@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +27,7 @@ import (
 	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
+	"github.com/metal-stream/metal/internal/token"
 	"github.com/metal-stream/metal/jobs"
 )
 
@@ -89,6 +92,39 @@ func TestStrangerCannotTouchSession(t *testing.T) {
 	}
 	if after := framesOf(t, alice); after <= before+10 {
 		t.Fatalf("alice stopped playing after the stranger tried: %d then %d frames", before, after)
+	}
+
+	// The streamer Nomad placed accepts a gateway-minted (single-use) owner
+	// token once: a replay of it is refused, and so is a reusable token.
+	signer, _ := token.NewSigner(token.DeriveKey([]byte(e2eKey), id))
+	once, _ := signer.SignOnce(id, token.RoleOwner, time.Minute, time.Now())
+	reusable, _ := signer.Sign(id, token.RoleOwner, time.Minute, time.Now())
+	svcs, _, err := clustertest.Cluster(t).Consul.Catalog().Service("metal-streamer", "session-"+id, nil)
+	if err != nil || len(svcs) != 1 {
+		t.Fatalf("streamer in Consul: %v %d", err, len(svcs))
+	}
+	whep := fmt.Sprintf("http://%s:%d/whep", svcs[0].ServiceAddress, svcs[0].ServicePort)
+	offer := "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\n"
+	post := func(tok string) (int, string) {
+		req, _ := http.NewRequest("POST", whep, strings.NewReader(offer))
+		req.Header.Set("Content-Type", "application/sdp")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post(once); code == 401 {
+		t.Fatalf("first use of a single-use token refused: %s", body)
+	}
+	if code, body := post(once); code != 401 || !strings.Contains(body, "already used") {
+		t.Fatalf("replayed owner token = %d %s, want 401 already used", code, body)
+	}
+	if code, body := post(reusable); code != 401 || !strings.Contains(body, "single-use") {
+		t.Fatalf("reusable owner token = %d %s, want 401", code, body)
 	}
 
 	// The owner shares; a spectator watches and cannot steer.
