@@ -370,6 +370,16 @@ func TestSessionIsItsPlayers(t *testing.T) {
 	if rec := do(t, s, "GET", "/v1/shares/"+sh.ID, "", "", ""); rec.Code != 200 || !strings.Contains(rec.Body.String(), v.ID) {
 		t.Fatalf("spectator reads the share = %d %s", rec.Code, rec.Body)
 	}
+	// KV, which catalog readers see, never holds the capability itself.
+	pairs, _, err := clustertest.Cluster(t).Consul.KV().List("metal-test/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pairs {
+		if strings.Contains(p.Key, sh.ID) || strings.Contains(string(p.Value), sh.ID) {
+			t.Fatalf("the share id is readable in Consul KV at %s", p.Key)
+		}
+	}
 	if rec := do(t, s, "GET", "/w/"+sh.ID, "", "", ""); rec.Code != 200 || !strings.Contains(rec.Body.String(), "watch.js") {
 		t.Fatalf("watch page = %d", rec.Code)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"regexp"
@@ -133,7 +134,7 @@ func (s *Server) createSession(c echo.Context) error {
 		}
 		return jsonError(c, http.StatusBadRequest, "invalid JSON body: %v", err)
 	}
-	if dec.More() {
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
 		return jsonError(c, http.StatusBadRequest, "invalid JSON body: trailing data after the object")
 	}
 	prefs, err := req.prefs()

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -36,9 +37,11 @@ const (
 
 var shareIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
-// Share is one view-only link.
+// Share is one view-only link. Only its creation answer carries the ID
+// and URL; the store keeps neither (a listing shows Ref, a hash prefix).
 type Share struct {
-	ID      string    `json:"id"`
+	ID      string    `json:"id,omitempty"`
+	Ref     string    `json:"ref,omitempty"`
 	Session string    `json:"session"`
 	Expires time.Time `json:"expires"`
 	URL     string    `json:"url,omitempty"`
@@ -60,18 +63,23 @@ type ConsulShares struct {
 	Prefix string // "metal/shares/"
 }
 
-func (c *ConsulShares) key(id string) string {
+func (c *ConsulShares) key(id string) string { return c.Prefix + shareRef(id) }
+
+// shareRef is what the store knows a share by: the SHA-256 of its id.
+func shareRef(id string) string {
 	sum := sha256.Sum256([]byte(id))
-	return c.Prefix + hex.EncodeToString(sum[:])
+	return hex.EncodeToString(sum[:])
 }
 
-// PutShare writes a share.
+// PutShare writes a share, without its id.
 func (c *ConsulShares) PutShare(ctx context.Context, sh Share) error {
+	key := c.key(sh.ID)
+	sh.ID, sh.URL, sh.Ref = "", "", ""
 	b, err := json.Marshal(sh)
 	if err != nil {
 		return err
 	}
-	if _, err := c.KV.Put(&consul.KVPair{Key: c.key(sh.ID), Value: b}, (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
+	if _, err := c.KV.Put(&consul.KVPair{Key: key, Value: b}, (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("store share: %w", err)
 	}
 	return nil
@@ -84,15 +92,20 @@ func (c *ConsulShares) GetShare(ctx context.Context, id string) (Share, bool, er
 		return Share{}, false, err
 	}
 	var sh Share
-	if err := json.Unmarshal(kv.Value, &sh); err != nil || sh.ID != id {
+	if err := json.Unmarshal(kv.Value, &sh); err != nil || sh.Session == "" {
 		return Share{}, false, nil
 	}
+	sh.ID, sh.Ref = id, shareRef(id)
 	return sh, true, nil
 }
 
-// DeleteShare revokes a share.
-func (c *ConsulShares) DeleteShare(ctx context.Context, id string) error {
-	if _, err := c.KV.Delete(c.key(id), (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
+// DeleteShare revokes a share, by its id or (from a listing) its ref.
+func (c *ConsulShares) DeleteShare(ctx context.Context, idOrRef string) error {
+	key := c.key(idOrRef)
+	if len(idOrRef) == 64 {
+		key = c.Prefix + idOrRef
+	}
+	if _, err := c.KV.Delete(key, (&consul.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("delete share: %w", err)
 	}
 	return nil
@@ -107,7 +120,8 @@ func (c *ConsulShares) ListShares(ctx context.Context) ([]Share, error) {
 	var out []Share
 	for _, p := range pairs {
 		var sh Share
-		if json.Unmarshal(p.Value, &sh) == nil && sh.ID != "" {
+		if json.Unmarshal(p.Value, &sh) == nil && sh.Session != "" {
+			sh.Ref = strings.TrimPrefix(p.Key, c.Prefix)
 			out = append(out, sh)
 		}
 	}
@@ -130,10 +144,9 @@ func (s *Server) sessionShares(ctx context.Context, session string) ([]Share, er
 			continue
 		}
 		if time.Now().After(sh.Expires) {
-			_ = s.shares.DeleteShare(ctx, sh.ID) // expired: forget it
+			_ = s.shares.DeleteShare(ctx, sh.Ref) // expired: forget it
 			continue
 		}
-		sh.URL = s.URL() + "/w/" + sh.ID
 		out = append(out, sh)
 	}
 	return out, nil
@@ -154,6 +167,9 @@ func (s *Server) createShare(c echo.Context) error {
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
 			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("invalid JSON body: %v", err))
+		}
+		if err := dec.Decode(&struct{}{}); err != io.EOF {
+			return echo.NewHTTPError(http.StatusBadRequest, "invalid JSON body: trailing data after the object")
 		}
 	}
 	ttl := defaultShareTTL

@@ -148,8 +148,14 @@ func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
 // (128 random bits) is told to the creator alone, and the token must carry
 // the creator's role, so a viewer cannot end the owner's stream.
 func (s *Server) whepDelete(w http.ResponseWriter, r *http.Request) {
-	claims, ok := s.authorize(w, r)
+	now := time.Now()
+	claims, ok := s.authorizeAt(w, r, now)
 	if !ok {
+		return
+	}
+	if (s.cfg.SingleUseTokens && claims.ID == "") || (claims.ID != "" && !s.spend(claims, now)) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="metal", error="invalid_token"`)
+		httpError(w, http.StatusUnauthorized, "a single-use session token is required, once")
 		return
 	}
 	id := r.PathValue("id")
@@ -197,8 +203,14 @@ const maxSpent = 4096
 // token): the gateway calls it when the owner revokes a share link, and
 // spectators whose links are still valid reconnect on their own.
 func (s *Server) whepDropViewers(w http.ResponseWriter, r *http.Request) {
-	claims, ok := s.authorize(w, r)
+	now := time.Now()
+	claims, ok := s.authorizeAt(w, r, now)
 	if !ok {
+		return
+	}
+	if (s.cfg.SingleUseTokens && claims.ID == "") || (claims.ID != "" && !s.spend(claims, now)) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="metal", error="invalid_token"`)
+		httpError(w, http.StatusUnauthorized, "a single-use session token is required, once")
 		return
 	}
 	if claims.Role != token.RoleOwner {

@@ -3,9 +3,9 @@ package streamer
 import (
 	"bytes"
 	"fmt"
-	"strings"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"

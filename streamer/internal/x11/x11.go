@@ -40,8 +40,13 @@ import (
 	"unsafe"
 )
 
-// ErrNoKeycode is returned for a keysym the keyboard map cannot produce.
-var ErrNoKeycode = errors.New("no keycode for keysym")
+var (
+	// ErrClosed is returned for input after Close (a peer's late release
+	// while the streamer shuts down).
+	ErrClosed = errors.New("display closed")
+	// ErrNoKeycode is returned for a keysym the keyboard map cannot produce.
+	ErrNoKeycode = errors.New("no keycode for keysym")
+)
 
 // Display is one Xlib connection. Its methods are safe for concurrent use.
 type Display struct {
@@ -82,6 +87,9 @@ func (x *Display) Close() {
 func (x *Display) MoveTo(px, py int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.d == nil {
+		return // closed: the streamer is shutting down
+	}
 	C.XTestFakeMotionEvent(x.d, -1, C.int(px), C.int(py), C.CurrentTime)
 	C.XFlush(x.d)
 }
@@ -90,6 +98,9 @@ func (x *Display) MoveTo(px, py int) {
 func (x *Display) MoveBy(dx, dy int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.d == nil {
+		return // closed: the streamer is shutting down
+	}
 	C.XTestFakeRelativeMotionEvent(x.d, C.int(dx), C.int(dy), C.CurrentTime)
 	C.XFlush(x.d)
 }
@@ -99,6 +110,9 @@ func (x *Display) MoveBy(dx, dy int) {
 func (x *Display) Button(b int, down bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.d == nil {
+		return // closed: the streamer is shutting down
+	}
 	C.XTestFakeButtonEvent(x.d, C.uint(b), boolInt(down), C.CurrentTime)
 	C.XFlush(x.d)
 }
@@ -107,6 +121,9 @@ func (x *Display) Button(b int, down bool) {
 func (x *Display) Key(keysym uint32, down bool) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.d == nil {
+		return ErrClosed
+	}
 	kc := C.XKeysymToKeycode(x.d, C.KeySym(keysym))
 	if kc == 0 {
 		return fmt.Errorf("%w 0x%x", ErrNoKeycode, keysym)
@@ -120,6 +137,9 @@ func (x *Display) Key(keysym uint32, down bool) error {
 func (x *Display) Pointer() (px, py int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.d == nil {
+		return // closed: the streamer is shutting down
+	}
 	var cx, cy C.int
 	C.metal_query_pointer(x.d, &cx, &cy)
 	return int(cx), int(cy)
@@ -129,6 +149,9 @@ func (x *Display) Pointer() (px, py int) {
 func (x *Display) KeyDown(keysym uint32) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.d == nil {
+		return false
+	}
 	kc := C.XKeysymToKeycode(x.d, C.KeySym(keysym))
 	return kc != 0 && C.metal_key_down(x.d, kc) == 1
 }
