@@ -53,11 +53,10 @@ func BenchmarkPlayerURLToFirstFrame(b *testing.B) {
 		}
 		v, _ := browsertest.Eval[float64](tab, `window.firstFrameAt`)
 		ms = append(ms, v) // performance.now() counts from navigation start
-		id, _ := browsertest.Eval[string](tab, `metal.session.id`)
+		id := sessionOf(b, tab) // as its player: the tab's owner cookie
 		_ = chromedp.Do(tab, chromedp.Navigate("about:blank"))
-		req, _ := http.NewRequest("DELETE", g.url+"/v1/sessions/"+id, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
+		if code, body := g.api(b, "DELETE", "/v1/sessions/"+id, "", nil); code != 204 {
+			b.Fatalf("leave: %d %s", code, body)
 		}
 		waitNoJobs(b)
 	}

@@ -245,7 +245,7 @@ func waitFrames(t *testing.T, tab context.Context, min int) {
 
 // sessionOf is the session the tab's page plays; the test adopts the
 // tab's owner cookie for it, to read and stop it as its player.
-func sessionOf(t *testing.T, tab context.Context) string {
+func sessionOf(t testing.TB, tab context.Context) string {
 	t.Helper()
 	id, err := browsertest.Eval[string](tab, `metal.session ? metal.session.id : ""`)
 	if err != nil || id == "" {
