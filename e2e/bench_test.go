@@ -142,6 +142,8 @@ func BenchmarkGatewayStatus(b *testing.B) {
 	if id == "" {
 		b.Fatalf("no session: %s", body)
 	}
+	cs, _ := ownerCookies.Load(id)
+	owner, _ := cs.([]*http.Cookie)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	var count atomic.Int64
 	var mu sync.Mutex
@@ -155,11 +157,19 @@ func BenchmarkGatewayStatus(b *testing.B) {
 			var mine []float64
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
-				resp, err := client.Get(g.url + "/v1/sessions/" + id)
+				req, _ := http.NewRequest("GET", g.url+"/v1/sessions/"+id, nil)
+				for _, c := range owner {
+					req.AddCookie(c) // as the session's player: a stranger only gets 404s
+				}
+				resp, err := client.Do(req)
 				if err != nil {
 					continue
 				}
 				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Errorf("status %d", resp.StatusCode)
+					return
+				}
 				mine = append(mine, float64(time.Since(t0).Microseconds())/1000)
 				count.Add(1)
 			}
