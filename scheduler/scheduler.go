@@ -55,6 +55,9 @@ type Config struct {
 	ReapAfter time.Duration
 	// KeepEnded is how long an ended session's record stays readable.
 	KeepEnded time.Duration
+	// SweepEvery is how often Nomad's session jobs and keys are reconciled
+	// with the session records (reconcile.go); 0 disables it.
+	SweepEvery time.Duration
 	// MasterKey derives each session's token key (token.DeriveKey).
 	MasterKey []byte
 }
@@ -69,6 +72,7 @@ func DefaultConfig() Config {
 		KVPrefix:   "metal/sessions/",
 		ReapAfter:  60 * time.Second,
 		KeepEnded:  2 * time.Minute,
+		SweepEvery: 30 * time.Second,
 	}
 }
 
@@ -181,6 +185,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	g.Go(func() error { return s.watchConsul(ctx) })
 	g.Go(func() error { return s.placeLoop(ctx) })
 	g.Go(func() error { return s.reapLoop(ctx) })
+	g.Go(func() error { return s.sweepLoop(ctx) })
 	g.Go(func() error { return s.probeLoop(ctx, time.Second) })
 	g.Go(func() error { return s.watchCapacity(ctx) })
 	g.Go(func() error { return s.watchTURN(ctx) })

@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 	"github.com/metal-stream/metal/jobs"
@@ -217,5 +220,64 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		if _, err := New(cfg, c.Nomad, c.Consul, nil); err == nil {
 			t.Errorf("New(%+v) accepted", cfg)
 		}
+	}
+}
+
+// TestSweepRemovesOrphansBothWays: a session job (and its key) registered
+// behind the scheduler's back is purged by the sweep, while a job whose
+// placed record is in KV (another gateway's) is left alone; a placed
+// session whose job is missing past the grace fails with ReasonJobGone
+// (within it, it is left alone: a placement in flight).
+func TestSweepRemovesOrphansBothWays(t *testing.T) {
+	s, _ := newScheduler(t, func(c *Config) { c.SweepEvery = 0 }) // the test drives the passes
+	c := clustertest.Cluster(t)
+	ctx := context.Background()
+
+	stray := "0123456789abcdef0123456789abcdef"
+	job, err := s.jobFor(ctx, &record{ID: stray, Player: "nobody", Datacenter: "dc1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Nomad.Jobs().Register(job, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Nomad.Variables().Create(&nomad.Variable{Path: "nomad/jobs/" + s.JobID(stray), Items: nomad.VariableItems{"token_key": "x"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Another gateway's session, placed: its job is not an orphan.
+	theirs := "fedcba9876543210fedcba9876543210"
+	if err := s.store.put(ctx, &record{ID: theirs, Player: "other", Placed: true, Datacenter: "dc1"}); err != nil {
+		t.Fatal(err)
+	}
+	job2, _ := s.jobFor(ctx, &record{ID: theirs, Player: "other", Datacenter: "dc1"})
+	if _, _, err := c.Nomad.Jobs().Register(job2, nil); err != nil {
+		t.Fatal(err)
+	}
+	lost := "00112233445566778899aabbccddeeff"
+	s.mu.Lock()
+	s.records[lost] = &record{ID: lost, Player: "p", Placed: true, Datacenter: "dc1"}
+	s.mu.Unlock()
+
+	now := time.Now()
+	if err := s.sweep(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	if jobs := mustJobs(t); slices.Contains(jobs, s.JobID(stray)) {
+		t.Fatalf("stray job survived the sweep: %v", jobs)
+	}
+	if _, _, err := c.Nomad.Variables().Read("nomad/jobs/"+s.JobID(stray), nil); err == nil {
+		t.Fatal("stray key survived the sweep")
+	}
+	if jobs := mustJobs(t); !slices.Contains(jobs, s.JobID(theirs)) {
+		t.Fatalf("the sweep purged another gateway's session job: %v", jobs)
+	}
+	if got, _ := s.Get(lost); got.State.Terminal() {
+		t.Fatalf("session ended within the grace: %+v", got)
+	}
+	if err := s.sweep(ctx, now.Add(sweepGrace+time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(lost); got.State != StateFailed || got.Reason != ReasonJobGone {
+		t.Fatalf("session without its job past the grace: %+v, want failed: %s", got, ReasonJobGone)
 	}
 }

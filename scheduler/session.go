@@ -67,6 +67,7 @@ type record struct {
 	retryAt      time.Time
 	refusals     int
 	purging      bool
+	placedAt     time.Time // when the sweep first saw it placed without a job
 }
 
 // Endpoint is a healthy streamer as Consul reports it.
