@@ -153,9 +153,7 @@ func (s *Server) whepDelete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if (s.cfg.SingleUseTokens && claims.ID == "") || (claims.ID != "" && !s.spend(claims, now)) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="metal", error="invalid_token"`)
-		httpError(w, http.StatusUnauthorized, "a single-use session token is required, once")
+	if !s.spendOnce(w, claims, now) {
 		return
 	}
 	id := r.PathValue("id")
@@ -171,6 +169,18 @@ func (s *Server) whepDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// spendOnce spends a DELETE's token: a gateway-run streamer wants a
+// single-use one, and any single-use token is good once. It answers 401
+// and returns false otherwise.
+func (s *Server) spendOnce(w http.ResponseWriter, c token.Claims, now time.Time) bool {
+	if (s.cfg.SingleUseTokens && c.ID == "") || (c.ID != "" && !s.spend(c, now)) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="metal", error="invalid_token"`)
+		httpError(w, http.StatusUnauthorized, "a single-use session token is required, once")
+		return false
+	}
+	return true
 }
 
 // spend records a single-use token's ID until it expires; false if it was
@@ -208,9 +218,7 @@ func (s *Server) whepDropViewers(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if (s.cfg.SingleUseTokens && claims.ID == "") || (claims.ID != "" && !s.spend(claims, now)) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="metal", error="invalid_token"`)
-		httpError(w, http.StatusUnauthorized, "a single-use session token is required, once")
+	if !s.spendOnce(w, claims, now) {
 		return
 	}
 	if claims.Role != token.RoleOwner {
