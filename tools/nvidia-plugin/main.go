@@ -1,7 +1,10 @@
 // Command metal-nvidia is a Nomad device plugin that reports NVIDIA GPUs
-// with their video-encoder facts (nvenc_h264, nvenc_hevc, nvenc_av1,
-// encoder_capacity), so that job constraints can require a GPU that can
-// encode a stream. Without an NVIDIA driver it reports no devices.
+// with their video-encoder capabilities (nvenc_h264, nvenc_hevc, nvenc_av1,
+// encoder_engines, encoder_sessions_max), each NVENC GPU as several encoder
+// slots ("<uuid>/slot-<k>") so that Nomad places several streams on one GPU
+// and never more than it can encode. Load (utilisation, sessions, NVML's
+// remaining encoder capacity) goes to stats only. Without an NVIDIA driver
+// it reports no devices.
 //
 // For GPU-less machines it reads device descriptions from a directory
 // (fake_dir), so CI exercises real Nomad placement with devices.
