@@ -59,6 +59,8 @@ func (s *Server) sessionEvents(c echo.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.closing:
+			return nil // shutting down: the browser reconnects to another gateway
 		case <-changed:
 		case <-keepalive.C:
 			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {

@@ -53,6 +53,10 @@ type Server struct {
 	links    *links
 	turn     TURNProvider
 	shares   ShareStore
+
+	// closing is closed when Run starts shutting down: progress streams
+	// end at once instead of holding the graceful shutdown open.
+	closing chan struct{}
 }
 
 // New builds a gateway.
@@ -76,6 +80,7 @@ func New(cfg Config, log *slog.Logger, deps Deps) (*Server, error) {
 		links:    &links{key: cfg.LinkKey, store: deps.Players},
 		turn:     deps.TURN,
 		shares:   deps.Shares,
+		closing:  make(chan struct{}),
 	}
 	s.metrics = newMetrics(s.registry)
 	s.echo = s.routes()
@@ -137,6 +142,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("gateway serve: %w", err)
 	case <-ctx.Done():
 	}
+	close(s.closing)
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {

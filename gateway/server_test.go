@@ -408,3 +408,36 @@ func TestSessionIsItsPlayers(t *testing.T) {
 		t.Fatalf("owner stops = %d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestShutdownEndsProgressStreams: a gateway shutting down ends its
+// server-sent event streams at once rather than waiting out the graceful
+// shutdown's 10 seconds with them open.
+func TestShutdownEndsProgressStreams(t *testing.T) {
+	s := newTestServer(t, func(c *Config) { c.OpenMode = true }, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	rec := do(t, s, "POST", "/v1/sessions", "application/json", "", `{"guest":"shutdown-test-01"}`)
+	var v SessionView
+	_ = json.Unmarshal(rec.Body.Bytes(), &v)
+	owner := ownerCookieOf(t, rec)
+	req, _ := http.NewRequest("GET", s.URL()+"/v1/sessions/"+v.ID+"/events", nil)
+	req.AddCookie(owner)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("events: %v %v", err, resp)
+	}
+	ended := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, resp.Body); close(ended) }()
+	start := time.Now()
+	cancel()
+	select {
+	case <-ended:
+	case <-time.After(8 * time.Second):
+		t.Fatal("the progress stream outlived the shutdown")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	t.Logf("stream ended and Run returned %s after shutdown began", time.Since(start).Round(time.Millisecond))
+}

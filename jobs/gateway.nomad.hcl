@@ -155,10 +155,12 @@ job "metal-gateway" {
       provider = "consul"
       port     = "http"
 
+      # Ready, not merely alive: a gateway that cannot reach Nomad or
+      # Consul, or has not loaded its sessions, takes no players.
       check {
-        name     = "healthz"
+        name     = "readyz"
         type     = "http"
-        path     = "/healthz"
+        path     = "/readyz"
         interval = "5s"
         timeout  = "2s"
       }
