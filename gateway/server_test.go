@@ -30,6 +30,12 @@ const testKey = "gateway-test-key-0123456789abcdef-xyz"
 // with a real scheduler under a KV prefix of its own.
 func newTestServer(t *testing.T, mutate func(*Config), checks map[string]Checker) *Server {
 	t.Helper()
+	return newTestServerWith(t, mutate, checks, nil)
+}
+
+// newTestServerWith is newTestServer with the scheduler's config changed too.
+func newTestServerWith(t *testing.T, mutate func(*Config), checks map[string]Checker, smutate func(*scheduler.Config)) *Server {
+	t.Helper()
 	c := clustertest.Cluster(t)
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -44,6 +50,9 @@ func newTestServer(t *testing.T, mutate func(*Config), checks map[string]Checker
 	sc.JobHCL, sc.MasterKey = hcl, []byte(testKey)
 	sc.KVPrefix = "metal-test/" + strings.ReplaceAll(t.Name(), "/", "_") + "/sessions/"
 	sc.JobVars = map[string]any{"driver": "raw_exec", "gpu": false, "metal_binary": "/bin/false"}
+	if smutate != nil {
+		smutate(&sc)
+	}
 	sched, err := scheduler.New(sc, c.Nomad, c.Consul, quietLogger())
 	if err != nil {
 		t.Fatal(err)
@@ -413,7 +422,9 @@ func TestSessionIsItsPlayers(t *testing.T) {
 // server-sent event streams at once rather than waiting out the graceful
 // shutdown's 10 seconds with them open.
 func TestShutdownEndsProgressStreams(t *testing.T) {
-	s := newTestServer(t, func(c *Config) { c.OpenMode = true }, nil)
+	// A streamer no node has room for: the session stays queued, and its
+	// progress stream open, until the gateway shuts down.
+	s := newTestServerWith(t, func(c *Config) { c.OpenMode = true }, nil, func(sc *scheduler.Config) { sc.JobVars["cpu"] = 1000000 })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -429,6 +440,11 @@ func TestShutdownEndsProgressStreams(t *testing.T) {
 	}
 	ended := make(chan struct{})
 	go func() { _, _ = io.Copy(io.Discard, resp.Body); close(ended) }()
+	select {
+	case <-ended:
+		t.Fatal("the progress stream of a queued session ended before the shutdown")
+	case <-time.After(time.Second):
+	}
 	start := time.Now()
 	cancel()
 	select {
