@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // probeLoop reads each healthy streamer's /healthz every interval for what
@@ -33,31 +35,45 @@ func (s *Scheduler) probeLoop(ctx context.Context, interval time.Duration) error
 			}
 		}
 		s.mu.Unlock()
+		// Every streamer at once (at most 16 in flight): one unreachable
+		// edge's timeouts must not delay noticing another's.
+		var g errgroup.Group
+		g.SetLimit(16)
 		for id, ep := range targets {
-			h, err := probe(ctx, client, ep)
-			if err != nil {
-				// Three misses in a row: the edge (node, network or
-				// streamer) is gone, long before Nomad's heartbeat says so.
-				s.mu.Lock()
-				s.probeFail[id]++
-				lost := s.probeFail[id] == 3
-				s.mu.Unlock()
-				if lost && ctx.Err() == nil {
-					s.log.Warn("streamer unreachable", "session", id, "addr", ep.Address, "err", err)
-					s.failover(ctx, id, ReasonEdgeLost)
-				}
-				continue
-			}
-			s.mu.Lock()
-			delete(s.probeFail, id)
-			if cur, ok := s.endpoints[id]; ok && (cur.Peers != h.Peers || cur.Encoder != h.Encoder) {
-				cur.Peers, cur.Encoder = h.Peers, h.Encoder
-				s.endpoints[id] = cur
-				s.notifyLocked()
-			}
-			s.mu.Unlock()
+			g.Go(func() error {
+				s.probeOne(ctx, client, id, ep)
+				return nil
+			})
 		}
+		_ = g.Wait()
 	}
+}
+
+// probeOne reads one streamer's /healthz and fails its session over after
+// three misses in a row.
+func (s *Scheduler) probeOne(ctx context.Context, client *http.Client, id string, ep Endpoint) {
+	h, err := probe(ctx, client, ep)
+	if err != nil {
+		// Three misses in a row: the edge (node, network or streamer) is
+		// gone, long before Nomad's heartbeat says so.
+		s.mu.Lock()
+		s.probeFail[id]++
+		lost := s.probeFail[id] == 3
+		s.mu.Unlock()
+		if lost && ctx.Err() == nil {
+			s.log.Warn("streamer unreachable", "session", id, "addr", ep.Address, "err", err)
+			s.failover(ctx, id, ReasonEdgeLost)
+		}
+		return
+	}
+	s.mu.Lock()
+	delete(s.probeFail, id)
+	if cur, ok := s.endpoints[id]; ok && (cur.Peers != h.Peers || cur.Encoder != h.Encoder) {
+		cur.Peers, cur.Encoder = h.Peers, h.Encoder
+		s.endpoints[id] = cur
+		s.notifyLocked()
+	}
+	s.mu.Unlock()
 }
 
 type streamerHealth struct {
