@@ -52,7 +52,7 @@ func BenchmarkPlayerURLToFirstFrame(b *testing.B) {
 			b.Fatal(err)
 		}
 		v, _ := browsertest.Eval[float64](tab, `window.firstFrameAt`)
-		ms = append(ms, v) // performance.now() counts from navigation start
+		ms = append(ms, v)      // performance.now() counts from navigation start
 		id := sessionOf(b, tab) // as its player: the tab's owner cookie
 		_ = chromedp.Do(tab, chromedp.Navigate("about:blank"))
 		if code, body := g.api(b, "DELETE", "/v1/sessions/"+id, "", nil); code != 204 {

@@ -19,14 +19,7 @@ import (
 // check_update_interval (5 minutes by default), so its copy is stale.
 func (s *Scheduler) probeLoop(ctx context.Context, interval time.Duration) error {
 	client := &http.Client{Timeout: 700 * time.Millisecond}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return every(ctx, interval, func() {
 		s.mu.Lock()
 		targets := map[string]Endpoint{}
 		for id, ep := range s.endpoints {
@@ -46,7 +39,7 @@ func (s *Scheduler) probeLoop(ctx context.Context, interval time.Duration) error
 			})
 		}
 		_ = g.Wait()
-	}
+	})
 }
 
 // probeOne reads one streamer's /healthz and fails its session over after

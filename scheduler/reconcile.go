@@ -33,18 +33,11 @@ func (s *Scheduler) sweepLoop(ctx context.Context) error {
 	if s.cfg.SweepEvery <= 0 {
 		return nil
 	}
-	t := time.NewTicker(s.cfg.SweepEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return every(ctx, s.cfg.SweepEvery, func() {
 		if err := s.sweep(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			s.log.Warn("sweep", "err", err)
 		}
-	}
+	})
 }
 
 // sweep runs one reconciliation pass.

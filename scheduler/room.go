@@ -216,7 +216,7 @@ func (s *Scheduler) recountLocked() {
 	}
 	if grew {
 		s.roomGen++
-		s.pokeLocked()
+		s.poke() // never blocks: fine under s.mu
 	}
 }
 

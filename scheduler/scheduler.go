@@ -267,9 +267,6 @@ func (s *Scheduler) poke() {
 	}
 }
 
-// pokeLocked is poke, under s.mu (it never blocks).
-func (s *Scheduler) pokeLocked() { s.poke() }
-
 // Enqueue creates a session for player, or returns the player's live one
 // (created false). The session goes to the first edge in the player's
 // order (lowest measured RTT first) with a free slot, or waits in the queue.
@@ -307,7 +304,7 @@ func (s *Scheduler) enqueueLocked(ctx context.Context, player string, prefs Pref
 	// player already waiting.
 	r := &record{ID: id, Player: player, Created: time.Now().UTC(), Prefs: order, Choice: why,
 		RTT: prefs.RTT, Avoid: prefs.Avoid, Replaces: replaces}
-	if dc := s.freeEdgeLocked(order); dc != "" && !s.anyQueuedLocked() {
+	if dc := s.freeEdgeLocked(order, s.activeLocked(), s.inflightLocked()); dc != "" && !s.anyQueuedLocked() {
 		r.Placed, r.Datacenter = true, dc
 		if dc != order[0] {
 			r.Choice = fmt.Sprintf("%s is full; next in the player's order", order[0])
@@ -506,6 +503,7 @@ func (s *Scheduler) nextToPlace() *record {
 		}
 	}
 	sort.Slice(queue, func(i, j int) bool { return queue[i].createIndex < queue[j].createIndex })
+	active, inflight := s.activeLocked(), s.inflightLocked() // unchanged until a slot is reserved
 	held := map[string]bool{}
 	// A session Nomad refused before and that is placed again on trial
 	// (registered, no allocation yet) holds its edge until Nomad answers:
@@ -534,7 +532,7 @@ func (s *Scheduler) nextToPlace() *record {
 				open = append(open, dc)
 			}
 		}
-		if dc := s.freeEdgeLocked(open); dc != "" {
+		if dc := s.freeEdgeLocked(open, active, inflight); dc != "" {
 			r.Placed, r.Datacenter = true, dc // reserve the slot; place() persists it
 			s.notifyLocked()
 			return r
@@ -543,9 +541,9 @@ func (s *Scheduler) nextToPlace() *record {
 	return nil
 }
 
-// freeEdgeLocked is the first edge of order with a free slot, or "".
-func (s *Scheduler) freeEdgeLocked(order []string) string {
-	active, inflight := s.activeLocked(), s.inflightLocked()
+// freeEdgeLocked is the first edge of order with a free slot, or "", given
+// the placed sessions by edge and those not yet seen as allocations.
+func (s *Scheduler) freeEdgeLocked(order []string, active, inflight map[string]int) string {
 	for _, dc := range order {
 		if s.freeLocked(dc, active, inflight) > 0 {
 			return dc
@@ -765,21 +763,14 @@ func (s *Scheduler) finish(ctx context.Context, id string, failed bool, reason s
 // reapLoop stops sessions nobody asked about for ReapAfter and that have no
 // connected browser, and forgets ended ones after KeepEnded.
 func (s *Scheduler) reapLoop(ctx context.Context) error {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return every(ctx, time.Second, func() {
 		for _, id := range s.idle(time.Now()) {
 			if err := s.Stop(ctx, id, ReasonIdle); err != nil {
 				s.log.Error("reap session", "session", id, "err", err)
 			}
 		}
 		s.gcEnded(ctx)
-	}
+	})
 }
 
 func (s *Scheduler) idle(now time.Time) []string {

@@ -277,6 +277,20 @@ func parseHealth(out string) (streamerHealth, bool) {
 	return h, json.Unmarshal([]byte(strings.TrimSpace(out[i:])), &h) == nil
 }
 
+// every calls f every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) error {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		f()
+	}
+}
+
 func sleep(ctx context.Context, d time.Duration) {
 	select {
 	case <-ctx.Done():
