@@ -41,10 +41,15 @@ const (
 	ownerCookieTTL    = 12 * time.Hour
 )
 
-// ownerCookieName is the owner cookie's name for player.
-func ownerCookieName(player string) string {
+// ownerCookieName is the owner cookie's name for player; over HTTPS it
+// carries the __Host- prefix.
+func ownerCookieName(player string, secure bool) string {
 	sum := sha256.Sum256([]byte("metal-owner-name-v1." + player))
-	return ownerCookiePrefix + hex.EncodeToString(sum[:8])
+	name := ownerCookiePrefix + hex.EncodeToString(sum[:8])
+	if secure {
+		name = "__Host-" + name
+	}
+	return name
 }
 
 func (s *Server) ownerMAC(player string, exp int64) string {
@@ -70,12 +75,8 @@ func (s *Server) setOwner(c echo.Context, player string) {
 	exp := time.Now().Add(ownerCookieTTL).Unix()
 	val := base64.RawURLEncoding.EncodeToString([]byte(player)) + "." + strconv.FormatInt(exp, 10) + "." + s.ownerMAC(player, exp)
 	secure := s.secure(c)
-	name := ownerCookieName(player)
-	if secure {
-		name = "__Host-" + name
-	}
 	c.SetCookie(&http.Cookie{
-		Name: name, Value: val, Path: "/", MaxAge: int(ownerCookieTTL.Seconds()),
+		Name: ownerCookieName(player, secure), Value: val, Path: "/", MaxAge: int(ownerCookieTTL.Seconds()),
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure,
 	})
 }
@@ -86,11 +87,7 @@ func (s *Server) owns(c echo.Context, player string) bool {
 	if player == "" {
 		return false
 	}
-	name := ownerCookieName(player)
-	if s.secure(c) {
-		name = "__Host-" + name
-	}
-	ck, err := c.Cookie(name)
+	ck, err := c.Cookie(ownerCookieName(player, s.secure(c)))
 	if err != nil || len(ck.Value) > 1024 {
 		return false
 	}

@@ -295,11 +295,7 @@ func (s *Server) sharedWHEPDelete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	res := c.Param("res")
-	if !whepResource.MatchString(res) {
-		return echo.NewHTTPError(http.StatusNotFound, "no such WHEP session")
-	}
-	return s.forwardWHEP(c, st, token.RoleViewer, res, "/v1/shares/"+sh.ID+"/whep")
+	return s.forwardWHEP(c, st, token.RoleViewer, c.Param("res"), "/v1/shares/"+sh.ID+"/whep")
 }
 
 // watchPage serves the spectator page for a share link.

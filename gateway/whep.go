@@ -36,6 +36,27 @@ var whepResource = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 var whepClient = &http.Client{Timeout: 15 * time.Second}
 
+// streamerRequest builds a request to the session's streamer (path under
+// its HTTP endpoint), authorised with a single-use token of role that the
+// gateway mints for this one request.
+func (s *Server) streamerRequest(ctx context.Context, st scheduler.Status, role token.Role, method, path string, body io.Reader) (*http.Request, error) {
+	signer, err := token.NewSigner(s.placer.SessionKey(st.ID))
+	if err != nil {
+		return nil, err
+	}
+	tok, err := signer.SignOnce(st.ID, role, s.cfg.TokenTTL, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	url := "http://" + net.JoinHostPort(st.Endpoint.Address, strconv.Itoa(st.Endpoint.Port)) + path
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	return req, nil
+}
+
 // forwardWHEP sends the caller's WHEP request to the session's streamer as
 // role. resource is "" for the offer (POST), the streamer's resource id for
 // DELETE; base is the gateway path the answer's Location goes under.
@@ -43,15 +64,7 @@ func (s *Server) forwardWHEP(c echo.Context, st scheduler.Status, role token.Rol
 	if st.Endpoint == nil || (st.State != scheduler.StateReady && st.State != scheduler.StateConnected) {
 		return echo.NewHTTPError(http.StatusConflict, fmt.Sprintf("the stream is not ready (%s)", st.State))
 	}
-	signer, err := token.NewSigner(s.placer.SessionKey(st.ID))
-	if err != nil {
-		return err
-	}
-	tok, err := signer.SignOnce(st.ID, role, s.cfg.TokenTTL, time.Now())
-	if err != nil {
-		return err
-	}
-	target := "http://" + net.JoinHostPort(st.Endpoint.Address, strconv.Itoa(st.Endpoint.Port)) + "/whep"
+	path := "/whep"
 	var body io.Reader
 	method := http.MethodDelete
 	if resource == "" {
@@ -65,15 +78,17 @@ func (s *Server) forwardWHEP(c echo.Context, st scheduler.Status, role token.Rol
 		}
 		body = bytes.NewReader(b)
 	} else {
-		target += "/" + resource
+		if !whepResource.MatchString(resource) {
+			return echo.NewHTTPError(http.StatusNotFound, "no such WHEP session")
+		}
+		path += "/" + resource
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 15*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	req, err := s.streamerRequest(ctx, st, role, method, path, body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+tok)
 	if ct := c.Request().Header.Get("Content-Type"); ct != "" {
 		req.Header.Set("Content-Type", ct)
 	}
@@ -114,22 +129,12 @@ func (s *Server) dropViewers(ctx context.Context, st scheduler.Status) error {
 	if st.Endpoint == nil {
 		return nil // no streamer yet: nobody watches
 	}
-	signer, err := token.NewSigner(s.placer.SessionKey(st.ID))
-	if err != nil {
-		return err
-	}
-	tok, err := signer.SignOnce(st.ID, token.RoleOwner, s.cfg.TokenTTL, time.Now())
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete,
-		"http://"+net.JoinHostPort(st.Endpoint.Address, strconv.Itoa(st.Endpoint.Port))+"/whep", nil)
+	req, err := s.streamerRequest(ctx, st, token.RoleOwner, http.MethodDelete, "/whep", nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := whepClient.Do(req)
 	if err != nil {
 		return err
@@ -156,9 +161,5 @@ func (s *Server) ownerWHEPDelete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	res := c.Param("res")
-	if !whepResource.MatchString(res) {
-		return echo.NewHTTPError(http.StatusNotFound, "no such WHEP session")
-	}
-	return s.forwardWHEP(c, st, token.RoleOwner, res, "/v1/sessions/"+st.ID+"/whep")
+	return s.forwardWHEP(c, st, token.RoleOwner, c.Param("res"), "/v1/sessions/"+st.ID+"/whep")
 }

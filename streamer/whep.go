@@ -148,12 +148,8 @@ func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
 // (128 random bits) is told to the creator alone, and the token must carry
 // the creator's role, so a viewer cannot end the owner's stream.
 func (s *Server) whepDelete(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
-	claims, ok := s.authorizeAt(w, r, now)
+	claims, ok := s.authorizeOnce(w, r)
 	if !ok {
-		return
-	}
-	if !s.spendOnce(w, claims, now) {
 		return
 	}
 	id := r.PathValue("id")
@@ -171,16 +167,22 @@ func (s *Server) whepDelete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// spendOnce spends a DELETE's token: a gateway-run streamer wants a
-// single-use one, and any single-use token is good once. It answers 401
-// and returns false otherwise.
-func (s *Server) spendOnce(w http.ResponseWriter, c token.Claims, now time.Time) bool {
+// authorizeOnce is authorize for a DELETE, which spends its token at once:
+// a gateway-run streamer wants a single-use one, and any single-use token
+// is good once. It answers 401 and returns false otherwise. (An offer
+// spends its token only once the body is known to be an offer: whepPost.)
+func (s *Server) authorizeOnce(w http.ResponseWriter, r *http.Request) (token.Claims, bool) {
+	now := time.Now()
+	c, ok := s.authorizeAt(w, r, now)
+	if !ok {
+		return c, false
+	}
 	if (s.cfg.SingleUseTokens && c.ID == "") || (c.ID != "" && !s.spend(c, now)) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="metal", error="invalid_token"`)
 		httpError(w, http.StatusUnauthorized, "a single-use session token is required, once")
-		return false
+		return c, false
 	}
-	return true
+	return c, true
 }
 
 // spend records a single-use token's ID until it expires; false if it was
@@ -213,12 +215,8 @@ const maxSpent = 4096
 // token): the gateway calls it when the owner revokes a share link, and
 // spectators whose links are still valid reconnect on their own.
 func (s *Server) whepDropViewers(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
-	claims, ok := s.authorizeAt(w, r, now)
+	claims, ok := s.authorizeOnce(w, r)
 	if !ok {
-		return
-	}
-	if !s.spendOnce(w, claims, now) {
 		return
 	}
 	if claims.Role != token.RoleOwner {
