@@ -120,7 +120,16 @@ func (s *Server) playPage(c echo.Context) error {
 }
 
 func (s *Server) healthz(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	return c.JSON(http.StatusOK, map[string]any{"status": "ok", "leader": s.leading()})
+}
+
+// leader is the scheduler's leadership, where the placer has one.
+type leader interface{ Leading() bool }
+
+// leading reports whether this gateway holds the leader lock.
+func (s *Server) leading() bool {
+	l, ok := s.placer.(leader)
+	return ok && l.Leading()
 }
 
 // readyz fails while any dependency check fails, naming the failing ones.

@@ -37,6 +37,8 @@ type Deps struct {
 	Checks map[string]Checker
 	// Shares keeps view-only share links.
 	Shares ShareStore
+	// Collectors are more metrics for /metrics (the scheduler's).
+	Collectors []prometheus.Collector
 }
 
 // Server is the gateway's HTTP server.
@@ -83,6 +85,11 @@ func New(cfg Config, log *slog.Logger, deps Deps) (*Server, error) {
 		closing:  make(chan struct{}),
 	}
 	s.metrics = newMetrics(s.registry)
+	for _, c := range deps.Collectors {
+		if err := s.registry.Register(c); err != nil {
+			return nil, fmt.Errorf("gateway: metrics: %w", err)
+		}
+	}
 	s.echo = s.routes()
 	return s, nil
 }
@@ -137,6 +144,9 @@ func (s *Server) Run(ctx context.Context) error {
 		errc <- srv.Serve(s.ln)
 	}()
 	s.log.Info("gateway listening", "url", s.URL(), "open_mode", s.cfg.OpenMode)
+	pruneCtx, stopPrune := context.WithCancel(ctx)
+	defer stopPrune()
+	go s.pruneLoop(pruneCtx, time.Minute)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("gateway serve: %w", err)

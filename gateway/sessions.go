@@ -163,6 +163,7 @@ func (s *Server) createSession(c echo.Context) error {
 		return jsonError(c, http.StatusUnauthorized, `a player link is required: send {"link": "..."}`)
 	}
 	if !s.placer.Ready() {
+		c.Response().Header().Set("Retry-After", "2")
 		return jsonError(c, http.StatusServiceUnavailable, "gateway is starting")
 	}
 	st, created, err := s.placer.Enqueue(c.Request().Context(), player, prefs)
@@ -172,7 +173,10 @@ func (s *Server) createSession(c echo.Context) error {
 		c.Response().Header().Set("Retry-After", "30")
 		return jsonError(c, http.StatusTooManyRequests, "all GPUs are busy and the queue is full; try again later")
 	case err != nil:
-		return jsonError(c, http.StatusServiceUnavailable, "could not queue the session: %v", err)
+		// Nomad or Consul away (an outage, a leader election): nothing was
+		// created, and the same request succeeds once they answer.
+		c.Response().Header().Set("Retry-After", "2")
+		return jsonError(c, http.StatusServiceUnavailable, "could not queue the session, try again shortly: %v", err)
 	}
 	// Whoever proves the player (their link, or the guest id their browser
 	// keeps) gets the owner cookie: a new tab or a reload resumes.
@@ -232,6 +236,7 @@ func (s *Server) deleteSession(c echo.Context) error {
 		return jsonError(c, http.StatusNotFound, "no such session")
 	}
 	if err != nil {
+		c.Response().Header().Set("Retry-After", "2")
 		return jsonError(c, http.StatusServiceUnavailable, "could not stop: %v", err)
 	}
 	return c.NoContent(http.StatusNoContent)

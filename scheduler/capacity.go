@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -60,12 +61,13 @@ func (s *Scheduler) watchCapacity(ctx context.Context) error {
 		stubs, meta, err := s.nomad.Nodes().List(q)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Warn("list nodes", "err", err)
+				_ = s.nomadErr(fmt.Errorf("list nodes: %w", err))
 				sleep(ctx, b.NextBackOff())
 			}
 			continue
 		}
 		b.Reset()
+		s.nomadDown.Store(false)
 		index = meta.LastIndex
 		ready, next, nextSeen := map[string]int{}, map[string]nodeRoom{}, map[string]uint64{}
 		for _, stub := range stubs {

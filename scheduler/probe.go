@@ -53,7 +53,7 @@ func (s *Scheduler) probeOne(ctx context.Context, client *http.Client, id string
 		s.probeFail[id]++
 		lost := s.probeFail[id] == 3
 		s.mu.Unlock()
-		if lost && ctx.Err() == nil {
+		if lost && ctx.Err() == nil && s.Leading() {
 			s.log.Warn("streamer unreachable", "session", id, "addr", ep.Address, "err", err)
 			s.failover(ctx, id, ReasonEdgeLost)
 		}

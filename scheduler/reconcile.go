@@ -66,7 +66,7 @@ func (s *Scheduler) sweep(ctx context.Context, now time.Time) error {
 	// Read KV after Nomad: a gateway stores a placement before it registers
 	// the job, so every job listed above has its record in this list, even
 	// one another gateway is placing right now.
-	stored, _, err := s.store.list(ctx, 0)
+	stored, _, err := s.store.list(ctx, 0, true)
 	if err != nil {
 		return err
 	}

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -60,6 +62,9 @@ type Config struct {
 	SweepEvery time.Duration
 	// MasterKey derives each session's token key (token.DeriveKey).
 	MasterKey []byte
+	// Instance names this gateway among its peers (the leader lock's
+	// value, its lock check); empty uses host name and process id.
+	Instance string
 }
 
 // DefaultConfig returns the defaults the README documents.
@@ -82,6 +87,7 @@ type allocInfo struct {
 	clientStatus  string
 	desiredStatus string
 	node          string
+	nodeID        string
 	failure       string // why the streamer task failed, from its events
 	modifyIndex   uint64
 }
@@ -108,6 +114,7 @@ type Scheduler struct {
 	allocs    map[string]*allocInfo
 	endpoints map[string]Endpoint
 	lastSeen  map[string]time.Time
+	asked     map[string]time.Time // when a browser last asked this gateway (seen.go)
 	watchers  map[string]int
 	probeFail map[string]int
 
@@ -135,6 +142,17 @@ type Scheduler struct {
 	// runCtx is Run's context: work that must outlive one watch (a purge
 	// started from the event stream) runs under it.
 	runCtx context.Context
+
+	// leadCtx is live while this gateway holds the leader lock with
+	// leadSession (leader.go).
+	leadCtx     context.Context
+	leadSession string
+
+	// nomadDown is set while Nomad does not answer (its watches fail):
+	// admissions get ErrUnavailable instead of sessions that would fail.
+	nomadDown atomic.Bool
+
+	metrics *schedMetrics
 }
 
 // New builds a scheduler; Run loads state from Consul and Nomad and starts
@@ -152,15 +170,21 @@ func New(cfg Config, nc *nomad.Client, cc *consul.Client, log *slog.Logger) (*Sc
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Scheduler{
+	if cfg.Instance == "" {
+		host, _ := os.Hostname()
+		cfg.Instance = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	s := &Scheduler{
 		cfg: cfg, log: log.With("component", "scheduler"), nomad: nc, consul: cc,
-		store:   &store{kv: cc.KV(), prefix: cfg.KVPrefix},
+		store:   &store{kv: cc.KV(), txn: cc.Txn(), prefix: cfg.KVPrefix},
 		records: map[string]*record{}, allocs: map[string]*allocInfo{},
-		endpoints: map[string]Endpoint{}, lastSeen: map[string]time.Time{}, watchers: map[string]int{},
+		endpoints: map[string]Endpoint{}, lastSeen: map[string]time.Time{}, asked: map[string]time.Time{}, watchers: map[string]int{},
 		probeFail: map[string]int{}, readyNodes: map[string]int{}, turn: map[string]turnState{},
 		nodes: map[string]nodeRoom{}, usage: map[string]allocUse{}, room: map[string]int{},
 		changed: make(chan struct{}), kick: make(chan struct{}, 1),
-	}, nil
+	}
+	s.metrics = newSchedMetrics(s)
+	return s, nil
 }
 
 // JobID is the Nomad job id of a session.
@@ -171,24 +195,33 @@ func (s *Scheduler) SessionKey(session string) []byte {
 	return token.DeriveKey(s.cfg.MasterKey, session)
 }
 
-// Run loads every session from Consul KV, then follows Nomad's event stream
-// and Consul's health, places queued sessions, and reaps, until ctx ends.
+// Run follows the shared session records in Consul KV, Nomad's event
+// stream, node list and Consul's health, and campaigns for the leader lock;
+// while it leads it also places, reaps and reconciles (leader.go). It
+// returns when ctx ends.
 func (s *Scheduler) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.runCtx = ctx
 	s.mu.Unlock()
-	if err := s.load(ctx); err != nil {
-		return err
-	}
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.watchRecords(ctx) })
 	g.Go(func() error { return s.watchNomad(ctx) })
 	g.Go(func() error { return s.watchConsul(ctx) })
-	g.Go(func() error { return s.placeLoop(ctx) })
-	g.Go(func() error { return s.reapLoop(ctx) })
-	g.Go(func() error { return s.sweepLoop(ctx) })
 	g.Go(func() error { return s.probeLoop(ctx, time.Second) })
 	g.Go(func() error { return s.watchCapacity(ctx) })
 	g.Go(func() error { return s.watchTURN(ctx) })
+	g.Go(func() error { return s.publishSeen(ctx) })
+	g.Go(func() error {
+		// Campaign once this gateway knows the state it would lead.
+		for !s.Ready() {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		return s.campaign(ctx)
+	})
 	return g.Wait()
 }
 
@@ -201,42 +234,44 @@ func (s *Scheduler) Ready() bool {
 	return s.loaded && s.demandKnown && s.nodesSeen && s.allocsSeen
 }
 
-func (s *Scheduler) load(ctx context.Context) error {
-	recs, _, err := s.store.list(ctx, 0)
-	if err != nil {
-		return err
-	}
+// recover is a new leader's catch-up: a placement whose job was never
+// registered (the last leader stopped in between) is registered now
+// (create-only, so never twice); a job Nomad holds blocked goes back to the
+// queue; an allocation that ended while no gateway led ends its session.
+func (s *Scheduler) recover(ctx context.Context) {
 	s.mu.Lock()
-	now := time.Now()
-	for _, r := range recs {
-		s.records[r.ID] = r
-		s.lastSeen[r.ID] = now // a restarted gateway gives browsers a full reap period
+	var placed []string
+	observed := map[string]*allocInfo{}
+	for id, r := range s.records {
+		if r.Placed && !r.Ended {
+			placed = append(placed, id)
+			if a := s.allocs[id]; a != nil {
+				c := *a
+				observed[id] = &c
+			}
+		}
 	}
-	s.loaded = true
 	s.mu.Unlock()
-	s.log.Info("loaded sessions", "count", len(recs))
-	// A gateway that stopped between storing a placement and registering its
-	// job finishes the job now (registration is create-only, so this never
-	// places twice).
-	for _, r := range recs {
-		if !r.Placed || r.Ended {
+	for _, id := range placed {
+		if a := observed[id]; a != nil {
+			s.act(ctx, id, a)
 			continue
 		}
-		job, _, err := s.nomad.Jobs().Info(s.JobID(r.ID), (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
+		job, _, err := s.nomad.Jobs().Info(s.JobID(id), (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
 		if err != nil && isNotFound(err) {
-			if err := s.place(ctx, r); err != nil {
-				s.fail(ctx, r.ID, "placement failed: "+err.Error())
+			if err := s.place(ctx, id, false); err != nil {
+				s.placeFailed(ctx, id, err)
 			}
 			continue
 		}
-		// A job Nomad is still holding blocked from before the restart:
-		// its evaluations will not be streamed again, so look now.
+		// A job Nomad is still holding blocked: its evaluations will not be
+		// streamed again, so look now.
 		if err == nil && job != nil {
-			evals, _, err := s.nomad.Jobs().Evaluations(s.JobID(r.ID), (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
+			evals, _, err := s.nomad.Jobs().Evaluations(s.JobID(id), (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
 			if err == nil {
 				for _, ev := range evals {
 					if ev.Status == nomad.EvalStatusBlocked {
-						s.requeue(ctx, r.ID, ev.JobModifyIndex, refusal(ev))
+						s.requeue(ctx, id, ev.JobModifyIndex, refusal(ev))
 						break
 					}
 				}
@@ -244,7 +279,6 @@ func (s *Scheduler) load(ctx context.Context) error {
 		}
 	}
 	s.poke()
-	return nil
 }
 
 // notifyLocked wakes every Changed waiter. Call with s.mu held.
@@ -268,10 +302,16 @@ func (s *Scheduler) poke() {
 }
 
 // Enqueue creates a session for player, or returns the player's live one
-// (created false). The session goes to the first edge in the player's
-// order (lowest measured RTT first) with a free slot, or waits in the queue.
-// It returns ErrQueueFull when every slot and the queue are taken.
+// (created false), whichever gateway created it. The session goes to the
+// first edge in the player's order (lowest measured RTT first) with a free
+// slot, or waits in the queue; only the leader places, so elsewhere it is
+// queued and the leader places it moments later. It returns ErrQueueFull
+// when every slot and the queue are taken, and ErrUnavailable while Nomad
+// or Consul does not answer.
 func (s *Scheduler) Enqueue(ctx context.Context, player string, prefs Prefs) (Status, bool, error) {
+	if s.nomadDown.Load() {
+		return Status{}, false, unavailable(errors.New("nomad does not answer"))
+	}
 	s.admitMu.Lock()
 	defer s.admitMu.Unlock()
 	return s.enqueueLocked(ctx, player, prefs, "", newSessionID())
@@ -280,6 +320,16 @@ func (s *Scheduler) Enqueue(ctx context.Context, player string, prefs Prefs) (St
 // enqueueLocked is Enqueue under admitMu; replaces names the failed session
 // a failover replaces, id the new session's id.
 func (s *Scheduler) enqueueLocked(ctx context.Context, player string, prefs Prefs, replaces, id string) (Status, bool, error) {
+	for attempt := 0; ; attempt++ {
+		st, created, err := s.admit(ctx, player, prefs, replaces, id)
+		if errors.Is(err, errClaimed) && attempt < 4 {
+			continue // another gateway admitted this player just now: look again
+		}
+		return st, created, err
+	}
+}
+
+func (s *Scheduler) admit(ctx context.Context, player string, prefs Prefs, replaces, id string) (Status, bool, error) {
 	s.mu.Lock()
 	live := 0
 	for _, r := range s.records {
@@ -298,32 +348,72 @@ func (s *Scheduler) enqueueLocked(ctx context.Context, player string, prefs Pref
 		s.mu.Unlock()
 		return Status{}, false, ErrQueueFull
 	}
+	s.mu.Unlock()
+	// The player's claim says which session is theirs across gateways,
+	// including one this view has not seen yet.
+	c, err := s.store.getClaim(ctx, player)
+	if err != nil {
+		s.consulError("read player claim", err)
+		return Status{}, false, err
+	}
+	if c.session != "" && c.session != replaces {
+		other, err := s.store.get(ctx, c.session)
+		if err != nil {
+			return Status{}, false, err
+		}
+		if other != nil && !other.Ended {
+			s.mu.Lock()
+			s.adoptLocked(other, false, time.Now())
+			st := s.statusLocked(s.records[other.ID])
+			s.lastSeen[other.ID] = time.Now()
+			s.notifyLocked()
+			s.mu.Unlock()
+			return st, false, nil
+		}
+	}
+	s.mu.Lock()
 	order, why := s.orderLocked(prefs)
-	// With a free slot and nobody waiting the session is placed now, in the
-	// request; otherwise it waits in the queue for placeLoop, behind every
-	// player already waiting.
 	r := &record{ID: id, Player: player, Created: time.Now().UTC(), Prefs: order, Choice: why,
-		RTT: prefs.RTT, Avoid: prefs.Avoid, Replaces: replaces}
-	if dc := s.freeEdgeLocked(order, s.activeLocked(), s.inflightLocked()); dc != "" && !s.anyQueuedLocked() {
-		r.Placed, r.Datacenter = true, dc
+		RTT: prefs.RTT, Avoid: prefs.Avoid, Replaces: replaces, creating: true}
+	// With a free slot and nobody waiting the leader places the session
+	// now, in the request; otherwise it waits in the queue, behind every
+	// player already waiting. The record is in the view (holding its slot)
+	// from here, before the store answers.
+	leading := s.leadCtx != nil && s.leadCtx.Err() == nil
+	if dc := s.freeEdgeLocked(order, s.activeLocked(), s.inflightLocked()); leading && dc != "" && !s.anyQueuedLocked() {
+		r.Placed, r.Datacenter, r.placeStart = true, dc, time.Now()
 		if dc != order[0] {
 			r.Choice = fmt.Sprintf("%s is full; next in the player's order", order[0])
 		}
 	}
-	s.mu.Unlock()
-	if err := s.store.put(ctx, r); err != nil {
-		return Status{}, false, err
-	}
-	s.mu.Lock()
-	r.createIndex = uint64(time.Now().UnixNano()) // local order until the next load
 	s.records[r.ID] = r
 	s.lastSeen[r.ID] = time.Now()
+	s.mu.Unlock()
+	var f *fence
+	if r.Placed {
+		f = s.fence()
+	}
+	err = s.store.create(ctx, r, c, f)
+	if errors.Is(err, ErrNotLeader) {
+		r.Placed, r.Datacenter = false, "" // lost the lock just now: queue it
+		err = s.store.create(ctx, r, c, nil)
+	}
+	s.mu.Lock()
+	if err != nil {
+		delete(s.records, r.ID)
+		delete(s.lastSeen, r.ID)
+		s.mu.Unlock()
+		if errors.Is(err, ErrUnavailable) {
+			s.consulError("store session", err)
+		}
+		return Status{}, false, err
+	}
+	r.creating = false
 	s.notifyLocked()
 	s.mu.Unlock()
 	if r.Placed {
-		if err := s.place(ctx, r); err != nil {
-			s.log.Error("place session", "session", r.ID, "err", err)
-			s.fail(context.WithoutCancel(ctx), r.ID, "placement failed: "+err.Error())
+		if err := s.place(ctx, r.ID, false); err != nil {
+			s.placeFailed(context.WithoutCancel(ctx), r.ID, err)
 		}
 	}
 	s.mu.Lock()
@@ -362,7 +452,7 @@ func (s *Scheduler) SessionsOf(player string) []string {
 func (s *Scheduler) Touch(id string) {
 	s.mu.Lock()
 	if _, ok := s.records[id]; ok {
-		s.lastSeen[id] = time.Now()
+		s.lastSeen[id], s.asked[id] = time.Now(), time.Now()
 	}
 	s.mu.Unlock()
 }
@@ -372,7 +462,7 @@ func (s *Scheduler) Touch(id string) {
 func (s *Scheduler) Watch(id string) (release func()) {
 	s.mu.Lock()
 	s.watchers[id]++
-	s.lastSeen[id] = time.Now()
+	s.lastSeen[id], s.asked[id] = time.Now(), time.Now()
 	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
@@ -380,7 +470,7 @@ func (s *Scheduler) Watch(id string) (release func()) {
 			delete(s.watchers, id)
 		}
 		if _, ok := s.records[id]; ok {
-			s.lastSeen[id] = time.Now()
+			s.lastSeen[id], s.asked[id] = time.Now(), time.Now()
 		}
 		s.mu.Unlock()
 	}
@@ -394,7 +484,7 @@ func (s *Scheduler) Stop(ctx context.Context, id, reason string) error {
 	if !ok {
 		return ErrNotFound
 	}
-	return s.finish(ctx, id, false, reason)
+	return s.finish(ctx, id, false, reason, "")
 }
 
 func (s *Scheduler) purgeJob(ctx context.Context, id string) error {
@@ -453,8 +543,8 @@ func (s *Scheduler) positionLocked(r *record) int {
 	return pos
 }
 
-// placeLoop places queued sessions, oldest first, while fewer than Capacity
-// sessions are placed and not ended.
+// placeLoop places queued sessions, oldest first, while there is room. It
+// runs while this gateway leads.
 func (s *Scheduler) placeLoop(ctx context.Context) error {
 	for {
 		select {
@@ -462,20 +552,33 @@ func (s *Scheduler) placeLoop(ctx context.Context) error {
 			return nil
 		case <-s.kick:
 		}
-		for {
+		for ctx.Err() == nil {
 			r := s.nextToPlace()
 			if r == nil {
 				break
 			}
-			if err := s.place(ctx, r); err != nil {
-				s.log.Error("place session", "session", r.ID, "err", err)
-				if ctx.Err() != nil {
-					return nil
-				}
-				s.fail(ctx, r.ID, "placement failed: "+err.Error())
+			if err := s.place(ctx, r.ID, true); err != nil {
+				s.placeFailed(ctx, r.ID, err)
 			}
 		}
 		s.gcEnded(ctx)
+	}
+}
+
+// placeFailed handles a placement that did not happen: lost leadership or
+// an outage (Nomad or Consul not answering) sends the session back to the
+// front of the queue, to be tried again after a backoff; anything else
+// (Nomad refused the job outright) fails it.
+func (s *Scheduler) placeFailed(ctx context.Context, id string, err error) {
+	switch {
+	case errors.Is(err, ErrNotLeader), ctx.Err() != nil:
+		_ = s.refresh(context.WithoutCancel(ctx), id) // the next leader places it
+	case errors.Is(err, ErrUnavailable):
+		s.log.Warn("placement deferred: cluster unavailable", "session", id, "err", err)
+		s.unplace(ctx, id, "the cluster did not answer")
+	default:
+		s.log.Error("place session", "session", id, "err", err)
+		s.fail(ctx, id, "placement failed: "+err.Error())
 	}
 }
 
@@ -520,6 +623,9 @@ func (s *Scheduler) nextToPlace() *record {
 		if len(order) == 0 {
 			order, r.Choice = s.orderLocked(Prefs{RTT: r.RTT, Avoid: r.Avoid})
 		}
+		if r.creating {
+			continue
+		}
 		if r.purging || (r.refusedGen == s.roomGen && now.Before(r.retryAt)) {
 			for _, dc := range order {
 				held[dc] = true
@@ -533,7 +639,9 @@ func (s *Scheduler) nextToPlace() *record {
 			}
 		}
 		if dc := s.freeEdgeLocked(open, active, inflight); dc != "" {
-			r.Placed, r.Datacenter = true, dc // reserve the slot; place() persists it
+			// Reserve the slot in the view: it counts against the room from
+			// here, before place() stores it and calls Nomad.
+			r.Placed, r.Datacenter, r.placeStart = true, dc, time.Now()
 			s.notifyLocked()
 			return r
 		}
@@ -553,13 +661,14 @@ func (s *Scheduler) freeEdgeLocked(order []string, active, inflight map[string]i
 }
 
 // requeue sends a placed session whose job Nomad cannot place (a blocked
-// evaluation, or failed allocations on its evaluation) back to the queue:
-// its job and key are purged, so Nomad never holds a blocked session job,
-// and it keeps its place at the front of the queue. It is offered to Nomad
-// again as soon as some edge's room grows, or after a backoff. jobIndex is
-// the registration the evaluation was for: evaluations of a registration
-// already refused, or older than the current one, change nothing.
+// evaluation, or failed allocations on its evaluation) back to the queue.
+// jobIndex is the registration the evaluation was for: evaluations of a
+// registration already refused, or older than the current one, change
+// nothing. Only the leader acts.
 func (s *Scheduler) requeue(ctx context.Context, id string, jobIndex uint64, why string) {
+	if !s.Leading() {
+		return
+	}
 	s.mu.Lock()
 	r, ok := s.records[id]
 	if !ok || r.Ended || !r.Placed || s.allocs[id] != nil || jobIndex < r.jobIndex ||
@@ -567,13 +676,29 @@ func (s *Scheduler) requeue(ctx context.Context, id string, jobIndex uint64, why
 		s.mu.Unlock()
 		return
 	}
+	r.refusedIndex = max(jobIndex, r.jobIndex)
+	s.mu.Unlock()
+	s.unplace(ctx, id, "Nomad could not place it ("+why+")")
+}
+
+// unplace sends a placed session back to the queue: its job and key are
+// purged, so Nomad never holds a blocked session job, and it keeps its place
+// at the front of the queue (its record's CreateIndex). It is offered to
+// Nomad again as soon as some edge's room grows, or after a backoff.
+func (s *Scheduler) unplace(ctx context.Context, id, why string) {
+	s.mu.Lock()
+	r, ok := s.records[id]
+	if !ok || r.Ended || !r.Placed {
+		s.mu.Unlock()
+		return
+	}
 	r.Placed, r.Datacenter, r.purging = false, "", true
-	r.refusedIndex, r.jobIndex = max(jobIndex, r.jobIndex), 0
+	r.jobIndex = 0
 	r.refusedGen = s.roomGen
 	r.refusals++
 	wait := min(requeueBackoffMin<<min(r.refusals-1, 4), requeueBackoffMax)
 	r.retryAt = time.Now().Add(wait)
-	r.Choice = "Nomad could not place it (" + why + "); waiting for room"
+	r.Choice = why + "; waiting for room"
 	s.notifyLocked()
 	runCtx := s.runCtx
 	s.mu.Unlock()
@@ -591,7 +716,7 @@ func (s *Scheduler) requeue(ctx context.Context, id string, jobIndex uint64, why
 			if err == nil {
 				err = s.storeQueued(runCtx, id)
 			}
-			if err == nil || runCtx.Err() != nil {
+			if err == nil || runCtx.Err() != nil || errors.Is(err, ErrNotLeader) {
 				break
 			}
 			s.log.Warn("purge refused session job; retrying", "session", id, "err", err)
@@ -607,49 +732,78 @@ func (s *Scheduler) requeue(ctx context.Context, id string, jobIndex uint64, why
 	time.AfterFunc(wait, s.poke) // the backoff ends even if nothing else happens
 }
 
-// storeQueued persists a requeued session as waiting, unless it has moved
-// on since (ended, or placed again).
+// storeQueued stores a requeued session as waiting, unless it has ended
+// since. The write is fenced: only the leader changes placements.
 func (s *Scheduler) storeQueued(ctx context.Context, id string) error {
+	_, err := s.update(ctx, id, true, func(r *record) bool {
+		if r.Ended {
+			return false
+		}
+		r.Placed, r.Datacenter = false, ""
+		return true
+	})
+	if errors.Is(err, errUnchanged) || errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// place stores the session as placed (with persist; a fenced write, so only
+// the leader places), writes its key into a Nomad variable only its job can
+// read, then registers the job. Registration is create-only (EnforceIndex
+// with index 0), so a retried placement never places twice.
+func (s *Scheduler) place(ctx context.Context, id string, persist bool) error {
+	if persist {
+		s.mu.Lock()
+		var dc string
+		if r := s.records[id]; r != nil {
+			dc = r.Datacenter
+		}
+		s.mu.Unlock()
+		_, err := s.update(ctx, id, true, func(r *record) bool {
+			if r.Ended {
+				return false
+			}
+			r.Placed = true
+			if r.Datacenter == "" {
+				r.Datacenter = dc
+			}
+			return true
+		})
+		if errors.Is(err, errUnchanged) || errors.Is(err, ErrNotFound) {
+			return nil // ended meanwhile (the player left)
+		}
+		if err != nil {
+			return err
+		}
+	}
 	s.mu.Lock()
-	r, ok := s.records[id]
-	if !ok || r.Ended || r.Placed {
+	cur := s.records[id]
+	if cur == nil || cur.Ended || !cur.Placed {
 		s.mu.Unlock()
 		return nil
 	}
-	rc := *r
+	r := *cur
 	s.mu.Unlock()
-	return s.store.put(ctx, &rc)
-}
-
-// place writes the session's key into a Nomad variable only its job can
-// read, then registers the job. Registration is create-only (EnforceIndex
-// with index 0), so a retried placement never places twice.
-func (s *Scheduler) place(ctx context.Context, r *record) error {
-	s.mu.Lock()
-	rc := *r
-	s.mu.Unlock()
-	if err := s.store.put(ctx, &rc); err != nil {
-		return err
-	}
-	jobID := s.JobID(r.ID)
+	jobID := s.JobID(id)
 	if _, _, err := s.nomad.Variables().Create(&nomad.Variable{
 		Path:  "nomad/jobs/" + jobID,
-		Items: nomad.VariableItems{"token_key": string(s.SessionKey(r.ID))},
+		Items: nomad.VariableItems{"token_key": string(s.SessionKey(id))},
 	}, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("write session key: %w", err)
+		return s.nomadErr(fmt.Errorf("write session key: %w", err))
 	}
-	job, err := s.jobFor(ctx, r)
+	job, err := s.jobFor(ctx, &r)
 	if err != nil {
-		return err
+		return s.nomadErr(err)
 	}
 	resp, _, err := s.nomad.Jobs().RegisterOpts(job, &nomad.RegisterOptions{EnforceIndex: true, ModifyIndex: 0},
 		(&nomad.WriteOptions{}).WithContext(ctx))
 	if err != nil && !strings.Contains(err.Error(), "job already exists") {
-		return fmt.Errorf("register job %s: %w", jobID, err)
+		return s.nomadErr(fmt.Errorf("register job %s: %w", jobID, err))
 	}
 	if resp != nil {
 		s.mu.Lock()
-		if cur := s.records[r.ID]; cur != nil {
+		if cur := s.records[id]; cur != nil {
 			cur.jobIndex = resp.JobModifyIndex
 		}
 		s.mu.Unlock()
@@ -657,12 +811,12 @@ func (s *Scheduler) place(ctx context.Context, r *record) error {
 	// The session may have been stopped while its job was being registered;
 	// then Stop's purge may have come first, and this one must follow.
 	s.mu.Lock()
-	ended := s.records[r.ID] == nil || s.records[r.ID].Ended
+	ended := s.records[id] == nil || s.records[id].Ended
 	s.mu.Unlock()
 	if ended {
-		return s.purgeJob(context.WithoutCancel(ctx), r.ID)
+		return s.purgeJob(context.WithoutCancel(ctx), id)
 	}
-	s.log.Info("session placed", "session", r.ID, "job", jobID)
+	s.log.Info("session placed", "session", id, "job", jobID)
 	return nil
 }
 
@@ -694,7 +848,8 @@ func (s *Scheduler) jobFor(ctx context.Context, r *record) (*nomad.Job, error) {
 }
 
 // failover ends a session whose edge failed it and, with Failover "auto",
-// places a replacement for the same player on the next-nearest edge.
+// places a replacement for the same player on the next-nearest edge. cause
+// labels the failover metric.
 func (s *Scheduler) failover(ctx context.Context, id, reason string) {
 	s.mu.Lock()
 	r, ok := s.records[id]
@@ -703,8 +858,19 @@ func (s *Scheduler) failover(ctx context.Context, id, reason string) {
 		return
 	}
 	old := *r
+	// A chain of replacements that keep failing (a streamer that crashes
+	// wherever it runs) stops after maxFailovers.
+	chain := 0
+	for prev := old.Replaces; prev != "" && chain < maxFailovers; chain++ {
+		p, ok := s.records[prev]
+		if !ok {
+			break
+		}
+		prev = p.Replaces
+	}
 	s.mu.Unlock()
-	if s.cfg.Failover != "auto" {
+	s.metrics.failovers.WithLabelValues(failoverCause(reason)).Inc()
+	if s.cfg.Failover != "auto" || chain >= maxFailovers {
 		s.fail(ctx, id, reason)
 		return
 	}
@@ -719,40 +885,56 @@ func (s *Scheduler) failover(ctx context.Context, id, reason string) {
 		s.fail(ctx, id, reason)
 		return
 	}
-	s.mu.Lock()
-	if r, ok := s.records[id]; ok {
-		r.Replacement = st.ID
+	if err := s.finish(ctx, id, true, reason, st.ID); err != nil {
+		s.log.Error("end failed session", "session", id, "err", err)
 	}
-	s.mu.Unlock()
-	s.fail(ctx, id, reason)
 	s.log.Info("session failed over", "from", id, "to", st.ID, "edge", st.Datacenter, "state", st.State)
+}
+
+// maxFailovers is how many replacements in a row a player gets before the
+// session simply fails.
+const maxFailovers = 3
+
+// failoverCause is the metric label of a failover reason (without the
+// detail a crashed streamer's reason carries).
+func failoverCause(reason string) string {
+	for _, c := range []string{ReasonNodeLost, ReasonEdgeLost, ReasonStreamerCrashed} {
+		if strings.HasPrefix(reason, c) {
+			return c
+		}
+	}
+	return "other"
 }
 
 // fail ends a session as failed with reason.
 func (s *Scheduler) fail(ctx context.Context, id, reason string) {
-	if err := s.finish(ctx, id, true, reason); err != nil {
+	if err := s.finish(ctx, id, true, reason, ""); err != nil {
 		s.log.Error("end failed session", "session", id, "err", err)
 	}
 }
 
-// finish marks a session ended (or failed), persists it and, if it was
-// placed, purges its job and key. Ending an ended session does nothing.
-func (s *Scheduler) finish(ctx context.Context, id string, failed bool, reason string) error {
-	s.mu.Lock()
-	r, ok := s.records[id]
-	if !ok || r.Ended {
-		s.mu.Unlock()
+// finish marks a session ended (or failed, naming its replacement if any),
+// stores it and, if it was placed, purges its job and key. Ending an ended
+// session does nothing. Any gateway may end a session.
+func (s *Scheduler) finish(ctx context.Context, id string, failed bool, reason, replacement string) error {
+	rc, err := s.update(ctx, id, false, func(r *record) bool {
+		if r.Ended {
+			return false
+		}
+		r.Ended, r.Failed, r.Reason, r.EndedAt = true, failed, reason, time.Now().UTC()
+		if replacement != "" {
+			r.Replacement = replacement
+		}
+		return true
+	})
+	if errors.Is(err, errUnchanged) || errors.Is(err, ErrNotFound) {
 		return nil
 	}
-	r.Ended, r.Failed, r.Reason, r.EndedAt = true, failed, reason, time.Now().UTC()
-	rc := *r
-	s.notifyLocked()
-	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	s.log.Info("session over", "session", id, "failed", failed, "reason", reason)
 	var errs []error
-	if err := s.store.put(ctx, &rc); err != nil {
-		errs = append(errs, err)
-	}
 	if rc.Placed {
 		errs = append(errs, s.purgeJob(ctx, id))
 	}
@@ -760,11 +942,12 @@ func (s *Scheduler) finish(ctx context.Context, id string, failed bool, reason s
 	return errors.Join(errs...)
 }
 
-// reapLoop stops sessions nobody asked about for ReapAfter and that have no
-// connected browser, and forgets ended ones after KeepEnded.
+// reapLoop stops sessions no browser asked any gateway about for ReapAfter
+// and that have no connected browser, and forgets ended ones after
+// KeepEnded. It runs while this gateway leads.
 func (s *Scheduler) reapLoop(ctx context.Context) error {
 	return every(ctx, time.Second, func() {
-		for _, id := range s.idle(time.Now()) {
+		for _, id := range s.idle(ctx, time.Now()) {
 			if err := s.Stop(ctx, id, ReasonIdle); err != nil {
 				s.log.Error("reap session", "session", id, "err", err)
 			}
@@ -773,15 +956,16 @@ func (s *Scheduler) reapLoop(ctx context.Context) error {
 	})
 }
 
-func (s *Scheduler) idle(now time.Time) []string {
+// idle lists the sessions to reap: unwatched and unconnected here, and not
+// asked about at any other gateway either (seen.go).
+func (s *Scheduler) idle(ctx context.Context, now time.Time) []string {
 	if s.cfg.ReapAfter <= 0 {
 		return nil
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
+	var cands []string
 	for id, r := range s.records {
-		if r.Ended {
+		if r.Ended || r.creating {
 			continue
 		}
 		if s.watchers[id] > 0 || s.statusLocked(r).State == StateConnected {
@@ -789,31 +973,50 @@ func (s *Scheduler) idle(now time.Time) []string {
 			continue
 		}
 		if now.Sub(s.lastSeen[id]) >= s.cfg.ReapAfter {
+			cands = append(cands, id)
+		}
+	}
+	s.mu.Unlock()
+	var out []string
+	for _, id := range cands {
+		seen, err := s.seenElsewhere(ctx, id)
+		if err != nil {
+			continue // not sure: not now
+		}
+		s.mu.Lock()
+		if seen.After(s.lastSeen[id]) {
+			s.lastSeen[id] = seen
+		}
+		if now.Sub(s.lastSeen[id]) >= s.cfg.ReapAfter {
 			out = append(out, id)
 		}
+		s.mu.Unlock()
 	}
 	return out
 }
 
+// gcEnded forgets ended sessions after KeepEnded: their records, claims and
+// seen keys leave KV, and every gateway's view follows. Leader only.
 func (s *Scheduler) gcEnded(ctx context.Context) {
 	s.mu.Lock()
-	var gone []string
-	for id, r := range s.records {
+	var gone []record
+	for _, r := range s.records {
 		if r.Ended && time.Since(r.EndedAt) >= s.cfg.KeepEnded {
-			gone = append(gone, id)
-			delete(s.records, id)
-			delete(s.allocs, id)
-			delete(s.endpoints, id)
-			delete(s.lastSeen, id)
-			delete(s.watchers, id)
-			delete(s.probeFail, id)
+			gone = append(gone, *r)
 		}
 	}
 	s.mu.Unlock()
-	for _, id := range gone {
-		if err := s.store.delete(ctx, id); err != nil {
-			s.log.Error("forget session", "session", id, "err", err)
+	for _, r := range gone {
+		if err := s.store.remove(ctx, &r, s.fence()); err != nil {
+			if !errors.Is(err, ErrNotLeader) && !errors.Is(err, errConflict) {
+				s.log.Error("forget session", "session", r.ID, "err", err)
+			}
+			continue
 		}
+		s.mu.Lock()
+		s.forgetLocked(r.ID)
+		s.notifyLocked()
+		s.mu.Unlock()
 	}
 }
 

@@ -50,7 +50,7 @@ func newScheduler(t *testing.T, mutate func(*Config)) (*Scheduler, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = s.Run(ctx); close(done) }()
-	for !s.Ready() {
+	for !s.Ready() || !s.Leading() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	stop := func() { cancel(); <-done }
@@ -145,6 +145,7 @@ func TestStreamerFateBecomesState(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s, _ := newScheduler(t, func(c *Config) {
 				c.JobVars["metal_binary"] = fakeStreamer(t, tt.script)
+				c.Failover = "click" // the fate itself; replacement: TestCrashedStreamerIsReplaced
 			})
 			st, _, err := s.Enqueue(context.Background(), "p", Prefs{})
 			if err != nil {
@@ -246,7 +247,7 @@ func TestSweepRemovesOrphansBothWays(t *testing.T) {
 	}
 	// Another gateway's session, placed: its job is not an orphan.
 	theirs := "fedcba9876543210fedcba9876543210"
-	if err := s.store.put(ctx, &record{ID: theirs, Player: "other", Placed: true, Datacenter: "dc1"}); err != nil {
+	if err := s.store.create(ctx, &record{ID: theirs, Player: "other", Placed: true, Datacenter: "dc1"}, claim{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	job2, _ := s.jobFor(ctx, &record{ID: theirs, Player: "other", Datacenter: "dc1"})

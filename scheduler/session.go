@@ -55,7 +55,10 @@ type record struct {
 	Replacement string `json:"replacement,omitempty"`
 	Replaces    string `json:"replaces,omitempty"`
 
+	// createIndex orders the queue; modifyIndex is the version in KV that
+	// this copy reflects (check-and-set writes name it).
 	createIndex uint64
+	modifyIndex uint64
 	// In memory only: the registration index of the session's job (older
 	// evaluations are not about it), and for a session Nomad refused, the
 	// registration it refused, the room generation it was refused at, when
@@ -68,6 +71,16 @@ type record struct {
 	refusals     int
 	purging      bool
 	placedAt     time.Time // when the sweep first saw it placed without a job
+	placeStart   time.Time // when the leader reserved its slot (placement latency)
+	creating     bool      // in the view, not stored yet (admission in flight)
+}
+
+// keepLocal carries this gateway's in-memory bookkeeping from old to r
+// (a newer version of the same record read from KV).
+func (r *record) keepLocal(old *record) {
+	r.jobIndex, r.refusedIndex, r.refusedGen = old.jobIndex, old.refusedIndex, old.refusedGen
+	r.retryAt, r.refusals, r.purging, r.placedAt = old.retryAt, old.refusals, old.purging, old.placedAt
+	r.placeStart = old.placeStart
 }
 
 // Endpoint is a healthy streamer as Consul reports it.

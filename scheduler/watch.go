@@ -27,7 +27,7 @@ func (s *Scheduler) watchNomad(ctx context.Context) error {
 		if index == 0 {
 			idx, err := s.seedAllocs(ctx)
 			if err != nil {
-				s.log.Warn("list allocations", "err", err)
+				_ = s.nomadErr(fmt.Errorf("list allocations: %w", err))
 				sleep(ctx, b.NextBackOff())
 				continue
 			}
@@ -40,7 +40,7 @@ func (s *Scheduler) watchNomad(ctx context.Context) error {
 		// Events may have left Nomad's buffer while disconnected: list the
 		// allocations again rather than trust a view with holes in it.
 		index = 0
-		s.log.Warn("nomad event stream ended; reconnecting", "err", err)
+		_ = s.nomadErr(fmt.Errorf("nomad event stream ended; reconnecting: %w", err))
 		sleep(ctx, b.NextBackOff())
 	}
 	return nil
@@ -64,11 +64,12 @@ func (s *Scheduler) seedAllocs(ctx context.Context) (uint64, error) {
 	s.allocsSeen = true
 	s.recountLocked()
 	s.mu.Unlock()
+	s.nomadDown.Store(false)
 	for _, a := range allocs {
 		if id, ok := strings.CutPrefix(a.JobID, s.cfg.JobPrefix); ok {
 			s.observeAlloc(ctx, id, &allocInfo{
 				id: a.ID, clientStatus: a.ClientStatus, desiredStatus: a.DesiredStatus,
-				node: a.NodeName, failure: taskFailure(a.TaskStates), modifyIndex: a.ModifyIndex,
+				node: a.NodeName, nodeID: a.NodeID, failure: taskFailure(a.TaskStates), modifyIndex: a.ModifyIndex,
 			})
 		}
 	}
@@ -78,7 +79,7 @@ func (s *Scheduler) seedAllocs(ctx context.Context) (uint64, error) {
 func (s *Scheduler) stream(ctx context.Context, index *uint64, b backoff.BackOff) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	topics := map[nomad.Topic][]string{nomad.TopicAllocation: {"*"}, nomad.TopicEvaluation: {"*"}}
+	topics := map[nomad.Topic][]string{nomad.TopicAllocation: {"*"}, nomad.TopicEvaluation: {"*"}, nomad.TopicNode: {"*"}}
 	ch, err := s.nomad.EventStream().Stream(ctx, topics, *index+1, (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
 	if err != nil {
 		return err
@@ -88,6 +89,7 @@ func (s *Scheduler) stream(ctx context.Context, index *uint64, b backoff.BackOff
 			return evs.Err
 		}
 		b.Reset()
+		s.nomadDown.Store(false)
 		if evs.IsHeartbeat() {
 			continue
 		}
@@ -105,8 +107,13 @@ func (s *Scheduler) stream(ctx context.Context, index *uint64, b backoff.BackOff
 				if id, ok := strings.CutPrefix(a.JobID, s.cfg.JobPrefix); ok {
 					s.observeAlloc(ctx, id, &allocInfo{
 						id: a.ID, clientStatus: a.ClientStatus, desiredStatus: a.DesiredStatus,
-						node: a.NodeName, failure: taskFailure(a.TaskStates), modifyIndex: a.ModifyIndex,
+						node: a.NodeName, nodeID: a.NodeID, failure: taskFailure(a.TaskStates), modifyIndex: a.ModifyIndex,
 					})
+				}
+			case nomad.TopicNode:
+				n, err := e.Node()
+				if err == nil {
+					s.observeNode(ctx, n)
 				}
 			case nomad.TopicEvaluation:
 				ev, err := e.Evaluation()
@@ -128,8 +135,8 @@ func (s *Scheduler) stream(ctx context.Context, index *uint64, b backoff.BackOff
 	return ctx.Err()
 }
 
-// observeAlloc records an allocation update and ends the session when the
-// allocation is terminal.
+// observeAlloc records an allocation update; the leader ends the session
+// when the allocation is terminal (act).
 func (s *Scheduler) observeAlloc(ctx context.Context, id string, a *allocInfo) {
 	s.mu.Lock()
 	r, ok := s.records[id]
@@ -141,10 +148,26 @@ func (s *Scheduler) observeAlloc(ctx context.Context, id string, a *allocInfo) {
 		s.mu.Unlock()
 		return // stale
 	}
+	if s.allocs[id] == nil && !r.placeStart.IsZero() {
+		s.metrics.placement.Observe(time.Since(r.placeStart).Seconds())
+		r.placeStart = time.Time{}
+	}
 	s.allocs[id] = a
 	r.refusals = 0 // Nomad placed it: it holds no edge for the queue any more
-	ended := r.Ended
 	s.notifyLocked()
+	s.mu.Unlock()
+	if s.Leading() {
+		s.act(ctx, id, a)
+	}
+}
+
+// act ends a live session whose allocation is terminal: lost with its
+// node (failed over), failed (the streamer crashed: failed over too with
+// Failover "auto", the node being fine), or complete.
+func (s *Scheduler) act(ctx context.Context, id string, a *allocInfo) {
+	s.mu.Lock()
+	r, ok := s.records[id]
+	ended := !ok || r.Ended
 	s.mu.Unlock()
 	if ended {
 		return
@@ -157,15 +180,36 @@ func (s *Scheduler) observeAlloc(ctx context.Context, id string, a *allocInfo) {
 		if a.failure != "" {
 			reason += " (" + a.failure + ")"
 		}
-		s.fail(ctx, id, reason)
+		s.failover(ctx, id, reason)
 	case nomad.AllocClientStatusComplete:
 		reason := ReasonStreamerExited
 		if a.desiredStatus == nomad.AllocDesiredStatusStop {
 			reason = ReasonStopped
 		}
-		if err := s.finish(ctx, id, false, reason); err != nil {
+		if err := s.finish(ctx, id, false, reason, ""); err != nil {
 			s.log.Error("end session", "session", id, "err", err)
 		}
+	}
+}
+
+// observeNode fails over, at once, every session on a node Nomad reports
+// down: the player hears it when Nomad does (heartbeat TTL plus grace),
+// not when the allocation's loss reaches the event stream.
+func (s *Scheduler) observeNode(ctx context.Context, n *nomad.Node) {
+	if n == nil || n.Status != nomad.NodeStatusDown || !s.Leading() {
+		return
+	}
+	s.mu.Lock()
+	var on []string
+	for id, a := range s.allocs {
+		if r, ok := s.records[id]; ok && !r.Ended && a.nodeID == n.ID {
+			on = append(on, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range on {
+		s.log.Warn("node down", "node", n.Name, "session", id)
+		s.failover(ctx, id, ReasonNodeLost)
 	}
 }
 
@@ -225,7 +269,7 @@ func (s *Scheduler) watchConsul(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			s.log.Warn("consul health", "err", err)
+			s.consulError("consul health", err)
 			sleep(ctx, b.NextBackOff())
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"time"
 
@@ -51,6 +52,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	idle := fs.Duration("streamer-idle-timeout", 2*time.Minute, "a streamer with no browser for this long exits")
 	turnSecret := fs.String("turn-secret", "", "TURN REST shared secret of the edges' relays (empty: no TURN servers handed out)")
 	turnTTL := fs.Duration("turn-ttl", 10*time.Minute, "lifetime of the TURN credentials handed to a browser")
+	fs.StringVar(&sc.Instance, "instance", os.Getenv("NOMAD_ALLOC_ID"), "this gateway's name among its peers (leader lock, lock check); empty: host name and process id")
 	flagenv.Usage(fs, "metal gateway [flags]  (Nomad and Consul from NOMAD_ADDR, CONSUL_HTTP_ADDR and their token variables)")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
@@ -109,10 +111,11 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 		turnProvider = ct
 	}
 	srv, err := gateway.New(cfg, log, gateway.Deps{
-		TURN:    turnProvider,
-		Placer:  sched,
-		Players: &gateway.ConsulPlayers{KV: cc.KV(), Prefix: "metal/players/"},
-		Shares:  &gateway.ConsulShares{KV: cc.KV(), Prefix: "metal/shares/"},
+		TURN:       turnProvider,
+		Placer:     sched,
+		Players:    &gateway.ConsulPlayers{KV: cc.KV(), Prefix: "metal/players/"},
+		Shares:     &gateway.ConsulShares{KV: cc.KV(), Prefix: "metal/shares/"},
+		Collectors: sched.Collectors(),
 		Checks: map[string]gateway.Checker{
 			"nomad": gateway.CheckerFunc(func(ctx context.Context) error {
 				_, err := nc.Status().Leader()
