@@ -98,7 +98,9 @@ func startGatewayOn(t testing.TB, c *localcluster.Cluster, capacity string, queu
 
 func (g *gatewayProc) start(t testing.TB) {
 	t.Helper()
-	g.stderr = &lockedBuffer{}
+	if g.stderr == nil {
+		g.stderr = &lockedBuffer{}
+	}
 	g.cmd = exec.Command(metalBinary(t), g.args...)
 	if g.netns != "" {
 		g.cmd = exec.Command("ip", append([]string{"netns", "exec", g.netns, metalBinary(t)}, g.args...)...)

@@ -19,12 +19,15 @@ import (
 //   - a live placed session of this scheduler whose job has been gone for
 //     longer than sweepGrace (placement in flight registers it within that)
 //     fails with ReasonJobGone, and its record goes the usual way.
-// A job is an orphan only when no live record for it is in KV either, so a
-// second gateway's sessions are safe (one leader sweeping is issue #14).
+// A job is an orphan only when no live record for it is in KV either. Only
+// the leader sweeps.
 
 // sweepGrace is how long a placed session may be without its job (the
-// moment between storing the placement and registering the job).
-const sweepGrace = 30 * time.Second
+// moment between storing the placement and registering the job): one
+// sweep period, at least 5 s.
+func (s *Scheduler) sweepGrace() time.Duration {
+	return max(s.cfg.SweepEvery, 5*time.Second)
+}
 
 // ReasonJobGone ends a session whose job was removed behind the gateway.
 const ReasonJobGone = "its Nomad job was removed"
@@ -45,7 +48,7 @@ func (s *Scheduler) sweep(ctx context.Context, now time.Time) error {
 	q := (&nomad.QueryOptions{}).WithContext(ctx)
 	stubs, _, err := s.nomad.Jobs().PrefixList(s.cfg.JobPrefix)
 	if err != nil {
-		return err
+		return s.nomadErr(err)
 	}
 	vars, _, err := s.nomad.Variables().PrefixList("nomad/jobs/"+s.cfg.JobPrefix, q)
 	if err != nil {
@@ -104,7 +107,7 @@ func (s *Scheduler) sweep(ctx context.Context, now time.Time) error {
 			r.placedAt = now // first seen without its job: start the grace
 			continue
 		}
-		if now.Sub(r.placedAt) >= sweepGrace {
+		if now.Sub(r.placedAt) >= s.sweepGrace() {
 			gone = append(gone, id)
 		}
 	}

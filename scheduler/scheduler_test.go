@@ -275,7 +275,7 @@ func TestSweepRemovesOrphansBothWays(t *testing.T) {
 	if got, _ := s.Get(lost); got.State.Terminal() {
 		t.Fatalf("session ended within the grace: %+v", got)
 	}
-	if err := s.sweep(ctx, now.Add(sweepGrace+time.Second)); err != nil {
+	if err := s.sweep(ctx, now.Add(s.sweepGrace()+time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Get(lost); got.State != StateFailed || got.Reason != ReasonJobGone {
