@@ -79,6 +79,9 @@ func TestNearestEdgeAndFailover(t *testing.T) {
 	server, err := localcluster.Start(ctx, localcluster.Options{
 		Netns: srv, BindIP: "198.20.0.1", NodeName: "srv", Datacenter: "srv", NomadRole: "server",
 		NomadBin: nomadBin, ConsulBin: consulBin,
+		// An operator who wants a lost client noticed within seconds sets
+		// these (README: failure signals); Nomad's defaults take ~20 s.
+		HeartbeatTTL: time.Second,
 	})
 	must(err)
 	t.Cleanup(func() { _ = server.Stop(context.Background()) })
@@ -152,10 +155,38 @@ func TestNearestEdgeAndFailover(t *testing.T) {
 	if second.Edge != "edge-2" {
 		t.Fatalf("replacement on %q (%s), want edge-2", second.Edge, second.Choice)
 	}
-	if old := g.sessionFull(t, first.ID); old.State != "failed" || old.Replacement != second.ID || !strings.Contains(old.Reason, "edge lost") {
+	if old := g.sessionFull(t, first.ID); old.State != "failed" || old.Replacement != second.ID ||
+		// Whichever signal comes first: three missed probes (edge lost) or
+		// Nomad's node event (node lost, its heartbeat TTL is 1 s here).
+		!(strings.Contains(old.Reason, "edge lost") || strings.Contains(old.Reason, ReasonNodeLost)) {
 		t.Fatalf("first session after failover: %+v", old)
 	}
+
+	// Now edge-2's Nomad client alone dies: the streamer, the relay and
+	// Consul go on, so neither probes nor health checks see anything; only
+	// Nomad's node event does. The player is told within 5 s of the kill
+	// and lands on edge-3.
+	stopped := time.Now()
+	must(edges[1].cluster.KillNomad())
+	t.Cleanup(func() { lab.Kill(edges[1].ns) }) // its orphaned streamer
+	if err := browsertest.WaitTrue(tab, `(metal.failovers || 0) >= 2`, 5*time.Second); err != nil {
+		t.Fatalf("player not told within 5 s of edge-2's Nomad client dying: %v\ngateway log:\n%s", err, g.stderr.String())
+	}
+	t.Logf("player told %v after the client died", time.Since(stopped).Round(time.Millisecond))
+	if err := browsertest.WaitTrue(tab, `metal.session && metal.session.id !== "`+second.ID+`" && metal.stats && metal.stats.framesDecoded > 10`, 120*time.Second); err != nil {
+		t.Fatalf("%v\ngateway log:\n%s", err, g.stderr.String())
+	}
+	third := g.sessionFull(t, sessionOf(t, tab))
+	if third.Edge != "edge-3" {
+		t.Fatalf("second replacement on %q (%s), want edge-3", third.Edge, third.Choice)
+	}
+	if old := g.sessionFull(t, second.ID); old.State != "failed" || old.Replacement != third.ID || !strings.Contains(old.Reason, ReasonNodeLost) {
+		t.Fatalf("second session after its client died: %+v", old)
+	}
 }
+
+// ReasonNodeLost is scheduler.ReasonNodeLost as the player reads it.
+const ReasonNodeLost = "node lost"
 
 type fullView struct {
 	sessionView

@@ -13,7 +13,7 @@ variable "datacenters" {
 
 variable "count" {
   type        = number
-  description = "Number of gateway instances. All state lives in Nomad and Consul, so any number works."
+  description = "Number of gateway instances. They share their state in Consul KV and one of them, the holder of a Consul lock, places and reaps (README: Gateways in numbers)."
   default     = 1
 }
 

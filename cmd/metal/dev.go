@@ -32,6 +32,7 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	capacity := fs.String("capacity", strconv.Itoa(devPlayers), "streams placed at once (the browsers decode on this machine too); auto: as many as Nomad can place")
 	fps := fs.Int("fps", 30, "stream frame rate: 30 or 60 (60 needs twice the CPU per player)")
 	queue := fs.Int("queue", 10, "sessions that may wait beyond capacity")
+	gateways := fs.Int("gateways", 1, "gateway instances (the job's count); more than one puts a local load balancer on the gateway port")
 	flagenv.Usage(fs, "metal dev [flags]")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
@@ -43,12 +44,21 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	if err != nil {
 		return fmt.Errorf("find metal binary: %w", err)
 	}
-	if *port != 0 {
+	if *gateways < 1 || *gateways > 5 {
+		return fmt.Errorf("-gateways %d: want 1 to 5", *gateways)
+	}
+	var front net.Listener // the load balancer's, with several gateways
+	if *port != 0 || *gateways > 1 {
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))
 		if err != nil {
 			return fmt.Errorf("gateway port %d is taken (%v): pass -gateway-port 0 (METAL_GATEWAY_PORT=0) for any free port", *port, err)
 		}
-		l.Close()
+		if *gateways > 1 {
+			front = l
+			defer front.Close()
+		} else {
+			l.Close()
+		}
 	}
 
 	step := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "==> "+format+"\n", a...) }
@@ -104,18 +114,23 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	}); err != nil {
 		return err
 	}
-	streamerCPU, err := devStreamerCPU(ctx, cluster.Nomad, *fps)
+	streamerCPU, err := devStreamerCPU(ctx, cluster.Nomad, *fps, *gateways)
 	if err != nil {
 		return err
 	}
-	step("registering job metal-gateway (raw_exec, open mode, capacity %s, queue %d, 720p%d, %d MHz per stream)", *capacity, *queue, *fps, streamerCPU)
+	gatewayPort := *port
+	if *gateways > 1 {
+		gatewayPort = 0 // several on one node: dynamic ports, the balancer in front
+	}
+	step("registering job metal-gateway (raw_exec, %d instance(s), open mode, capacity %s, queue %d, 720p%d, %d MHz per stream)", *gateways, *capacity, *queue, *fps, streamerCPU)
 	if _, err := localcluster.RunJob(ctx, cluster.Nomad, hcl, map[string]any{
+		"count":           *gateways,
 		"driver":          "raw_exec",
 		"metal_binary":    self,
 		"nomad_addr":      cluster.NomadAddr,
 		"consul_addr":     cluster.ConsulAddr,
 		"open_mode":       true,
-		"port":            *port,
+		"port":            gatewayPort,
 		"capacity":        *capacity,
 		"queue":           *queue,
 		"streamer_driver": "raw_exec",
@@ -132,6 +147,17 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	}
 	svc := entries[0].Service
 	url := fmt.Sprintf("http://%s:%d/", svc.Address, svc.Port)
+	if front != nil {
+		p := &devProxy{log: log}
+		go p.follow(ctx, cluster.Consul.Health())
+		go func() {
+			if err := p.serve(ctx, front); err != nil {
+				log.Error("load balancer", "err", err)
+			}
+		}()
+		url = fmt.Sprintf("http://%s/", front.Addr())
+		step("%d gateways behind a local load balancer at %s (one leads; kill any, players keep playing)", *gateways, url)
+	}
 	step("Metal is running. Player URL (open mode: anyone on this machine may play):")
 	fmt.Println(url)
 	step("issue a player link: %s player add alice -gateway %s -admin-token %s", self, strings.TrimSuffix(url, "/"), adminToken)
@@ -146,9 +172,9 @@ const devPlayers = 2
 // devStreamerCPU is the CPU each dev streamer reserves: the job's measured
 // reservation (jobs/streamer.nomad.hcl: 1000 MHz at 720p30, 1600 at 60),
 // lowered where needed so that devPlayers streams fit on this machine next
-// to the gateway (200) and TURN (500). Nomad's CPU is a share, not a cap:
+// to the gateways (200 each) and TURN (500). Nomad's CPU is a share, not a cap:
 // on a slower 2-core machine the two streams share what there is.
-func devStreamerCPU(ctx context.Context, nc *nomad.Client, fps int) (int, error) {
+func devStreamerCPU(ctx context.Context, nc *nomad.Client, fps, gateways int) (int, error) {
 	want := 1000
 	if fps == 60 {
 		want = 1600
@@ -161,7 +187,7 @@ func devStreamerCPU(ctx context.Context, nc *nomad.Client, fps int) (int, error)
 	if err != nil || node.NodeResources == nil {
 		return 0, fmt.Errorf("read the dev node: %v", err)
 	}
-	free := int(node.NodeResources.Cpu.CpuShares) - 200 - 500
+	free := int(node.NodeResources.Cpu.CpuShares) - 200*gateways - 500
 	if node.ReservedResources != nil {
 		free -= int(node.ReservedResources.Cpu.CpuShares)
 	}

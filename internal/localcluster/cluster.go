@@ -66,6 +66,10 @@ type Options struct {
 	NomadServers []string
 	// ClientMeta is the Nomad client's node meta.
 	ClientMeta map[string]string
+	// HeartbeatTTL sets a Nomad server's min_heartbeat_ttl and
+	// heartbeat_grace: a client that stops heartbeating is down after
+	// about twice this (Nomad's defaults: 10 s each).
+	HeartbeatTTL time.Duration
 }
 
 // Cluster is a running Consul server and Nomad server+client on loopback.
@@ -161,6 +165,15 @@ func (c *Cluster) PIDs() []int {
 		}
 	}
 	return pids
+}
+
+// KillNomad kills the Nomad agent alone (SIGKILL), as a crashed client: its
+// tasks keep running and Consul stays up.
+func (c *Cluster) KillNomad() error {
+	if c.nomad == nil {
+		return nil
+	}
+	return c.nomad.cmd.Process.Kill()
 }
 
 // Stop purges every job (so no task outlives its agent), waits for their

@@ -36,6 +36,7 @@ type nomadParams struct {
 	ClientExtra string // extra HCL inside the client block
 	Extra       string // extra top-level HCL (plugins, ...)
 	PluginDir   string
+	Heartbeat   string // server: min_heartbeat_ttl and heartbeat_grace
 }
 
 // nomadConfig renders a combined server and client agent bound to loopback
@@ -46,6 +47,9 @@ func nomadConfig(p nomadParams) string {
 		p.Name, p.BindIP, p.Interface = "metal-local", "127.0.0.1", "lo"
 	}
 	server := "server {\n  enabled          = true\n  bootstrap_expect = 1\n}"
+	if p.Heartbeat != "" {
+		server = fmt.Sprintf("server {\n  enabled          = true\n  bootstrap_expect = 1\n  min_heartbeat_ttl = %q\n  heartbeat_grace   = %q\n}", p.Heartbeat, p.Heartbeat)
+	}
 	clientOn, servers := "true", ""
 	switch p.Role {
 	case "server":
@@ -157,6 +161,7 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 		Meta:        o.ClientMeta,
 		DataDir:     dataDir,
 		Datacenter:  o.Datacenter,
+		Heartbeat:   heartbeat(o),
 		ConsulAddr:  strings.TrimPrefix(consulAddr, "http://"),
 		HTTP:        ports[0],
 		RPC:         ports[1],
@@ -258,4 +263,11 @@ func waitNomadReady(ctx context.Context, p *process, c *nomad.Client, o Options)
 		}
 		return false, nil
 	})
+}
+
+func heartbeat(o Options) string {
+	if o.HeartbeatTTL <= 0 {
+		return ""
+	}
+	return o.HeartbeatTTL.String()
 }
