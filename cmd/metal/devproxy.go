@@ -113,7 +113,10 @@ func (p *devProxy) RoundTrip(req *http.Request) (*http.Response, error) {
 // serve runs the proxy on ln until ctx ends.
 func (p *devProxy) serve(ctx context.Context, ln net.Listener) error {
 	rp := &httputil.ReverseProxy{
-		Rewrite:       func(r *httputil.ProxyRequest) { r.SetURL(&url.URL{Scheme: "http", Host: "gateways"}); r.Out.Host = r.In.Host },
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(&url.URL{Scheme: "http", Host: "gateways"})
+			r.Out.Host = r.In.Host
+		},
 		Transport:     p,
 		FlushInterval: -1, // progress streams (SSE) pass at once
 	}
