@@ -60,6 +60,29 @@ func (s *Scheduler) fence() *fence {
 	return &fence{key: s.store.lockKey(), session: s.leadSession}
 }
 
+// awaitLeader watches the lock key until some gateway holds it once (this
+// one or another), for Ready.
+func (s *Scheduler) awaitLeader(ctx context.Context) error {
+	var index uint64
+	for ctx.Err() == nil {
+		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: 10 * time.Second}).WithContext(ctx)
+		p, meta, err := s.store.kv.Get(s.store.lockKey(), q)
+		if err != nil {
+			sleep(ctx, time.Second)
+			continue
+		}
+		index = meta.LastIndex
+		if (p != nil && p.Session != "") || s.Leading() {
+			s.mu.Lock()
+			s.leaderSeen = true
+			s.notifyLocked()
+			s.mu.Unlock()
+			return nil
+		}
+	}
+	return nil
+}
+
 func (s *Scheduler) lockCheckID() string { return LockService + "-" + s.cfg.Instance }
 
 // campaign keeps this gateway in the running for the lock until ctx ends,

@@ -147,6 +147,7 @@ type Scheduler struct {
 	// leadSession (leader.go).
 	leadCtx     context.Context
 	leadSession string
+	leaderSeen  bool // some gateway held the lock since start (Ready)
 
 	// nomadDown is set while Nomad does not answer (its watches fail):
 	// admissions get ErrUnavailable instead of sessions that would fail.
@@ -211,9 +212,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	g.Go(func() error { return s.watchCapacity(ctx) })
 	g.Go(func() error { return s.watchTURN(ctx) })
 	g.Go(func() error { return s.publishSeen(ctx) })
+	g.Go(func() error { return s.awaitLeader(ctx) })
 	g.Go(func() error {
 		// Campaign once this gateway knows the state it would lead.
-		for !s.Ready() {
+		for !s.viewReady() {
 			select {
 			case <-ctx.Done():
 				return nil
@@ -225,10 +227,18 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// Ready reports whether Run has loaded the stored sessions and knows what
-// Nomad can place (a session's reservation, the nodes, the allocations), so
-// that an admission now is placed at once when there is room.
+// Ready reports whether Run has loaded the stored sessions, knows what
+// Nomad can place (a session's reservation, the nodes, the allocations)
+// and has seen the fleet led once, so that an admission now is placed at
+// once when there is room. It stays true while a new leader is elected.
 func (s *Scheduler) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loaded && s.demandKnown && s.nodesSeen && s.allocsSeen && s.leaderSeen
+}
+
+// viewReady is Ready before any leader was seen: what campaigning needs.
+func (s *Scheduler) viewReady() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.loaded && s.demandKnown && s.nodesSeen && s.allocsSeen

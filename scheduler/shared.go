@@ -65,6 +65,7 @@ func (s *Scheduler) adoptAll(recs []*record, idx uint64) {
 	s.loaded = true
 	if changed {
 		s.notifyLocked()
+		s.poke() // a follower's admission or a player leaving there: the leader places
 	}
 }
 
