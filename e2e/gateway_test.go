@@ -320,8 +320,9 @@ func TestQueueThenPlace(t *testing.T) {
 	}
 }
 
-// TestStreamerCrashShownQuickly kills the streamer process; the player's
-// page must say "streamer crashed" within 5 seconds.
+// TestStreamerCrashShownQuickly kills the streamer process on a healthy
+// node: within 5 seconds the player is told (the session failed, "streamer
+// crashed"), and with failover auto a replacement session plays.
 func TestStreamerCrashShownQuickly(t *testing.T) {
 	g := startGateway(t, 1, 1)
 	browser := browsertest.New(t)
@@ -332,12 +333,16 @@ func TestStreamerCrashShownQuickly(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if err := browsertest.WaitTrue(tab, `(metal.status || "").includes("streamer crashed")`, 5*time.Second); err != nil {
+	if err := browsertest.WaitTrue(tab, `(metal.failovers || 0) >= 1 || (metal.status || "").includes("streamer crashed")`, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	browsertest.Screenshot(t, tab, "player-crashed")
-	if v := g.session(t, id); v.State != "failed" || !strings.Contains(v.Reason, "streamer crashed") {
-		t.Fatalf("session %+v, want failed: streamer crashed", v)
+	v := g.sessionFull(t, id)
+	if v.State != "failed" || !strings.Contains(v.Reason, "streamer crashed") || v.Replacement == "" {
+		t.Fatalf("session %+v, want failed: streamer crashed, with a replacement", v)
+	}
+	if err := browsertest.WaitTrue(tab, `metal.session && metal.session.id === "`+v.Replacement+`" && metal.stats && metal.stats.framesDecoded > 10`, 60*time.Second); err != nil {
+		t.Fatalf("the replacement does not play: %v", err)
 	}
 }
 

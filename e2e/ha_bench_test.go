@@ -30,7 +30,7 @@ func BenchmarkLeaderFailover(b *testing.B) {
 		if err != nil || id == "" {
 			b.Fatalf("admit at a follower: %d %s %v", code, body, err)
 		}
-		for stateAt(follower, id) == "queued" {
+		for st := stateAt(follower, id); st == "queued" || st == ""; st = stateAt(follower, id) {
 			if time.Since(at) > 30*time.Second {
 				b.Fatalf("kill %d: not placed within 30 s", i)
 			}

@@ -91,6 +91,7 @@ func watchJobs(c *localcluster.Cluster) (stop func() int) {
 			q := (&nomad.QueryOptions{WaitIndex: index, WaitTime: 2 * time.Second}).WithContext(ctx)
 			jobs, meta, err := c.Nomad.Jobs().List(q)
 			if err != nil {
+				time.Sleep(50 * time.Millisecond)
 				continue
 			}
 			index = meta.LastIndex
@@ -280,7 +281,11 @@ func TestThreeGatewaysHoldOneFleet(t *testing.T) {
 			for id := range ids {
 				var pos []int
 				for _, g := range alive {
-					pos = append(pos, g.session(t, id).Position)
+					v := g.session(t, id)
+					if v.ID != id || v.State == "failed" || v.State == "ended" {
+						agree = false // every gateway knows every live session
+					}
+					pos = append(pos, v.Position)
 				}
 				if pos[0] != pos[1] {
 					agree = false

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/url"
@@ -102,6 +103,9 @@ func (s *Scheduler) nomadErr(err error) error {
 // isOutage reports whether a Nomad error is the cluster being away (no
 // answer, a 5xx, a timeout) rather than a refusal of the request.
 func isOutage(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false // the caller hung up; Nomad is fine
+	}
 	var ue nomad.UnexpectedResponseError
 	if errors.As(err, &ue) {
 		return ue.StatusCode() >= 500 || ue.StatusCode() == 429

@@ -13,7 +13,8 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// probeLoop reads each healthy streamer's /healthz every interval for what
+// probeLoop reads each healthy streamer's /healthz (and the last address
+// of one whose Consul check just went critical) every interval for what
 // Consul does not carry promptly: whether a browser is connected (peers) and
 // the encoder in use. Consul syncs check output only every
 // check_update_interval (5 minutes by default), so its copy is stale.
@@ -22,9 +23,11 @@ func (s *Scheduler) probeLoop(ctx context.Context, interval time.Duration) error
 	return every(ctx, interval, func() {
 		s.mu.Lock()
 		targets := map[string]Endpoint{}
-		for id, ep := range s.endpoints {
-			if r, ok := s.records[id]; ok && !r.Ended {
-				targets[id] = ep
+		for _, m := range []map[string]Endpoint{s.lastEP, s.endpoints} {
+			for id, ep := range m {
+				if r, ok := s.records[id]; ok && !r.Ended {
+					targets[id] = ep
+				}
 			}
 		}
 		s.mu.Unlock()

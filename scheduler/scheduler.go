@@ -113,6 +113,10 @@ type Scheduler struct {
 	records   map[string]*record
 	allocs    map[string]*allocInfo
 	endpoints map[string]Endpoint
+	// lastEP is the last endpoint of a live session whose Consul check left
+	// passing: the probe keeps trying it, and fails the session over when
+	// it stays unreachable (probe.go).
+	lastEP map[string]Endpoint
 	lastSeen  map[string]time.Time
 	asked     map[string]time.Time // when a browser last asked this gateway (seen.go)
 	watchers  map[string]int
@@ -179,7 +183,7 @@ func New(cfg Config, nc *nomad.Client, cc *consul.Client, log *slog.Logger) (*Sc
 		cfg: cfg, log: log.With("component", "scheduler"), nomad: nc, consul: cc,
 		store:   &store{kv: cc.KV(), txn: cc.Txn(), prefix: cfg.KVPrefix},
 		records: map[string]*record{}, allocs: map[string]*allocInfo{},
-		endpoints: map[string]Endpoint{}, lastSeen: map[string]time.Time{}, asked: map[string]time.Time{}, watchers: map[string]int{},
+		endpoints: map[string]Endpoint{}, lastEP: map[string]Endpoint{}, lastSeen: map[string]time.Time{}, asked: map[string]time.Time{}, watchers: map[string]int{},
 		probeFail: map[string]int{}, readyNodes: map[string]int{}, turn: map[string]turnState{},
 		nodes: map[string]nodeRoom{}, usage: map[string]allocUse{}, room: map[string]int{},
 		changed: make(chan struct{}), kick: make(chan struct{}, 1),
@@ -206,7 +210,18 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.watchRecords(ctx) })
-	g.Go(func() error { return s.watchNomad(ctx) })
+	g.Go(func() error {
+		// Allocations are matched to records: list them once the records
+		// are in the view, or a restarted gateway would drop them.
+		for !s.isLoaded() {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		return s.watchNomad(ctx)
+	})
 	g.Go(func() error { return s.watchConsul(ctx) })
 	g.Go(func() error { return s.probeLoop(ctx, time.Second) })
 	g.Go(func() error { return s.watchCapacity(ctx) })
@@ -235,6 +250,12 @@ func (s *Scheduler) Ready() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.loaded && s.demandKnown && s.nodesSeen && s.allocsSeen && s.leaderSeen
+}
+
+func (s *Scheduler) isLoaded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loaded
 }
 
 // viewReady is Ready before any leader was seen: what campaigning needs.
@@ -381,15 +402,36 @@ func (s *Scheduler) admit(ctx context.Context, player string, prefs Prefs, repla
 			return st, false, nil
 		}
 	}
+	// The leader may place in the request, when there is room and nobody
+	// waits: it reads the queue's tail, then every record, consistently, so
+	// that the decision sees everyone admitted before (at any gateway), and
+	// the write checks the tail has not moved since.
+	var tail uint64
+	leading := s.Leading()
+	if leading {
+		s.mu.Lock()
+		order, _ := s.orderLocked(prefs)
+		leading = s.freeEdgeLocked(order, s.activeLocked(), s.inflightLocked()) != "" && !s.anyQueuedLocked()
+		s.mu.Unlock()
+	}
+	if leading {
+		if tail, err = s.store.tail(ctx); err == nil {
+			var recs []*record
+			var idx uint64
+			if recs, idx, err = s.store.list(ctx, 0, true); err == nil {
+				s.adoptAll(recs, idx)
+			}
+		}
+		if err != nil {
+			leading = false // cannot tell: queue it, the leader's loop places it
+		}
+	}
 	s.mu.Lock()
 	order, why := s.orderLocked(prefs)
 	r := &record{ID: id, Player: player, Created: time.Now().UTC(), Prefs: order, Choice: why,
 		RTT: prefs.RTT, Avoid: prefs.Avoid, Replaces: replaces, creating: true}
-	// With a free slot and nobody waiting the leader places the session
-	// now, in the request; otherwise it waits in the queue, behind every
-	// player already waiting. The record is in the view (holding its slot)
-	// from here, before the store answers.
-	leading := s.leadCtx != nil && s.leadCtx.Err() == nil
+	// The record is in the view (holding its slot) from here, before the
+	// store answers.
 	if dc := s.freeEdgeLocked(order, s.activeLocked(), s.inflightLocked()); leading && dc != "" && !s.anyQueuedLocked() {
 		r.Placed, r.Datacenter, r.placeStart = true, dc, time.Now()
 		if dc != order[0] {
@@ -398,15 +440,19 @@ func (s *Scheduler) admit(ctx context.Context, player string, prefs Prefs, repla
 	}
 	s.records[r.ID] = r
 	s.lastSeen[r.ID] = time.Now()
+	rc := *r // the store works on a copy; the view changes under s.mu
 	s.mu.Unlock()
 	var f *fence
-	if r.Placed {
-		f = s.fence()
+	if rc.Placed {
+		if f = s.fence(); f == nil {
+			rc.Placed, rc.Datacenter = false, ""
+		}
 	}
-	err = s.store.create(ctx, r, c, f)
-	if errors.Is(err, ErrNotLeader) {
-		r.Placed, r.Datacenter = false, "" // lost the lock just now: queue it
-		err = s.store.create(ctx, r, c, nil)
+	err = s.store.create(ctx, &rc, c, f, tail)
+	if rc.Placed && (errors.Is(err, ErrNotLeader) || errors.Is(err, errOvertaken)) {
+		// Lost the lock, or someone was admitted meanwhile: queue it.
+		rc.Placed, rc.Datacenter = false, ""
+		err = s.store.create(ctx, &rc, c, nil, 0)
 	}
 	s.mu.Lock()
 	if err != nil {
@@ -415,14 +461,21 @@ func (s *Scheduler) admit(ctx context.Context, player string, prefs Prefs, repla
 		s.mu.Unlock()
 		if errors.Is(err, ErrUnavailable) {
 			s.consulError("store session", err)
+			// The answer may have been lost after the commit: the record
+			// then comes back through the view, queued or placed, and the
+			// leader's recovery and sweep take care of it.
 		}
 		return Status{}, false, err
 	}
+	r.Placed, r.Datacenter = rc.Placed, rc.Datacenter
+	r.createIndex, r.modifyIndex = rc.createIndex, rc.modifyIndex
 	r.creating = false
 	s.notifyLocked()
 	s.mu.Unlock()
 	if r.Placed {
-		if err := s.place(ctx, r.ID, false); err != nil {
+		// The placement outlives the request: a player who hangs up must
+		// not leave a half-placed session, nor look like a Nomad outage.
+		if err := s.place(context.WithoutCancel(ctx), r.ID, false); err != nil {
 			s.placeFailed(context.WithoutCancel(ctx), r.ID, err)
 		}
 	}
@@ -434,15 +487,26 @@ func (s *Scheduler) admit(ctx context.Context, player string, prefs Prefs, repla
 	return st, true, nil
 }
 
-// Get returns a session's status.
+// Get returns a session's status. A session this gateway's view does not
+// hold yet (admitted at another gateway a moment ago) is read from KV.
 func (s *Scheduler) Get(id string) (Status, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	r, ok := s.records[id]
-	if !ok {
+	if ok {
+		defer s.mu.Unlock()
+		return s.statusLocked(r), nil
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	got, err := s.store.get(ctx, id)
+	if err != nil || got == nil {
 		return Status{}, ErrNotFound
 	}
-	return s.statusLocked(r), nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.adoptLocked(got, false, time.Now())
+	return s.statusLocked(s.records[id]), nil
 }
 
 // SessionsOf lists the live sessions of player.
@@ -561,6 +625,15 @@ func (s *Scheduler) placeLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-s.kick:
+		}
+		// A consistent read first: the oldest waiting session is in it,
+		// whichever gateway admitted it, so nobody is overtaken.
+		if recs, idx, err := s.store.list(ctx, 0, true); err == nil {
+			s.adoptAll(recs, idx)
+		} else if ctx.Err() == nil {
+			s.consulError("read the queue", err)
+			time.AfterFunc(time.Second, s.poke)
+			continue
 		}
 		for ctx.Err() == nil {
 			r := s.nextToPlace()
@@ -721,12 +794,25 @@ func (s *Scheduler) unplace(ctx context.Context, id, why string) {
 	go func() {
 		b := backoff.NewExponentialBackOff()
 		b.MaxInterval, b.MaxElapsedTime = 5*time.Second, 0
+		// Queued in KV first (fenced: only while leading), then the job
+		// goes: a gateway that lost the lock never purges a job the new
+		// leader counts as placed.
+		stored := false
 		for {
-			err := s.purgeJob(runCtx, id)
-			if err == nil {
-				err = s.storeQueued(runCtx, id)
+			err := error(nil)
+			if !stored {
+				if err = s.storeQueued(runCtx, id); err == nil {
+					stored = true
+				}
 			}
-			if err == nil || runCtx.Err() != nil || errors.Is(err, ErrNotLeader) {
+			if stored {
+				err = s.purgeJob(runCtx, id)
+			}
+			if errors.Is(err, ErrNotLeader) {
+				_ = s.refresh(runCtx, id) // the view follows KV again
+				break
+			}
+			if err == nil || runCtx.Err() != nil {
 				break
 			}
 			s.log.Warn("purge refused session job; retrying", "session", id, "err", err)
@@ -946,7 +1032,9 @@ func (s *Scheduler) finish(ctx context.Context, id string, failed bool, reason, 
 	s.log.Info("session over", "session", id, "failed", failed, "reason", reason)
 	var errs []error
 	if rc.Placed {
-		errs = append(errs, s.purgeJob(ctx, id))
+		// The purge outlives a request that asked for it; if it fails
+		// anyway, the leader's sweep retries it.
+		errs = append(errs, s.purgeJob(context.WithoutCancel(ctx), id))
 	}
 	s.poke()
 	return errors.Join(errs...)

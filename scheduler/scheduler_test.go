@@ -247,7 +247,7 @@ func TestSweepRemovesOrphansBothWays(t *testing.T) {
 	}
 	// Another gateway's session, placed: its job is not an orphan.
 	theirs := "fedcba9876543210fedcba9876543210"
-	if err := s.store.create(ctx, &record{ID: theirs, Player: "other", Placed: true, Datacenter: "dc1"}, claim{}, nil); err != nil {
+	if err := s.store.create(ctx, &record{ID: theirs, Player: "other", Placed: true, Datacenter: "dc1"}, claim{}, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	job2, _ := s.jobFor(ctx, &record{ID: theirs, Player: "other", Datacenter: "dc1"})

@@ -92,6 +92,7 @@ func (s *Scheduler) forgetLocked(id string) {
 	delete(s.records, id)
 	delete(s.allocs, id)
 	delete(s.endpoints, id)
+	delete(s.lastEP, id)
 	delete(s.lastSeen, id)
 	delete(s.asked, id)
 	delete(s.watchers, id)

@@ -46,6 +46,9 @@ var (
 	errConflict = errors.New("session record changed concurrently")
 	// errClaimed: the player's claim moved since it was read.
 	errClaimed = errors.New("player claim changed concurrently")
+	// errOvertaken: a session was admitted (at any gateway) since the
+	// leader last looked at the queue.
+	errOvertaken = errors.New("a session was admitted meanwhile")
 )
 
 func (s *store) key(id string) string { return s.prefix + id }
@@ -58,6 +61,22 @@ func (s *store) claimKey(player string) string {
 }
 
 func (s *store) seenKey(id string) string { return s.root() + "-seen/" + id }
+
+// tailKey changes with every admission: a placement in the request checks
+// it has not changed since the leader read the queue.
+func (s *store) tailKey() string { return s.root() + "-tail" }
+
+// tail reads the tail key's index (0: no admission yet), consistently.
+func (s *store) tail(ctx context.Context) (uint64, error) {
+	p, _, err := s.kv.Get(s.tailKey(), (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return 0, unavailable(fmt.Errorf("read queue tail: %w", err))
+	}
+	if p == nil {
+		return 0, nil
+	}
+	return p.ModifyIndex, nil
+}
 
 // lockKey is the key the leader holds.
 func (s *store) lockKey() string { return s.root() + "-leader" }
@@ -81,18 +100,30 @@ func (s *store) getClaim(ctx context.Context, player string) (claim, error) {
 }
 
 // create writes a new record and moves its player's claim to it, in one
-// transaction: the claim must still be at c.index (0: absent). With a fence
-// it commits only while the leader holds the lock. It sets r's indexes.
-func (s *store) create(ctx context.Context, r *record, c claim, f *fence) error {
+// transaction: the claim must still be at c.index (0: absent). Every
+// admission moves the queue's tail. With a fence it commits only while the
+// leader holds the lock and, for a session placed in the request, only if
+// the tail is still at tail (nobody was admitted since the leader read the
+// queue, so nobody older waits). It sets r's indexes.
+func (s *store) create(ctx context.Context, r *record, c claim, f *fence, tail uint64) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
+	check := &consul.KVTxnOp{Verb: consul.KVCheckIndex, Key: s.tailKey(), Index: tail}
+	if tail == 0 {
+		check = &consul.KVTxnOp{Verb: consul.KVCheckNotExists, Key: s.tailKey()}
+	}
+	if !r.Placed {
+		check = &consul.KVTxnOp{Verb: consul.KVGetOrEmpty, Key: s.tailKey()} // no check
+	}
 	ops := consul.TxnOps{
+		{KV: check},
 		{KV: &consul.KVTxnOp{Verb: consul.KVCAS, Key: s.claimKey(r.Player), Value: []byte(r.ID), Index: c.index}},
 		{KV: &consul.KVTxnOp{Verb: consul.KVCAS, Key: s.key(r.ID), Value: b, Index: 0}},
+		{KV: &consul.KVTxnOp{Verb: consul.KVSet, Key: s.tailKey(), Value: []byte(r.ID)}},
 	}
-	res, err := s.commit(ctx, ops, f, errClaimed, errConflict)
+	res, err := s.commit(ctx, ops, f, errOvertaken, errClaimed, errConflict)
 	if err != nil {
 		return fmt.Errorf("store session %s: %w", r.ID, err)
 	}

@@ -302,6 +302,16 @@ func (s *Scheduler) watchConsul(ctx context.Context) error {
 				ep.Peers, ep.Encoder = old.Peers, old.Encoder
 				eps[id] = ep
 			}
+			delete(s.lastEP, id)
+		}
+		// A live session's check that left passing: its stream is not
+		// offered any more, and the probe watches its last address.
+		for id, old := range s.endpoints {
+			if r, ok := s.records[id]; ok && !r.Ended && r.Placed {
+				if _, still := eps[id]; !still {
+					s.lastEP[id] = old
+				}
+			}
 		}
 		s.endpoints = eps
 		s.notifyLocked()
