@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	consul "github.com/hashicorp/consul/api"
 
 	"github.com/metal-stream/metal/internal/browsertest"
 
@@ -185,4 +187,128 @@ func listenerPID(t *testing.T, url string) int {
 		}
 	}
 	return 0
+}
+
+var devAddrRE = regexp.MustCompile(`Consul (http://\S+), Nomad (http://\S+)`)
+
+// TestDevGatewaysKilledOneByOne runs `metal dev -gateways 3` (the gateway
+// job at count 3 behind the local load balancer) and plays; then the
+// leading gateway, and after it another, are killed with SIGKILL: the
+// player keeps decoding, on the same session, and its status still
+// answers through the balancer.
+func TestDevGatewaysKilledOneByOne(t *testing.T) {
+	nomadBin, consulBin := clustertest.Binaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, metalBinary(t), "dev", "-gateways", "3", "-gateway-port", "0", "-nomad-bin", nomadBin, "-consul-bin", consulBin)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(syscall.SIGINT)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Minute):
+				_ = cmd.Process.Kill()
+			}
+		}
+	}()
+	urlc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "http://") {
+				urlc <- strings.TrimSpace(sc.Text())
+			}
+		}
+		close(urlc)
+	}()
+	var url string
+	select {
+	case url = <-urlc:
+	case <-ctx.Done():
+	}
+	m := devAddrRE.FindStringSubmatch(stderr.String())
+	if url == "" || m == nil {
+		t.Fatalf("metal dev printed no URL or agent addresses; stderr:\n%s", stderr.String())
+	}
+	ccfg := consul.DefaultConfig()
+	ccfg.Address = strings.TrimPrefix(m[1], "http://")
+	cc, err := consul.NewClient(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// gateways lists the passing gateway instances: base URL and leader.
+	gateways := func() (urls []string, leader int) {
+		entries, _, err := cc.Health().Service("metal-gateway", "", true, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leader = -1
+		for i, e := range entries {
+			u := fmt.Sprintf("http://%s:%d", e.Service.Address, e.Service.Port)
+			urls = append(urls, u)
+			g := &gatewayProc{url: u}
+			if l, _ := g.leads(); l {
+				leader = i
+			}
+		}
+		return urls, leader
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if urls, leader := gateways(); len(urls) == 3 && leader >= 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("three passing gateways with a leader not within 90 s:\n%s", stderr.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	browser := browsertest.New(t)
+	tab := browsertest.Stranger(t, browser)
+	if err := chromedp.Do(tab, chromedp.Navigate(url)); err != nil {
+		t.Fatal(err)
+	}
+	if err := browsertest.WaitTrue(tab, `metal.stats && metal.stats.framesDecoded > 30`, 120*time.Second); err != nil {
+		t.Fatalf("%v\nmetal dev:\n%s", err, stderr.String())
+	}
+	id := sessionOf(t, tab)
+	for round := range 2 {
+		urls, leader := gateways()
+		victim := leader
+		if victim < 0 || round == 1 {
+			victim = (max(leader, 0) + 1) % len(urls)
+		}
+		pid := listenerPID(t, urls[victim])
+		if pid == 0 {
+			t.Fatalf("no process serves %s", urls[victim])
+		}
+		before := framesOf(t, tab)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("killed gateway %s (pid %d, leader %v)", urls[victim], pid, victim == leader)
+		time.Sleep(5 * time.Second)
+		after := framesOf(t, tab)
+		if after < before+60 {
+			t.Fatalf("round %d: %d frames in the 5 s after killing a gateway, want 60 or more", round, after-before)
+		}
+		if got := sessionOf(t, tab); got != id {
+			t.Fatalf("round %d: the player moved from session %s to %q", round, id, got)
+		}
+		if code := fetchFrom(t, tab, "GET", "/v1/sessions/"+id); code != 200 {
+			t.Fatalf("round %d: status through the balancer = %d", round, code)
+		}
+	}
 }
