@@ -20,7 +20,6 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
-	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/localcluster"
@@ -383,29 +382,7 @@ func TestFloodKeepsNomadSafe(t *testing.T) {
 	g := startGateway(t, capacity, queue, "-open")
 	c := clustertest.Cluster(t)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var maxJobs int
-	var pollWG sync.WaitGroup
-	pollWG.Add(1)
-	go func() {
-		defer pollWG.Done()
-		var index uint64
-		for ctx.Err() == nil {
-			q := (&nomad.QueryOptions{WaitIndex: index, WaitTime: 2 * time.Second}).WithContext(ctx)
-			jobs, meta, err := c.Nomad.Jobs().List(q)
-			if err != nil {
-				continue
-			}
-			index = meta.LastIndex
-			live := 0
-			for _, j := range jobs {
-				if j.Status != "dead" {
-					live++
-				}
-			}
-			maxJobs = max(maxJobs, live)
-		}
-	}()
+	stopWatch := watchJobs(t, c)
 
 	var mu sync.Mutex
 	codes := map[int]int{}
@@ -446,8 +423,7 @@ func TestFloodKeepsNomadSafe(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	cancel()
-	pollWG.Wait()
+	maxJobs := stopWatch()
 	if maxJobs > capacity || maxJobs == 0 {
 		t.Fatalf("Nomad held at most %d live jobs, want 1..%d (capacity: queued sessions have no job)", maxJobs, capacity)
 	}

@@ -26,15 +26,24 @@ func (s *Scheduler) totalCapacityLocked() int {
 	return n
 }
 
-// activeLocked counts placed, live sessions by edge.
+// activeLocked counts placed sessions by edge: live ones, and ended ones
+// whose allocation Nomad still runs (a purge in flight, or one that failed
+// and the sweep will retry), so the optional Capacity bound counts what
+// Nomad holds, not what the records say.
 func (s *Scheduler) activeLocked() map[string]int {
 	active := map[string]int{}
-	for _, r := range s.records {
-		if r.Placed && !r.Ended {
+	for id, r := range s.records {
+		if r.Placed && (!r.Ended || allocLive(s.allocs[id])) {
 			active[r.Datacenter]++
 		}
 	}
 	return active
+}
+
+// allocLive reports whether an allocation still holds its resources.
+func allocLive(a *allocInfo) bool {
+	return a != nil && a.desiredStatus == nomad.AllocDesiredStatusRun &&
+		(a.clientStatus == nomad.AllocClientStatusPending || a.clientStatus == nomad.AllocClientStatusRunning)
 }
 
 // watchCapacity learns what a session reserves, then follows the node list

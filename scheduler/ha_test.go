@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	consul "github.com/hashicorp/consul/api"
+
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 )
 
@@ -160,4 +162,52 @@ func TestCrashedStreamerIsReplaced(t *testing.T) {
 		t.Fatalf("crashed session %+v has no replacement", got)
 	}
 	waitState(t, s, got.Replacement, StateStarting)
+}
+
+// TestDeposedLeaderCannotPlace: a leader whose lock session Consul has
+// invalidated (as when its check goes critical), and which has not noticed
+// yet, cannot place: the fenced write is refused and no job is registered.
+func TestDeposedLeaderCannotPlace(t *testing.T) {
+	s, _ := newScheduler(t, func(c *Config) { c.Capacity, c.QueueBound = 1, 5 })
+	ctx := context.Background()
+	first, _, err := s.Enqueue(ctx, "first", Prefs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, first.ID, StateStarting)
+	next, _, err := s.Enqueue(ctx, "next", Prefs{})
+	if err != nil || next.State != StateQueued {
+		t.Fatalf("next = %+v %v, want queued", next, err)
+	}
+	// The lock is lost behind the scheduler's back, and the placement
+	// runs with the fence it still holds.
+	f := s.fence()
+	if f == nil {
+		t.Fatal("not leading")
+	}
+	cc := clustertest.Cluster(t).Consul
+	if _, err := cc.Session().Destroy(f.session, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Someone else takes the lock at once, so this scheduler cannot simply
+	// win it back before it places.
+	other, _, err := cc.Session().Create(&consul.SessionEntry{TTL: "30s", Behavior: consul.SessionBehaviorRelease}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = cc.Session().Destroy(other, nil) })
+	if ok, _, err := cc.KV().Acquire(&consul.KVPair{Key: f.key, Session: other, Flags: consul.LockFlagValue}, nil); err != nil || !ok {
+		t.Fatalf("take the lock: %v %v", ok, err)
+	}
+	s.mu.Lock()
+	s.records[next.ID].Placed, s.records[next.ID].Datacenter = true, "dc1"
+	s.mu.Unlock()
+	if err := s.place(ctx, next.ID, true); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("place by a deposed leader: %v, want ErrNotLeader", err)
+	}
+	for _, j := range mustJobs(t) {
+		if j == s.JobID(next.ID) {
+			t.Fatal("a deposed leader registered a job")
+		}
+	}
 }

@@ -116,7 +116,7 @@ type Scheduler struct {
 	// lastEP is the last endpoint of a live session whose Consul check left
 	// passing: the probe keeps trying it, and fails the session over when
 	// it stays unreachable (probe.go).
-	lastEP map[string]Endpoint
+	lastEP    map[string]Endpoint
 	lastSeen  map[string]time.Time
 	asked     map[string]time.Time // when a browser last asked this gateway (seen.go)
 	watchers  map[string]int

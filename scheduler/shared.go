@@ -47,11 +47,32 @@ func (s *Scheduler) adoptAll(recs []*record, idx uint64) {
 	changed := !s.loaded
 	now := time.Now()
 	listed := make(map[string]bool, len(recs))
+	var ended []string
 	for _, r := range recs {
 		listed[r.ID] = true
+		wasLive := false
+		if cur, ok := s.records[r.ID]; ok {
+			wasLive = !cur.Ended
+		}
 		if s.adoptLocked(r, false, now) {
 			changed = true
+			if wasLive && r.Ended && r.Placed {
+				ended = append(ended, r.ID)
+			}
 		}
+	}
+	// Sessions another gateway ended (a player leaving there): the leader
+	// purges their jobs too, in case that gateway's purge raced a
+	// registration in flight here.
+	if len(ended) > 0 && s.leadCtx != nil && s.leadCtx.Err() == nil {
+		ctx := s.leadCtx
+		go func() {
+			for _, id := range ended {
+				if err := s.purgeJob(ctx, id); err != nil && ctx.Err() == nil {
+					s.log.Warn("purge a session ended elsewhere", "session", id, "err", err) // the sweep retries
+				}
+			}
+		}()
 	}
 	for id, cur := range s.records {
 		// Gone from KV (an ended session forgotten): forget it here too.
