@@ -987,6 +987,29 @@ func (s *Scheduler) failover(ctx context.Context, id, reason string) {
 	s.log.Info("session failed over", "from", id, "to", st.ID, "edge", st.Datacenter, "state", st.State)
 }
 
+// purgeLater retries a session's purge in the background, with backoff,
+// until it succeeds or Run ends.
+func (s *Scheduler) purgeLater(id string) {
+	s.mu.Lock()
+	runCtx := s.runCtx
+	s.mu.Unlock()
+	if runCtx == nil {
+		return
+	}
+	go func() {
+		b := backoff.NewExponentialBackOff()
+		b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 250*time.Millisecond, 5*time.Second, 0
+		for runCtx.Err() == nil {
+			sleep(runCtx, b.NextBackOff())
+			if err := s.purgeJob(runCtx, id); err == nil {
+				s.log.Info("purged after retrying", "session", id)
+				s.poke()
+				return
+			}
+		}
+	}()
+}
+
 // maxFailovers is how many replacements in a row a player gets before the
 // session simply fails.
 const maxFailovers = 3
@@ -1033,8 +1056,12 @@ func (s *Scheduler) finish(ctx context.Context, id string, failed bool, reason, 
 	var errs []error
 	if rc.Placed {
 		// The purge outlives a request that asked for it; if it fails
-		// anyway, the leader's sweep retries it.
-		errs = append(errs, s.purgeJob(context.WithoutCancel(ctx), id))
+		// (Nomad away), it is retried until it succeeds (and the leader's
+		// sweep would find the job too).
+		if err := s.purgeJob(context.WithoutCancel(ctx), id); err != nil {
+			errs = append(errs, err)
+			s.purgeLater(id)
+		}
 	}
 	s.poke()
 	return errors.Join(errs...)
