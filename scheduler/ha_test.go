@@ -128,6 +128,7 @@ func TestFencedWritesNeedTheLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitState(t, s, st.ID, StateStarting) // placed: nothing else writes it now
 	s.mu.Lock()
 	r := *s.records[st.ID]
 	s.mu.Unlock()
