@@ -97,11 +97,21 @@ func watchJobs(t testing.TB, c *localcluster.Cluster) (stop func() int) {
 	held := map[string]bool{}
 	seen := map[string]bool{} // evaluations already counted (they update)
 	most := 0
+	var streamErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for evs := range ch {
-			if evs.Err != nil || evs.IsHeartbeat() {
+			if evs.Err != nil {
+				if ctx.Err() == nil {
+					streamErr = evs.Err
+				}
+				cancel()
+				for range ch { // drain until the client gives up
+				}
+				return
+			}
+			if evs.IsHeartbeat() {
 				continue
 			}
 			for _, e := range evs.Events {
@@ -120,7 +130,14 @@ func watchJobs(t testing.TB, c *localcluster.Cluster) (stop func() int) {
 			}
 		}
 	}()
-	return func() int { cancel(); <-done; return most }
+	return func() int {
+		cancel()
+		<-done
+		if streamErr != nil {
+			t.Errorf("the job count is incomplete: Nomad's event stream failed: %v", streamErr)
+		}
+		return most
+	}
 }
 
 // liveByPlayer reads every session record in KV and lists live sessions

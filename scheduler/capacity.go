@@ -33,11 +33,23 @@ func (s *Scheduler) totalCapacityLocked() int {
 func (s *Scheduler) activeLocked() map[string]int {
 	active := map[string]int{}
 	for id, r := range s.records {
-		if r.Placed && (!r.Ended || allocLive(s.allocs[id])) {
+		if r.Placed && (!r.Ended || s.holdsJobLocked(id, r)) {
 			active[r.Datacenter]++
 		}
 	}
 	return active
+}
+
+// holdsJobLocked reports whether an ended session may still hold its job
+// in Nomad: its allocation runs, or it never had one and nobody here has
+// seen its purge succeed yet (for a short while: the gateway that ended it
+// purges it at once). Call with s.mu held.
+func (s *Scheduler) holdsJobLocked(id string, r *record) bool {
+	if r.purged {
+		return false
+	}
+	a := s.allocs[id]
+	return allocLive(a) || (a == nil && time.Since(r.EndedAt) < 30*time.Second)
 }
 
 // allocLive reports whether an allocation still holds its resources.

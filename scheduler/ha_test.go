@@ -197,9 +197,10 @@ func TestDeposedLeaderCannotPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = cc.Session().Destroy(other, nil) })
-	if ok, _, err := cc.KV().Acquire(&consul.KVPair{Key: f.key, Session: other, Flags: consul.LockFlagValue}, nil); err != nil || !ok {
-		t.Fatalf("take the lock: %v %v", ok, err)
-	}
+	waitFor(t, "the lock taken by someone else", 5*time.Second, func() bool {
+		ok, _, err := cc.KV().Acquire(&consul.KVPair{Key: f.key, Session: other, Flags: consul.LockFlagValue}, nil)
+		return err == nil && ok
+	})
 	s.mu.Lock()
 	s.records[next.ID].Placed, s.records[next.ID].Datacenter = true, "dc1"
 	s.mu.Unlock()

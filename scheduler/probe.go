@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	nomad "github.com/hashicorp/nomad/api"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -54,7 +55,11 @@ func (s *Scheduler) probeOne(ctx context.Context, client *http.Client, id string
 		// gone, long before Nomad's heartbeat says so.
 		s.mu.Lock()
 		s.probeFail[id]++
-		lost := s.probeFail[id] == 3
+		// Three misses in a row, with Nomad still saying the streamer runs
+		// (when it says otherwise, its allocation event ends the session
+		// with the true reason).
+		a := s.allocs[id]
+		lost := s.probeFail[id] >= 3 && a != nil && a.clientStatus == nomad.AllocClientStatusRunning
 		s.mu.Unlock()
 		if lost && ctx.Err() == nil && s.Leading() {
 			s.log.Warn("streamer unreachable", "session", id, "addr", ep.Address, "err", err)

@@ -461,9 +461,12 @@ func (s *Scheduler) admit(ctx context.Context, player string, prefs Prefs, repla
 		s.mu.Unlock()
 		if errors.Is(err, ErrUnavailable) {
 			s.consulError("store session", err)
-			// The answer may have been lost after the commit: the record
-			// then comes back through the view, queued or placed, and the
-			// leader's recovery and sweep take care of it.
+			// The answer may have been lost after the commit: if the record
+			// is there, placed, register its job (create-only, so never
+			// twice); queued, placeLoop has it.
+			if rc.Placed {
+				go s.placeIfStored(rc.ID)
+			}
 		}
 		return Status{}, false, err
 	}
@@ -472,17 +475,20 @@ func (s *Scheduler) admit(ctx context.Context, player string, prefs Prefs, repla
 	r.creating = false
 	s.notifyLocked()
 	s.mu.Unlock()
-	if r.Placed {
-		// The placement outlives the request: a player who hangs up must
-		// not leave a half-placed session, nor look like a Nomad outage.
-		if err := s.place(context.WithoutCancel(ctx), r.ID, false); err != nil {
-			s.placeFailed(context.WithoutCancel(ctx), r.ID, err)
+	if rc.Placed {
+		// The placement outlives the request (a player who hangs up must
+		// not leave a half-placed session, nor look like a Nomad outage),
+		// but not a Nomad that hangs: admissions wait behind it.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		if err := s.place(pctx, rc.ID, false); err != nil {
+			s.placeFailed(context.WithoutCancel(ctx), rc.ID, err)
 		}
+		cancel()
 	}
 	s.mu.Lock()
 	st := s.statusLocked(r)
 	s.mu.Unlock()
-	s.log.Info("session admitted", "session", r.ID, "player", player, "state", st.State)
+	s.log.Info("session admitted", "session", rc.ID, "player", player, "state", st.State)
 	s.poke()
 	return st, true, nil
 }
@@ -569,6 +575,14 @@ func (s *Scheduler) purgeJob(ctx context.Context, id string) error {
 	if _, err := s.nomad.Variables().Delete("nomad/jobs/"+s.JobID(id), (&nomad.WriteOptions{}).WithContext(ctx)); err != nil && !isNotFound(err) {
 		errs = append(errs, fmt.Errorf("delete key of %s: %w", id, err))
 	}
+	if len(errs) == 0 {
+		s.mu.Lock()
+		if r, ok := s.records[id]; ok && r.Ended {
+			r.purged = true
+			s.poke() // its slot is free now
+		}
+		s.mu.Unlock()
+	}
 	return errors.Join(errs...)
 }
 
@@ -642,6 +656,9 @@ func (s *Scheduler) placeLoop(ctx context.Context) error {
 			}
 			if err := s.place(ctx, r.ID, true); err != nil {
 				s.placeFailed(ctx, r.ID, err)
+				if errors.Is(err, ErrNotLeader) {
+					return nil // the lock is gone: lead() ends
+				}
 			}
 		}
 		s.gcEnded(ctx)
@@ -659,6 +676,7 @@ func (s *Scheduler) placeFailed(ctx context.Context, id string, err error) {
 	case errors.Is(err, ErrUnavailable):
 		s.log.Warn("placement deferred: cluster unavailable", "session", id, "err", err)
 		s.unplace(ctx, id, "the cluster did not answer")
+		s.backoffLocked(id) // also when the failed write already left it queued
 	default:
 		s.log.Error("place session", "session", id, "err", err)
 		s.fail(ctx, id, "placement failed: "+err.Error())
@@ -806,6 +824,15 @@ func (s *Scheduler) unplace(ctx context.Context, id, why string) {
 				}
 			}
 			if stored {
+				// Only while this gateway still leads and the session still
+				// waits: a new leader may have placed it again since.
+				s.mu.Lock()
+				cur, ok := s.records[id]
+				still := ok && !cur.Placed && !cur.Ended
+				s.mu.Unlock()
+				if s.fence() == nil || !still {
+					break
+				}
 				err = s.purgeJob(runCtx, id)
 			}
 			if errors.Is(err, ErrNotLeader) {
@@ -985,6 +1012,50 @@ func (s *Scheduler) failover(ctx context.Context, id, reason string) {
 		s.log.Error("end failed session", "session", id, "err", err)
 	}
 	s.log.Info("session failed over", "from", id, "to", st.ID, "edge", st.Datacenter, "state", st.State)
+}
+
+// placeIfStored registers the job of a session whose placed record was
+// stored although the store's answer was lost.
+func (s *Scheduler) placeIfStored(id string) {
+	s.mu.Lock()
+	runCtx := s.runCtx
+	s.mu.Unlock()
+	if runCtx == nil {
+		return
+	}
+	for try := 0; try < 10 && runCtx.Err() == nil; try++ {
+		sleep(runCtx, time.Second)
+		if err := s.refresh(runCtx, id); err != nil {
+			continue // Consul still away
+		}
+		s.mu.Lock()
+		r, ok := s.records[id]
+		placed := ok && r.Placed && !r.Ended
+		s.mu.Unlock()
+		if placed && s.Leading() {
+			if err := s.place(runCtx, id, false); err != nil {
+				s.placeFailed(runCtx, id, err)
+			}
+		}
+		return
+	}
+}
+
+// backoffLocked holds a queued session back for its requeue backoff, so a
+// placement that keeps failing (Consul away) is not retried in a tight
+// loop. It takes s.mu.
+func (s *Scheduler) backoffLocked(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.records[id]
+	if !ok || r.Placed || r.Ended || time.Now().Before(r.retryAt) {
+		return
+	}
+	r.refusals++
+	r.refusedGen = s.roomGen
+	wait := min(requeueBackoffMin<<min(r.refusals-1, 4), requeueBackoffMax)
+	r.retryAt = time.Now().Add(wait)
+	time.AfterFunc(wait, s.poke)
 }
 
 // purgeLater retries a session's purge in the background, with backoff,

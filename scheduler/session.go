@@ -73,6 +73,7 @@ type record struct {
 	placedAt     time.Time // when the sweep first saw it placed without a job
 	placeStart   time.Time // when the leader reserved its slot (placement latency)
 	creating     bool      // in the view, not stored yet (admission in flight)
+	purged       bool      // this gateway saw its job purged
 }
 
 // keepLocal carries this gateway's in-memory bookkeeping from old to r
@@ -80,7 +81,7 @@ type record struct {
 func (r *record) keepLocal(old *record) {
 	r.jobIndex, r.refusedIndex, r.refusedGen = old.jobIndex, old.refusedIndex, old.refusedGen
 	r.retryAt, r.refusals, r.purging, r.placedAt = old.retryAt, old.refusals, old.purging, old.placedAt
-	r.placeStart = old.placeStart
+	r.placeStart, r.purged = old.placeStart, old.purged
 }
 
 // Endpoint is a healthy streamer as Consul reports it.
