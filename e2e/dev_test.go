@@ -28,21 +28,9 @@ import (
 // must print a player URL that answers, play to two strangers at once, and
 // on Ctrl-C (SIGINT) leave no agent, no task and no directory behind.
 func TestDevPrintsAWorkingURLAndCleansUp(t *testing.T) {
-	nomadBin, consulBin := clustertest.Binaries(t)
-	bin := metalBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-
-	cmd := exec.CommandContext(ctx, bin, "dev", "-gateway-port", "0", "-nomad-bin", nomadBin, "-consul-bin", consulBin)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := startDev(t, ctx)
 	defer func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
@@ -50,21 +38,7 @@ func TestDevPrintsAWorkingURLAndCleansUp(t *testing.T) {
 		}
 	}()
 
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "http://") {
-				urlc <- strings.TrimSpace(sc.Text())
-			}
-		}
-		close(urlc)
-	}()
-	var url string
-	select {
-	case url = <-urlc:
-	case <-ctx.Done():
-	}
+	url := printedURL(ctx, stdout)
 	if url == "" {
 		t.Fatalf("metal dev printed no URL; stderr:\n%s", stderr.String())
 	}
@@ -197,19 +171,9 @@ var devAddrRE = regexp.MustCompile(`Consul (http://\S+), Nomad (http://\S+)`)
 // player keeps decoding, on the same session, and its status still
 // answers through the balancer.
 func TestDevGatewaysKilledOneByOne(t *testing.T) {
-	nomadBin, consulBin := clustertest.Binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, metalBinary(t), "dev", "-gateways", "3", "-gateway-port", "0", "-nomad-bin", nomadBin, "-consul-bin", consulBin)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := startDev(t, ctx, "-gateways", "3")
 	defer func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Signal(syscall.SIGINT)
@@ -222,21 +186,7 @@ func TestDevGatewaysKilledOneByOne(t *testing.T) {
 			}
 		}
 	}()
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "http://") {
-				urlc <- strings.TrimSpace(sc.Text())
-			}
-		}
-		close(urlc)
-	}()
-	var url string
-	select {
-	case url = <-urlc:
-	case <-ctx.Done():
-	}
+	url := printedURL(ctx, stdout)
 	m := devAddrRE.FindStringSubmatch(stderr.String())
 	if url == "" || m == nil {
 		t.Fatalf("metal dev printed no URL or agent addresses; stderr:\n%s", stderr.String())
@@ -311,4 +261,47 @@ func TestDevGatewaysKilledOneByOne(t *testing.T) {
 			t.Fatalf("round %d: status through the balancer = %d", round, code)
 		}
 	}
+}
+
+// printedURL waits for the first http:// line metal dev prints on stdout
+// ("" if ctx ends first); the rest of stdout is drained.
+func printedURL(ctx context.Context, stdout io.Reader) string {
+	urlc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "http://") {
+				select {
+				case urlc <- strings.TrimSpace(sc.Text()):
+				default:
+				}
+			}
+		}
+		close(urlc)
+	}()
+	select {
+	case url := <-urlc:
+		return url
+	case <-ctx.Done():
+		return ""
+	}
+}
+
+// startDev starts `metal dev` on any free gateway port with the test's
+// agent binaries, as a user would; extra flags follow.
+func startDev(t *testing.T, ctx context.Context, extra ...string) (*exec.Cmd, io.Reader, *lockedBuffer) {
+	t.Helper()
+	nomadBin, consulBin := clustertest.Binaries(t)
+	args := append([]string{"dev", "-gateway-port", "0", "-nomad-bin", nomadBin, "-consul-bin", consulBin}, extra...)
+	cmd := exec.CommandContext(ctx, metalBinary(t), args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdout, stderr
 }

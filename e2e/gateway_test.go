@@ -412,17 +412,7 @@ func TestFloodKeepsNomadSafe(t *testing.T) {
 			t.Errorf("leave %s: %d %s", id, code, b)
 		}
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		jobs, _, err := c.Nomad.Jobs().List(nil)
-		if err == nil && len(jobs) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jobs left after the players left: %d", len(jobs))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitNoJobs(t) // none left after the players left
 	maxJobs := stopWatch()
 	if maxJobs > capacity || maxJobs == 0 {
 		t.Fatalf("Nomad held at most %d live jobs, want 1..%d (capacity: queued sessions have no job)", maxJobs, capacity)

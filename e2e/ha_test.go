@@ -372,17 +372,7 @@ func TestThreeGatewaysHoldOneFleet(t *testing.T) {
 			t.Errorf("leave %s: %d %s", id, code, b)
 		}
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		jobs, _, err := c.Nomad.Jobs().List(nil)
-		if err == nil && len(jobs) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jobs left after the players left: %d", len(jobs))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitNoJobs(t) // none left after the players left
 	if most := stopWatch(); most > capacity || most == 0 {
 		t.Fatalf("Nomad held at most %d session jobs at once, want 1..%d", most, capacity)
 	}

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,21 +16,11 @@ import (
 // the same fleet); stop ends it as a SIGTERM would.
 func peer(t *testing.T, cfg Config, instance string) (*Scheduler, func()) {
 	t.Helper()
-	c := clustertest.Cluster(t)
 	cfg.Instance = instance
-	s, err := New(cfg, c.Nomad, c.Consul, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = s.Run(ctx); close(done) }()
+	s, stop := startScheduler(t, cfg, clustertest.Cluster(t).Nomad)
 	for !s.Ready() {
 		time.Sleep(10 * time.Millisecond)
 	}
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
 	return s, stop
 }
 

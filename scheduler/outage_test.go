@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -96,21 +95,14 @@ func TestNomadOutageQueuesNotFails(t *testing.T) {
 	cfg.KVPrefix = "metal-test/" + t.Name() + "/"
 	cfg.Capacity, cfg.QueueBound = 1, 5
 	cfg.JobVars = map[string]any{"driver": "raw_exec", "gpu": false, "metal_binary": fakeStreamer(t, "exec sleep 300")}
-	s, err := New(cfg, nc, c.Consul, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = s.Run(ctx); close(done) }()
 	t.Cleanup(func() {
-		cancel()
-		<-done
 		for _, j := range mustJobs(t) {
 			_, _, _ = c.Nomad.Jobs().Deregister(j, true, nil)
 		}
 		_, _ = c.Consul.KV().DeleteTree("metal-test/", nil)
 	})
+	s, _ := startScheduler(t, cfg, nc)
+	ctx := context.Background()
 	waitFor(t, "ready and leading", 20*time.Second, func() bool { return s.Ready() && s.Leading() })
 
 	a, _, err := s.Enqueue(ctx, "a", Prefs{})

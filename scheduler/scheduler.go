@@ -210,36 +210,30 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.watchRecords(ctx) })
-	g.Go(func() error {
-		// Allocations are matched to records: list them once the records
-		// are in the view, or a restarted gateway would drop them.
-		for !s.isLoaded() {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-		return s.watchNomad(ctx)
-	})
+	// Allocations are matched to records: list them once the records are
+	// in the view, or a restarted gateway would drop them.
+	g.Go(func() error { return after(ctx, s.isLoaded, s.watchNomad) })
 	g.Go(func() error { return s.watchConsul(ctx) })
 	g.Go(func() error { return s.probeLoop(ctx, time.Second) })
 	g.Go(func() error { return s.watchCapacity(ctx) })
 	g.Go(func() error { return s.watchTURN(ctx) })
 	g.Go(func() error { return s.publishSeen(ctx) })
 	g.Go(func() error { return s.awaitLeader(ctx) })
-	g.Go(func() error {
-		// Campaign once this gateway knows the state it would lead.
-		for !s.viewReady() {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-		return s.campaign(ctx)
-	})
+	// Campaign once this gateway knows the state it would lead.
+	g.Go(func() error { return after(ctx, s.viewReady, s.campaign) })
 	return g.Wait()
+}
+
+// after runs f once cond holds (checked every 20 ms), unless ctx ends first.
+func after(ctx context.Context, cond func() bool, f func(context.Context) error) error {
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return f(ctx)
 }
 
 // Ready reports whether Run has loaded the stored sessions, knows what

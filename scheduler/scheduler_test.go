@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,24 +44,33 @@ func newScheduler(t *testing.T, mutate func(*Config)) (*Scheduler, func()) {
 	cfg.KVPrefix = "metal-test/" + t.Name() + "/"
 	cfg.JobVars = map[string]any{"driver": "raw_exec", "gpu": false, "metal_binary": fakeStreamer(t, "exec sleep 300")}
 	mutate(&cfg)
-	s, err := New(cfg, c.Nomad, c.Consul, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(func() {
+		for _, j := range mustJobs(t) {
+			_, _, _ = c.Nomad.Jobs().Deregister(j, true, nil)
+		}
+		_, _ = c.Consul.KV().DeleteTree("metal-test/", nil)
+	})
+	s, stop := startScheduler(t, cfg, c.Nomad)
+	for !s.Ready() || !s.Leading() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return s, stop
+}
+
+// startScheduler runs a scheduler on cfg and Nomad client nc until stop is
+// called (as a SIGTERM would end it) or the test ends.
+func startScheduler(t *testing.T, cfg Config, nc *nomad.Client) (*Scheduler, func()) {
+	t.Helper()
+	s, err := New(cfg, nc, clustertest.Cluster(t).Consul, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = s.Run(ctx); close(done) }()
-	for !s.Ready() || !s.Leading() {
-		time.Sleep(10 * time.Millisecond)
-	}
-	stop := func() { cancel(); <-done }
-	t.Cleanup(func() {
-		stop()
-		for _, j := range mustJobs(t) {
-			_, _, _ = c.Nomad.Jobs().Deregister(j, true, nil)
-		}
-		_, _ = c.Consul.KV().DeleteTree("metal-test/", nil)
-	})
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
 	return s, stop
 }
 
