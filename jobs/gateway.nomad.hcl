@@ -58,6 +58,12 @@ variable "namespace" {
   default     = "default"
 }
 
+variable "session_namespace" {
+  type        = string
+  description = "Nomad namespace for session jobs and their keys; empty uses var.namespace. A namespace of their own keeps the gateway's token (which may submit session jobs) away from the gateway and TURN jobs."
+  default     = ""
+}
+
 variable "public_url" {
   type        = string
   description = "Gateway URL as players reach it; empty derives it from the listener."
@@ -117,6 +123,7 @@ locals {
     "-streamer-driver", var.streamer_driver,
     "-streamer-binary", var.metal_binary,
     "-public-url", var.public_url,
+    "-session-namespace", var.session_namespace,
   ], var.streamer_args)
   # The signing key, admin token, TURN secret and the gateway's Nomad and
   # Consul tokens come from the Nomad variable nomad/jobs/metal-gateway

@@ -49,7 +49,9 @@ func (s *Scheduler) watchNomad(ctx context.Context) error {
 // seedAllocs lists every allocation with its resources: session ones are
 // followed as sessions, and every live one counts against its node's room.
 func (s *Scheduler) seedAllocs(ctx context.Context) (uint64, error) {
-	q := &nomad.QueryOptions{AllowStale: true, Params: map[string]string{"resources": "true"}}
+	// Every namespace the token may read ("*"): the gateway's and TURN's
+	// allocations take room on the nodes too.
+	q := &nomad.QueryOptions{AllowStale: true, Namespace: "*", Params: map[string]string{"resources": "true"}}
 	allocs, meta, err := s.nomad.Allocations().List(q.WithContext(ctx))
 	if err != nil {
 		return 0, err

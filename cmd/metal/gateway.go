@@ -52,6 +52,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	idle := fs.Duration("streamer-idle-timeout", 2*time.Minute, "a streamer with no browser for this long exits")
 	turnSecret := fs.String("turn-secret", "", "TURN REST shared secret of the edges' relays (empty: no TURN servers handed out)")
 	turnTTL := fs.Duration("turn-ttl", 10*time.Minute, "lifetime of the TURN credentials handed to a browser")
+	sessionNS := fs.String("session-namespace", "", "Nomad namespace of session jobs and their keys (empty: the client's, NOMAD_NAMESPACE); its own namespace keeps a gateway token that may submit session jobs away from the gateway and TURN jobs")
 	fs.DurationVar(&sc.SweepEvery, "sweep-every", sc.SweepEvery, "how often the leader reconciles Nomad's session jobs with the session records")
 	fs.StringVar(&sc.Instance, "instance", os.Getenv("NOMAD_ALLOC_ID"), "this gateway's name among its peers (leader lock, lock check); empty: host name and process id")
 	flagenv.Usage(fs, "metal gateway [flags]  (Nomad and Consul from NOMAD_ADDR, CONSUL_HTTP_ADDR and their token variables)")
@@ -90,6 +91,9 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	}
 
 	ncfg := nomad.DefaultConfig()
+	if *sessionNS != "" {
+		ncfg.Namespace = *sessionNS
+	}
 	sc.Namespace = ncfg.Namespace
 	nc, err := nomad.NewClient(ncfg)
 	if err != nil {

@@ -30,6 +30,9 @@ type Options struct {
 	// ACL enables Nomad's ACL system and bootstraps it; the management
 	// token is Cluster.NomadToken and the Nomad client uses it.
 	ACL bool
+	// ConsulACLToken turns Consul's ACLs on (default deny) with this
+	// management token (a UUID), which the Consul client and Nomad use.
+	ConsulACLToken string
 	// PluginDir is Nomad's plugin_dir (Metal's metal-nvidia device plugin).
 	PluginDir string
 	// MinDevices makes Start wait until the node reports at least this many
@@ -140,6 +143,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	ccfg := consul.DefaultConfig()
 	ccfg.Address = c.ConsulAddr
+	ccfg.Token = o.ConsulACLToken
 	if c.Consul, err = consul.NewClient(ccfg); err != nil {
 		_ = c.Stop(context.Background())
 		return nil, fmt.Errorf("consul client: %w", err)

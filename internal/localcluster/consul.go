@@ -23,6 +23,7 @@ type consulParams struct {
 	HTTP, SerfLAN, Server                 int
 	IsServer                              bool
 	Join                                  []string
+	ACLToken                              string // management token: ACLs on, default deny
 }
 
 func consulAgentConfig(p consulParams) string {
@@ -53,7 +54,25 @@ ports {
 performance {
   raft_multiplier = 1
 }
-`, p.Datacenter, p.NodeName, p.DataDir, role, p.BindIP, p.BindIP, p.BindIP, p.HTTP, p.SerfLAN, p.Server)
+%s`, p.Datacenter, p.NodeName, p.DataDir, role, p.BindIP, p.BindIP, p.BindIP, p.HTTP, p.SerfLAN, p.Server, consulACL(p.ACLToken))
+}
+
+// consulACL turns Consul's ACLs on, deny by default, with token as the
+// initial management and agent token ("" for none).
+func consulACL(token string) string {
+	if token == "" {
+		return ""
+	}
+	return fmt.Sprintf(`acl {
+  enabled                  = true
+  default_policy           = "deny"
+  enable_token_persistence = false
+  tokens {
+    initial_management = %q
+    agent              = %q
+  }
+}
+`, token, token)
 }
 
 func hclList(items []string) string {
@@ -75,7 +94,8 @@ func startConsul(ctx context.Context, bin, dir string, o Options) (*process, str
 	}
 	cfgPath := filepath.Join(dir, "consul.hcl")
 	text := consulAgentConfig(consulParams{DataDir: dataDir, Datacenter: o.ConsulDatacenter, NodeName: o.NodeName,
-		BindIP: o.BindIP, HTTP: ports[0], SerfLAN: ports[1], Server: ports[2], IsServer: len(o.ConsulJoin) == 0, Join: o.ConsulJoin})
+		BindIP: o.BindIP, HTTP: ports[0], SerfLAN: ports[1], Server: ports[2], IsServer: len(o.ConsulJoin) == 0, Join: o.ConsulJoin,
+		ACLToken: o.ConsulACLToken})
 	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 		return nil, "", fmt.Errorf("write consul config: %w", err)
 	}
@@ -87,6 +107,7 @@ func startConsul(ctx context.Context, bin, dir string, o Options) (*process, str
 	cfg := consul.DefaultConfig()
 	cfg.Address = addr
 	cfg.Scheme = "http"
+	cfg.Token = o.ConsulACLToken
 	client, err := consul.NewClient(cfg)
 	if err != nil {
 		_ = p.stop(defaultGrace)

@@ -37,6 +37,7 @@ type nomadParams struct {
 	Extra       string // extra top-level HCL (plugins, ...)
 	PluginDir   string
 	Heartbeat   string // server: min_heartbeat_ttl and heartbeat_grace
+	ConsulToken string
 }
 
 // nomadConfig renders a combined server and client agent bound to loopback
@@ -117,12 +118,12 @@ plugin "raw_exec" {
 }
 
 consul {
-  address = %q
+  address = %q%s
 }
 %s
 %s`, p.Name, p.Datacenter, p.DataDir, p.BindIP, p.HTTP, p.RPC, p.Serf, p.BindIP, p.BindIP, p.BindIP,
 		server, clientOn, servers, meta, p.Interface, p.MinDynamic, p.MaxDynamic,
-		cloudFingerprinters, p.ClientExtra, p.ConsulAddr, pluginDir(p.PluginDir), p.Extra)
+		cloudFingerprinters, p.ClientExtra, p.ConsulAddr, consulToken(p.ConsulToken), pluginDir(p.PluginDir), p.Extra)
 }
 
 func dynamicPorts(o Options) int {
@@ -162,6 +163,7 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 		DataDir:     dataDir,
 		Datacenter:  o.Datacenter,
 		Heartbeat:   heartbeat(o),
+		ConsulToken: o.ConsulACLToken,
 		ConsulAddr:  strings.TrimPrefix(consulAddr, "http://"),
 		HTTP:        ports[0],
 		RPC:         ports[1],
@@ -270,4 +272,11 @@ func heartbeat(o Options) string {
 		return ""
 	}
 	return o.HeartbeatTTL.String()
+}
+
+func consulToken(t string) string {
+	if t == "" {
+		return ""
+	}
+	return fmt.Sprintf("\n  token   = %q", t)
 }

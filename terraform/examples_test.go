@@ -1,0 +1,163 @@
+package terraform
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/tryfunc"
+	"github.com/hashicorp/hcl/v2/ext/typeexpr"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
+)
+
+// validationFunctions are the Terraform functions the variables'
+// validation conditions use.
+var validationFunctions = map[string]function.Function{
+	"can":      tryfunc.CanFunc,
+	"regex":    stdlib.RegexFunc,
+	"floor":    stdlib.FloorFunc,
+	"contains": stdlib.ContainsFunc,
+}
+
+// validate checks value against a module variable's type and validation
+// blocks, as `tofu plan` would; it returns what the checks said.
+func validate(t *testing.T, b *hcl.Block, value cty.Value) []string {
+	t.Helper()
+	content, _, diags := b.Body.PartialContent(&hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{{Name: "type"}},
+		Blocks:     []hcl.BlockHeaderSchema{{Type: "validation"}},
+	})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	var problems []string
+	if ta, ok := content.Attributes["type"]; ok {
+		ty, diags := typeexpr.TypeConstraint(ta.Expr)
+		if diags.HasErrors() {
+			t.Fatal(diags)
+		}
+		v, err := convert.Convert(value, ty)
+		if err != nil {
+			return []string{"type: " + err.Error()}
+		}
+		value = v
+	}
+	ctx := &hcl.EvalContext{
+		Variables: map[string]cty.Value{"var": cty.ObjectVal(map[string]cty.Value{b.Labels[0]: value})},
+		Functions: validationFunctions,
+	}
+	for _, vb := range content.Blocks {
+		a := attrs(t, vb)
+		ok, diags := a["condition"].Expr.Value(ctx)
+		if diags.HasErrors() {
+			problems = append(problems, diags.Error())
+			continue
+		}
+		if ok.IsKnown() && ok.False() {
+			msg, _ := a["error_message"].Expr.Value(nil)
+			problems = append(problems, msg.AsString())
+		}
+	}
+	return problems
+}
+
+// TestExamplesPassValidValues evaluates each example's module arguments
+// (with the example's own defaults; unset ones unknown, as a plan sees
+// them) against the module's variables: every argument exists, has the
+// variable's type and passes its validation.
+func TestExamplesPassValidValues(t *testing.T) {
+	root := load(t, ".")
+	for _, dir := range []string{"examples/existing-cluster", "examples/gpu-fleet"} {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			ex := load(t, dir)
+			vars := map[string]cty.Value{}
+			for name, b := range ex.variables {
+				a := attrs(t, b)
+				if d, ok := a["default"]; ok {
+					v, _ := d.Expr.Value(nil)
+					vars[name] = v
+				} else {
+					vars[name] = cty.UnknownVal(cty.String)
+				}
+			}
+			ctx := &hcl.EvalContext{Variables: map[string]cty.Value{"var": cty.ObjectVal(vars)}}
+			f, diags := hclparse.NewParser().ParseHCLFile(filepath.Join(dir, "main.tf"))
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			content, _ := f.Body.Content(rootSchema)
+			n := 0
+			for _, mb := range content.Blocks {
+				if mb.Type != "module" {
+					continue
+				}
+				args, _ := mb.Body.JustAttributes()
+				for name, a := range args {
+					if name == "source" {
+						continue
+					}
+					vb, ok := root.variables[name]
+					if !ok {
+						t.Errorf("%s passes %s, which the module does not declare", dir, name)
+						continue
+					}
+					v, diags := a.Expr.Value(ctx)
+					if diags.HasErrors() {
+						t.Errorf("%s: %s: %v", dir, name, diags)
+						continue
+					}
+					for _, p := range validate(t, vb, v) {
+						t.Errorf("%s: %s = %#v: %s", dir, name, v, p)
+					}
+					n++
+				}
+			}
+			if n == 0 {
+				t.Fatalf("%s passes nothing to the module", dir)
+			}
+		})
+	}
+}
+
+// TestVariablesRefuseBadValues: the module's validations catch what an
+// operator could get wrong, and let the documented values through.
+func TestVariablesRefuseBadValues(t *testing.T) {
+	root := load(t, ".")
+	cases := []struct {
+		name string
+		v    cty.Value
+		ok   bool
+	}{
+		{"capacity", cty.StringVal("auto"), true},
+		{"capacity", cty.StringVal("4"), true},
+		{"capacity", cty.StringVal("0"), false},
+		{"capacity", cty.StringVal("lots"), false},
+		{"queue", cty.NumberIntVal(10), true},
+		{"queue", cty.NumberIntVal(-1), false},
+		{"queue", cty.NumberFloatVal(2.5), false},
+		{"gateway_port", cty.NumberIntVal(0), true},
+		{"gateway_port", cty.NumberIntVal(70000), false},
+		{"turn_port", cty.NumberIntVal(3478), true},
+		{"turn_port", cty.NumberIntVal(0), false},
+		{"session_namespace", cty.StringVal("metal-sessions"), true},
+		{"session_namespace", cty.StringVal("bad ns"), false},
+		{"driver", cty.StringVal("exec"), false},
+	}
+	for _, c := range cases {
+		b, ok := root.variables[c.name]
+		if !ok {
+			t.Fatalf("no variable %s", c.name)
+		}
+		problems := validate(t, b, c.v)
+		if c.ok && len(problems) > 0 {
+			t.Errorf("%s = %#v refused: %v", c.name, c.v, problems)
+		}
+		if !c.ok && len(problems) == 0 {
+			t.Errorf("%s = %#v accepted", c.name, c.v)
+		}
+	}
+}
