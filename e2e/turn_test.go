@@ -28,12 +28,18 @@ const (
 
 // startTURN runs Metal's relay in-process, relaying only to the test's
 // streamer network.
-func startTURN(t testing.TB) *turn.Server {
+func startTURN(t testing.TB) *turn.Server { return startTURNWith(t, nil) }
+
+// startTURNWith is startTURN with the configuration changed by mutate.
+func startTURNWith(t testing.TB, mutate func(*turn.Config)) *turn.Server {
 	t.Helper()
 	cfg := turn.DefaultConfig()
 	cfg.Listen, cfg.HealthListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.RelayIP, cfg.Secret, cfg.Listeners = relayIP, turnSecret, 2
 	cfg.Allowed = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}
+	if mutate != nil {
+		mutate(&cfg)
+	}
 	s, err := turn.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -83,11 +89,30 @@ func startStreamerProc(t testing.TB, key string) string {
 // frames decode over a relay candidate pair.
 func TestChromiumStreamsThroughTURN(t *testing.T) {
 	s := startTURN(t)
+	tab := playRelayOnly(t, s, time.Hour)
+	resp, err := http.Get("http://" + s.HealthAddr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct{ Allocations int }
+	_ = json.NewDecoder(resp.Body).Decode(&h)
+	resp.Body.Close()
+	if h.Allocations < 1 {
+		t.Fatalf("turn reports %d allocations", h.Allocations)
+	}
+	_ = tab
+}
+
+// playRelayOnly opens a streamer's page in Chromium with relay-only ICE
+// through s, with TURN credentials valid for ttl, and waits until frames
+// decode over a relay candidate pair.
+func playRelayOnly(t *testing.T, s *turn.Server, ttl time.Duration) context.Context {
+	t.Helper()
 	key := "e2e-streamer-key-0123456789abcdef-xyz"
 	base := startStreamerProc(t, key)
 	signer, _ := token.NewSigner([]byte(key))
 	tok, _ := signer.Sign("relay-test", token.RoleOwner, time.Hour, time.Now())
-	user, pass, err := turn.Credentials(turnSecret, "relay-test", time.Hour)
+	user, pass, err := turn.Credentials(turnSecret, "relay-test", ttl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,19 +130,39 @@ func TestChromiumStreamsThroughTURN(t *testing.T) {
 	if err := browsertest.WaitTrue(tab, `metal.stats && metal.stats.framesDecoded > 30`, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	if typ := selectedCandidate(t, tab); typ != "relay" {
+		t.Fatalf("selected local candidate type %q, want relay", typ)
+	}
+	return tab
+}
+
+// selectedCandidate is the type of the nominated pair's local candidate.
+func selectedCandidate(t *testing.T, tab context.Context) string {
+	t.Helper()
 	relay := `metal.state.pc.getStats().then(r => { let t = ""; r.forEach(s => { if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") { const l = r.get(s.localCandidateId); t = l && l.candidateType; } }); return t; })`
 	typ, err := browsertest.Eval[string](tab, relay)
-	if err != nil || typ != "relay" {
-		t.Fatalf("selected local candidate type %q (%v), want relay", typ, err)
-	}
-	resp, err := http.Get("http://" + s.HealthAddr().String() + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var h struct{ Allocations int }
-	_ = json.NewDecoder(resp.Body).Decode(&h)
-	resp.Body.Close()
-	if h.Allocations < 1 {
-		t.Fatalf("turn reports %d allocations", h.Allocations)
+	return typ
+}
+
+// TestChromiumRelayOutlivesCredentials: a relay-only Chromium session whose
+// TURN credentials live 4 s keeps decoding for more than 3× that, while
+// Chromium refreshes its relay every 5 s (the relay lifetime is 10 s here,
+// so the refreshes, which carry the expired credential, happen in the test).
+func TestChromiumRelayOutlivesCredentials(t *testing.T) {
+	const ttl = 4 * time.Second
+	s := startTURNWith(t, func(c *turn.Config) { c.AllocationLifetime = 10 * time.Second })
+	issued := time.Now()
+	tab := playRelayOnly(t, s, ttl)
+	time.Sleep(time.Until(issued.Add(4 * ttl)))
+	before := framesOf(t, tab)
+	time.Sleep(2 * time.Second)
+	if after := framesOf(t, tab); after < before+30 {
+		t.Fatalf("%v after the credential was issued (TTL %v), %d frames in 2 s: the relay died", time.Since(issued).Round(time.Second), ttl, after-before)
+	}
+	if typ := selectedCandidate(t, tab); typ != "relay" {
+		t.Fatalf("selected local candidate type %q, want relay", typ)
 	}
 }

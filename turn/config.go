@@ -35,6 +35,10 @@ type Config struct {
 	MaxAllocations int
 	AllocationKbps int
 	MaxLifetime    time.Duration
+	// AllocationLifetime is the lifetime granted to a relay whose client
+	// asks for none (browsers), between refreshes; 0 leaves pion's 10
+	// minutes.
+	AllocationLifetime time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -73,6 +77,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.Secret) < 16 {
 		errs = append(errs, errors.New("-secret (METAL_SECRET): want at least 16 characters"))
+	}
+	if c.AllocationLifetime != 0 && (c.AllocationLifetime < 5*time.Second || c.AllocationLifetime > time.Hour) {
+		errs = append(errs, fmt.Errorf("-allocation-lifetime %v: want 0 (10 minutes) or 5s to 1h", c.AllocationLifetime))
 	}
 	if c.Listeners < 1 || c.MaxAllocations < 1 || c.AllocationKbps < 0 || c.MaxLifetime < 0 {
 		errs = append(errs, errors.New("-listeners, -max-allocations must be positive; -allocation-kbps, -max-lifetime not negative"))

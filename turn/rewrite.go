@@ -81,14 +81,16 @@ func (v *verdicts) fix(p []byte, addr net.Addr) []byte {
 // a wrong password (a forged credential) with 400 before any hook runs.
 type fixingPacketConn struct {
 	net.PacketConn
-	v      *verdicts
-	secret string
-	m      *metrics
+	v        *verdicts
+	secret   string
+	m        *metrics
+	lifetime time.Duration // see capLifetime
 }
 
 func (c *fixingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	n, addr, err := c.PacketConn.ReadFrom(p)
 	if err == nil && stun.IsMessage(p[:n]) {
+		n = capLifetime(p, n, c.lifetime)
 		if forged(p[:n], c.secret) {
 			c.v.set(addr, stun.CodeUnauthorized)
 			c.m.authFailed.Inc()

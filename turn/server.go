@@ -132,13 +132,22 @@ func (s *Server) Run(ctx context.Context) error {
 	logs := pionlog.Factory{Log: s.log}
 	rest := turn.LongTermTURNRESTAuthHandler(s.cfg.Secret, logs.NewLogger("auth"))
 	v := &verdicts{}
+	outlive := &held{lifetime: s.cfg.MaxLifetime}
 	auth := func(username, realm string, src net.Addr) ([]byte, bool) {
-		key, ok := rest(username, realm, src)
-		if !ok {
-			s.m.authFailed.Inc()
-			v.set(src, stun.CodeUnauthorized)
+		now := time.Now()
+		if key, ok := rest(username, realm, src); ok {
+			outlive.note(username, src, now)
+			return key, true
 		}
-		return key, ok
+		// Expired, but it opened this client's relay while valid (held.go):
+		// the key is still the secret's for that username, so a forged
+		// request fails MESSAGE-INTEGRITY all the same.
+		if outlive.still(username, src, now) {
+			return turn.GenerateAuthKey(username, realm, restPassword(s.cfg.Secret, username)), true
+		}
+		s.m.authFailed.Inc()
+		v.set(src, stun.CodeUnauthorized)
+		return nil, false
 	}
 	permit := func(client net.Addr, peer net.IP) bool {
 		if s.filter.Allow(peer) {
@@ -151,7 +160,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	var pcs []turn.PacketConnConfig
 	for _, c := range s.udp {
-		pcs = append(pcs, turn.PacketConnConfig{PacketConn: &fixingPacketConn{PacketConn: c, v: v, secret: s.cfg.Secret, m: s.m}, RelayAddressGenerator: s.gen, PermissionHandler: permit})
+		pcs = append(pcs, turn.PacketConnConfig{PacketConn: &fixingPacketConn{PacketConn: c, v: v, secret: s.cfg.Secret, m: s.m, lifetime: s.cfg.AllocationLifetime}, RelayAddressGenerator: s.gen, PermissionHandler: permit})
 	}
 	s.turnSrv, err = turn.NewServer(turn.ServerConfig{
 		Realm:             s.cfg.Realm,

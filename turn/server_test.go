@@ -356,3 +356,47 @@ func metricValue(t *testing.T, s *Server, name string) float64 {
 	}
 	return 0
 }
+
+// TestRelayOutlivesItsCredential: a credential opens a relay while valid;
+// after it expires, the same client keeps refreshing that relay and
+// permitting new peers (pion checks the credential on each), with a relay
+// lifetime of 5 s so refreshes happen in the test; the expired credential
+// opens nothing from another client address.
+func TestRelayOutlivesItsCredential(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.Allowed = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}
+		c.AllocationLifetime = 5 * time.Second
+	})
+	u, p := creds(t, 2*time.Second)
+	_, relay, err := client(t, s, u, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := func(peer *net.UDPAddr, msg string) error {
+		if _, err := relay.WriteTo([]byte(msg), peer); err != nil {
+			return err
+		}
+		buf := make([]byte, 1500)
+		_ = relay.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := relay.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		if string(buf[:n]) != msg {
+			return fmt.Errorf("echo %q, want %q", buf[:n], msg)
+		}
+		return nil
+	}
+	if err := echo(echoPeer(t, streamIP), "before"); err != nil {
+		t.Fatal(err)
+	}
+	// 9 s: the credential expired 7 s ago; the relay (5 s lifetime) lives
+	// only if its refreshes were accepted.
+	time.Sleep(9 * time.Second)
+	if err := echo(echoPeer(t, streamIP), "after, to a new peer"); err != nil {
+		t.Fatalf("relay of an expired credential, same client: %v", err)
+	}
+	if _, _, err := client(t, s, u, p); err == nil || !strings.Contains(err.Error(), "error 401") {
+		t.Fatalf("the expired credential from another address: %v, want 401", err)
+	}
+}

@@ -26,7 +26,8 @@ func runTURN(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.IntVar(&cfg.Listeners, "listeners", cfg.Listeners, "UDP sockets sharing the port (SO_REUSEPORT), one per core")
 	fs.IntVar(&cfg.MaxAllocations, "max-allocations", cfg.MaxAllocations, "live relays at most")
 	fs.IntVar(&cfg.AllocationKbps, "allocation-kbps", cfg.AllocationKbps, "bandwidth cap per relay and direction, kbit/s (0: none)")
-	fs.DurationVar(&cfg.MaxLifetime, "max-lifetime", cfg.MaxLifetime, "a relay ends after this long however often it is refreshed")
+	fs.DurationVar(&cfg.MaxLifetime, "max-lifetime", cfg.MaxLifetime, "a relay ends after this long however often it is refreshed; a credential that opened it keeps refreshing it until then, expired or not")
+	fs.DurationVar(&cfg.AllocationLifetime, "allocation-lifetime", cfg.AllocationLifetime, "lifetime of a relay between refreshes when the client asks for none (0: pion's 10 minutes)")
 	flagenv.Usage(fs, "metal turn [flags]")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
