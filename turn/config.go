@@ -27,7 +27,15 @@ type Config struct {
 	// Realm is the TURN realm.
 	Realm string
 	// Allowed, when not empty, are the only peer networks (the streamers').
+	// It may list a private (RFC 1918) VPC range; see PeerFilter.
 	Allowed []netip.Prefix
+	// SelfIPs are more of the edge's own addresses (its public IP when
+	// -relay-ip is another), refused as peers like the listen and relay IPs.
+	SelfIPs []netip.Addr
+	// DeniedPorts are refused as peer ports on any address: the cluster's
+	// Nomad (4646-4648) and Consul (8300-8302, 8500-8503, 8600) ports. The
+	// relay's own ports are added.
+	DeniedPorts []int
 	// Listeners is how many UDP sockets share the port (SO_REUSEPORT).
 	Listeners int
 	// MaxAllocations caps live relays; AllocationKbps caps each relay in each
@@ -53,6 +61,7 @@ func DefaultConfig() Config {
 		MaxAllocations: 200,
 		AllocationKbps: 20000,
 		MaxLifetime:    12 * time.Hour,
+		DeniedPorts:    []int{4646, 4647, 4648, 8300, 8301, 8302, 8500, 8501, 8502, 8503, 8600},
 	}
 }
 

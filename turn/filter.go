@@ -5,6 +5,10 @@ import (
 	"net/netip"
 )
 
+// private are internal ranges an explicit allow-list may admit (a cloud
+// VPC's streamer network); every other denied range stays denied.
+var private = mustPrefixes("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+
 // denied are the networks a relay must never reach.
 var denied = mustPrefixes(
 	// IPv4
@@ -35,11 +39,27 @@ func mustPrefixes(s ...string) []netip.Prefix {
 	return out
 }
 
-// PeerFilter decides whether a relay may send to a peer address.
+// PeerFilter decides whether a relay may send to a peer address. In order:
+//  1. the edge's own addresses (Self: listen, relay and public IPs) are
+//     refused: no TURN inside TURN;
+//  2. an address in Allowed is admitted, even an RFC 1918, CGNAT or ULA one
+//     (a VPC's streamers, on this node too), but never loopback,
+//     link-local (cloud metadata), multicast or reserved;
+//  3. every denied range is refused, and so is any other address of this
+//     host (Local: its interfaces);
+//  4. anything else is admitted when Allowed is empty.
+//
+// Ports are not the filter's: TURN permissions are per IP address. The
+// cluster's Nomad and Consul ports are refused on any address when data is
+// relayed (DeniedPorts, relay.go).
 type PeerFilter struct {
 	// Allowed, when not empty, are the only networks a relay may reach (the
-	// streamers' addresses). Denied networks stay denied even when listed.
+	// streamers' addresses).
 	Allowed []netip.Prefix
+	// Self are the edge's own addresses, refused even when allowed.
+	Self []netip.Addr
+	// Local are this host's interface addresses, refused unless allowed.
+	Local []netip.Addr
 }
 
 // Allow reports whether ip is a peer a client may relay to.
@@ -49,16 +69,37 @@ func (f PeerFilter) Allow(ip net.IP) bool {
 		return false
 	}
 	addr = embeddedIPv4(addr)
-	for _, p := range denied {
-		if p.Contains(addr) {
+	for _, a := range f.Self {
+		if embeddedIPv4(a) == addr {
 			return false
 		}
 	}
-	if len(f.Allowed) == 0 {
-		return true
+	inDenied := false
+	for _, p := range denied {
+		if p.Contains(addr) {
+			inDenied = true
+			break
+		}
 	}
 	for _, p := range f.Allowed {
 		if p.Contains(addr) {
+			return !inDenied || isPrivate(addr)
+		}
+	}
+	if inDenied {
+		return false
+	}
+	for _, a := range f.Local {
+		if embeddedIPv4(a) == addr {
+			return false
+		}
+	}
+	return len(f.Allowed) == 0
+}
+
+func isPrivate(a netip.Addr) bool {
+	for _, p := range private {
+		if p.Contains(a) {
 			return true
 		}
 	}

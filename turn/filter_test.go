@@ -18,7 +18,7 @@ func TestPeerFilter(t *testing.T) {
 		{"127.0.0.1", false, false},
 		{"127.8.9.10", false, false},
 		{"10.0.0.1", false, false},
-		{"10.1.2.3", false, false}, // private stays denied even when allowed
+		{"10.1.2.3", false, true}, // a private range listed explicitly (the VPC) is admitted
 		{"172.16.5.4", false, false},
 		{"192.168.1.1", false, false},
 		{"100.64.0.1", false, false},
@@ -57,6 +57,43 @@ func TestPeerFilter(t *testing.T) {
 	}
 	if open.Allow(net.IP{1, 2, 3}) {
 		t.Error("malformed IP allowed")
+	}
+}
+
+// TestPeerFilterRefusesItself: the edge's own addresses are refused even
+// when an allow-list covers them; other local addresses are refused unless
+// allowed (a streamer on this node, in the VPC range); an allow-list never
+// opens loopback or link-local.
+func TestPeerFilterRefusesItself(t *testing.T) {
+	self := []netip.Addr{netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("10.1.0.5")}
+	local := []netip.Addr{netip.MustParseAddr("10.1.0.7"), netip.MustParseAddr("198.51.100.3")}
+	open := PeerFilter{Self: self, Local: local}
+	vpc := PeerFilter{Self: self, Local: local, Allowed: []netip.Prefix{
+		netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("203.0.113.0/24"),
+		netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("169.254.0.0/16"),
+	}}
+	for _, tt := range []struct {
+		ip        string
+		open, vpc bool
+	}{
+		{"203.0.113.10", false, false},        // relay / public IP
+		{"::ffff:203.0.113.10", false, false}, // the same, mapped
+		{"10.1.0.5", false, false},            // listen IP
+		{"10.1.0.7", false, true},             // this node's VPC address: a streamer here
+		{"198.51.100.3", false, false},        // another interface of this host
+		{"10.1.9.9", false, true},             // another node of the VPC
+		{"10.2.0.1", false, false},            // private, not listed
+		{"127.0.0.1", false, false},           // loopback, even listed
+		{"169.254.169.254", false, false},     // metadata, even listed
+		{"203.0.113.77", true, true},
+	} {
+		ip := net.ParseIP(tt.ip)
+		if got := open.Allow(ip); got != tt.open {
+			t.Errorf("no allow-list: Allow(%s) = %v, want %v", tt.ip, got, tt.open)
+		}
+		if got := vpc.Allow(ip); got != tt.vpc {
+			t.Errorf("VPC allow-list: Allow(%s) = %v, want %v", tt.ip, got, tt.vpc)
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ type metrics struct {
 	authFailed  prometheus.Counter
 	relayed     *prometheus.CounterVec
 	dropped     prometheus.Counter
+	portDenied  prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -30,8 +31,10 @@ func newMetrics() *metrics {
 			Name: "metal_turn_relayed_bytes_total", Help: "Relayed payload bytes by direction."}, []string{"direction"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "metal_turn_dropped_bytes_total", Help: "Bytes dropped by the per-allocation bandwidth cap."}),
+		portDenied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "metal_turn_peer_port_denied_total", Help: "Datagrams not relayed because the peer port is one of the cluster's."}),
 	}
-	m.reg.MustRegister(m.allocations, m.capped, m.denied, m.authFailed, m.relayed, m.dropped,
+	m.reg.MustRegister(m.allocations, m.capped, m.denied, m.authFailed, m.relayed, m.dropped, m.portDenied,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

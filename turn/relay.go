@@ -23,6 +23,20 @@ type cappedGenerator struct {
 	lifetime  time.Duration
 	live      atomic.Int64
 	m         *metrics
+	ports     *portSet // refused peer ports
+}
+
+// portSet is a set of ports, read on every relayed datagram.
+type portSet [65536 / 64]uint64
+
+func (p *portSet) add(port int) {
+	if port > 0 && port < 65536 {
+		p[port/64] |= 1 << (port % 64)
+	}
+}
+
+func (p *portSet) has(port int) bool {
+	return p != nil && port > 0 && port < 65536 && p[port/64]&(1<<(port%64)) != 0
 }
 
 func (g *cappedGenerator) Validate() error { return g.inner.Validate() }
@@ -68,8 +82,13 @@ type cappedConn struct {
 	once    sync.Once
 }
 
-// WriteTo sends toward the peer.
+// WriteTo sends toward the peer, unless its port is one of the cluster's
+// (refused on any address: the permission was for the IP only).
 func (c *cappedConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok && c.g.ports.has(ua.Port) {
+		c.g.m.portDenied.Inc()
+		return len(p), nil
+	}
 	if c.out != nil && !c.out.AllowN(time.Now(), len(p)) {
 		c.g.m.dropped.Add(float64(len(p)))
 		return len(p), nil

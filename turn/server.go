@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"syscall"
 	"time"
@@ -46,6 +47,47 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		log = slog.Default()
 	}
 	return &Server{cfg: cfg, log: log.With("component", "turn"), m: newMetrics(), filter: PeerFilter{Allowed: cfg.Allowed}}, nil
+}
+
+// selfAndLocal fills the filter with the edge's own addresses (listen,
+// relay, bind, SelfIPs) and this host's interface addresses, and returns
+// the ports refused to peers (DeniedPorts and the relay's own).
+func (s *Server) selfAndLocal() *portSet {
+	var self []netip.Addr
+	add := func(host string) {
+		if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
+			self = append(self, a)
+		}
+	}
+	host, port, _ := net.SplitHostPort(s.Addr().String())
+	add(host)
+	add(s.cfg.RelayIP)
+	add(s.cfg.RelayBind)
+	self = append(self, s.cfg.SelfIPs...)
+	var local []netip.Addr
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok {
+					local = append(local, ip.Unmap())
+				}
+			}
+		}
+	}
+	s.filter.Self, s.filter.Local = self, local
+	ports := &portSet{}
+	for _, p := range s.cfg.DeniedPorts {
+		ports.add(p)
+	}
+	if n, err := strconv.Atoi(port); err == nil {
+		ports.add(n)
+	}
+	if _, hp, err := net.SplitHostPort(s.HealthAddr().String()); err == nil {
+		if n, err := strconv.Atoi(hp); err == nil {
+			ports.add(n)
+		}
+	}
+	return ports
 }
 
 func reusePort(_, _ string, c syscall.RawConn) error {
@@ -120,6 +162,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if bind == "" {
 		bind = s.cfg.RelayIP
 	}
+	deniedPorts := s.selfAndLocal()
 	s.gen = &cappedGenerator{
 		inner: &turn.RelayAddressGeneratorPortRange{
 			RelayAddress: net.ParseIP(s.cfg.RelayIP), Address: bind,
@@ -127,7 +170,7 @@ func (s *Server) Run(ctx context.Context) error {
 			Rand: randutil.NewMathRandomGenerator(), Net: nw,
 		},
 		max: int64(s.cfg.MaxAllocations), bytesPerS: s.cfg.AllocationKbps * 1000 / 8,
-		lifetime: s.cfg.MaxLifetime, m: s.m,
+		lifetime: s.cfg.MaxLifetime, m: s.m, ports: deniedPorts,
 	}
 	logs := pionlog.Factory{Log: s.log}
 	rest := turn.LongTermTURNRESTAuthHandler(s.cfg.Secret, logs.NewLogger("auth"))

@@ -101,6 +101,10 @@ func client(t *testing.T, s *Server, user, pass string) (*turn.Client, net.Packe
 	return c, relay, nil
 }
 
+// allowStreamers lists the test's streamer network: the streamer runs on
+// the relay's host here, and a local address is refused unless listed.
+func allowStreamers(c *Config) { c.Allowed = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")} }
+
 func creds(t *testing.T, ttl time.Duration) (string, string) {
 	t.Helper()
 	u, p, err := Credentials(secret, "sess-1", ttl)
@@ -225,7 +229,7 @@ func TestBadCredentialsGet401(t *testing.T) {
 // TestMalformedPacketsDoNotHurt throws garbage at the UDP and TCP listeners,
 // then checks that a real client still allocates and relays.
 func TestMalformedPacketsDoNotHurt(t *testing.T) {
-	s := startServer(t, nil)
+	s := startServer(t, allowStreamers) // the streamer is on this host: listed
 	udp, err := net.Dial("udp4", s.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +274,7 @@ func TestMalformedPacketsDoNotHurt(t *testing.T) {
 }
 
 func TestAllocationCaps(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.MaxAllocations, c.AllocationKbps = 1, 800 })
+	s := startServer(t, func(c *Config) { c.MaxAllocations, c.AllocationKbps = 1, 800; allowStreamers(c) })
 	u, p := creds(t, time.Hour)
 	_, relay, err := client(t, s, u, p)
 	if err != nil {

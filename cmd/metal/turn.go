@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strconv"
 
 	"github.com/metal-stream/metal/internal/flagenv"
 	"github.com/metal-stream/metal/turn"
@@ -28,6 +29,8 @@ func runTURN(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.IntVar(&cfg.AllocationKbps, "allocation-kbps", cfg.AllocationKbps, "bandwidth cap per relay and direction, kbit/s (0: none)")
 	fs.DurationVar(&cfg.MaxLifetime, "max-lifetime", cfg.MaxLifetime, "a relay ends after this long however often it is refreshed; a credential that opened it keeps refreshing it until then, expired or not")
 	fs.DurationVar(&cfg.AllocationLifetime, "allocation-lifetime", cfg.AllocationLifetime, "lifetime of a relay between refreshes when the client asks for none (0: pion's 10 minutes)")
+	selfIPs := fs.String("self-ip", "", "comma-separated addresses of this edge besides -listen, -relay-ip and -relay-bind (its public IP behind NAT), refused as peers")
+	denyPorts := fs.String("deny-ports", "4646,4647,4648,8300,8301,8302,8500,8501,8502,8503,8600", "comma-separated peer ports refused on any address (the cluster's Nomad and Consul ports); the relay's own are added")
 	flagenv.Usage(fs, "metal turn [flags]")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
@@ -42,6 +45,21 @@ func runTURN(ctx context.Context, log *slog.Logger, args []string) error {
 			return fmt.Errorf("-allow %q: %w", c, err)
 		}
 		cfg.Allowed = append(cfg.Allowed, p)
+	}
+	for _, a := range splitList(*selfIPs) {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return fmt.Errorf("-self-ip %q: %w", a, err)
+		}
+		cfg.SelfIPs = append(cfg.SelfIPs, ip)
+	}
+	cfg.DeniedPorts = nil
+	for _, p := range splitList(*denyPorts) {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("-deny-ports %q: want ports", p)
+		}
+		cfg.DeniedPorts = append(cfg.DeniedPorts, n)
 	}
 	s, err := turn.New(cfg, log)
 	if err != nil {

@@ -1,0 +1,159 @@
+package turn
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v2"
+	"github.com/pion/turn/v3"
+
+	"github.com/metal-stream/metal/internal/pionlog"
+)
+
+// clientOver allocates a relay through s over UDP or TCP.
+func clientOver(t *testing.T, s *Server, transport, user, pass string) (*turn.Client, net.PacketConn) {
+	t.Helper()
+	var conn net.PacketConn
+	if transport == "tcp" {
+		tc, err := net.Dial("tcp4", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn = turn.NewSTUNConn(tc)
+	} else {
+		uc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn = uc
+	}
+	c, err := turn.NewClient(&turn.ClientConfig{
+		TURNServerAddr: s.Addr().String(), STUNServerAddr: s.Addr().String(),
+		Username: user, Password: pass, Realm: "metal", Conn: conn,
+		LoggerFactory: pionlog.Factory{Log: slog.New(slog.NewTextHandler(io.Discard, nil))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); conn.Close() })
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relay.Close() })
+	return c, relay
+}
+
+type rawAttr struct {
+	t stun.AttrType
+	v []byte
+}
+
+func (a rawAttr) AddTo(m *stun.Message) error { m.Add(a.t, a.v); return nil }
+
+// channelBind sends a ChannelBind for peer (channel 0x4001) and returns the
+// error code of the answer (0 for success).
+func channelBind(t *testing.T, c *turn.Client, server net.Addr, user, pass string, peer *net.UDPAddr) stun.ErrorCode {
+	t.Helper()
+	do := func(setters ...stun.Setter) *stun.Message {
+		base := []stun.Setter{stun.TransactionID, stun.NewType(stun.MethodChannelBind, stun.ClassRequest),
+			rawAttr{stun.AttrChannelNumber, []byte{0x40, 0x01, 0, 0}}}
+		msg, err := stun.Build(append(base, setters...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.PerformTransaction(msg, server, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Msg
+	}
+	peerAttr := stun.Setter(setterFunc(func(m *stun.Message) error {
+		return (&stun.XORMappedAddress{IP: peer.IP, Port: peer.Port}).AddToAs(m, stun.AttrXORPeerAddress)
+	}))
+	first := do(peerAttr)
+	var nonce stun.Nonce
+	if err := nonce.GetFrom(first); err != nil {
+		t.Fatalf("no nonce in %v", first)
+	}
+	res := do(peerAttr, stun.NewUsername(user), stun.NewRealm("metal"), nonce, stun.NewLongTermIntegrity(user, "metal", pass), stun.Fingerprint)
+	if res.Type.Class == stun.ClassSuccessResponse {
+		return 0
+	}
+	var code stun.ErrorCodeAttribute
+	if err := code.GetFrom(res); err != nil {
+		t.Fatalf("answer without an error code: %v", res)
+	}
+	return code.Code
+}
+
+type setterFunc func(m *stun.Message) error
+
+func (f setterFunc) AddTo(m *stun.Message) error { return f(m) }
+
+// TestRelayRefusesItselfAndClusterPorts: over UDP and over TCP, a client
+// may neither CreatePermission nor ChannelBind to the edge's own relay
+// address (TURN inside TURN), even though the allow-list covers it; on an
+// allowed streamer address, datagrams to the cluster's Consul and Nomad
+// ports are not relayed while another port is.
+func TestRelayRefusesItselfAndClusterPorts(t *testing.T) {
+	s := startServer(t, allowStreamers)
+	u, p := creds(t, time.Hour)
+	self := &net.UDPAddr{IP: net.ParseIP(relayIP), Port: 49999}
+	for _, transport := range []string{"udp", "tcp"} {
+		t.Run(transport, func(t *testing.T) {
+			c, relay := clientOver(t, s, transport, u, p)
+			if _, err := relay.WriteTo([]byte("turn in turn"), self); err == nil || !strings.Contains(err.Error(), "error 403") {
+				t.Fatalf("CreatePermission to the relay's own address: %v, want 403", err)
+			}
+			if code := channelBind(t, c, s.Addr(), u, p, self); code != stun.CodeForbidden {
+				t.Fatalf("ChannelBind to the relay's own address: code %d, want 403", code)
+			}
+			// An allowed streamer address is relayed (the permission for
+			// it then exists; over TCP it is set up asynchronously, so the
+			// first datagrams may be lost)...
+			peer := echoPeer(t, streamIP)
+			var err error
+			for try := 0; try < 10; try++ {
+				if _, err = relay.WriteTo([]byte("ok"), peer); err != nil {
+					t.Fatal(err)
+				}
+				_ = relay.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+				if _, _, err = relay.ReadFrom(make([]byte, 100)); err == nil {
+					break
+				}
+			}
+			if err != nil {
+				t.Fatalf("an allowed peer is not relayed: %v", err)
+			}
+			// ...but not to the cluster's Consul and Nomad ports on it.
+			for _, port := range []int{8500, 8301, 4646} {
+				l, err := net.ListenPacket("udp4", net.JoinHostPort(streamIP, strconv.Itoa(port)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for range 3 {
+					if _, err := relay.WriteTo([]byte("hello consul"), l.LocalAddr()); err != nil {
+						t.Fatal(err)
+					}
+				}
+				_ = l.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+				if n, _, err := l.ReadFrom(make([]byte, 100)); err == nil {
+					t.Errorf("port %d received %d bytes through the relay", port, n)
+				}
+				l.Close()
+			}
+		})
+	}
+	if got := metricValue(t, s, "metal_turn_peer_port_denied_total"); got < 6 {
+		t.Errorf("port-denied counter = %v, want at least 6", got)
+	}
+}
