@@ -12,18 +12,24 @@ import (
 // pion/turn v3 answers a failed authentication with 400 Bad Request and a
 // refused permission with an error response that has no code at all. Metal
 // answers as RFC 8656 says: 401 Unauthorized for expired, forged or unknown
-// credentials, 403 Forbidden for a peer the filter refuses. The auth and
-// permission handlers mark the client address; the next error response to
-// that address gets the right code.
+// credentials, with REALM and NONCE (RFC 8489 §9.2.4: the nonce the request
+// carried, which pion had just accepted), and 403 Forbidden for a peer the
+// filter refuses. The auth and permission handlers mark the client address;
+// the next such error response to that address gets the right code. Other
+// answers (438 Stale Nonce with its fresh NONCE, pion's own 401 with one)
+// pass untouched.
 
 type verdicts struct {
-	mu   sync.Mutex
-	mark map[string]verdict
+	mu     sync.Mutex
+	mark   map[string]verdict
+	lastGC time.Time
+	realm  string // put in a 401 that lacks one
 }
 
 type verdict struct {
-	code stun.ErrorCode
-	at   time.Time
+	code  stun.ErrorCode
+	at    time.Time
+	nonce []byte // the nonce of the client's request, for a 401
 }
 
 func (v *verdicts) set(addr net.Addr, code stun.ErrorCode) {
@@ -33,12 +39,36 @@ func (v *verdicts) set(addr net.Addr, code stun.ErrorCode) {
 		v.mark = map[string]verdict{}
 	}
 	now := time.Now()
-	for k, m := range v.mark {
-		if now.Sub(m.at) > 5*time.Second {
-			delete(v.mark, k)
+	if now.Sub(v.lastGC) > time.Second {
+		v.lastGC = now
+		for k, m := range v.mark {
+			if now.Sub(m.at) > 5*time.Second {
+				delete(v.mark, k)
+			}
 		}
 	}
-	v.mark[addr.String()] = verdict{code, now}
+	k := addr.String()
+	m := v.mark[k]
+	m.code, m.at = code, now
+	v.mark[k] = m
+}
+
+// request notes the nonce of a request from addr: if the answer becomes a
+// 401, it carries that nonce.
+func (v *verdicts) request(addr net.Addr, msg *stun.Message) {
+	var n stun.Nonce
+	if n.GetFrom(msg) != nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.mark == nil {
+		v.mark = map[string]verdict{}
+	}
+	k := addr.String()
+	m := v.mark[k]
+	m.nonce, m.at = append(m.nonce[:0], n...), time.Now()
+	v.mark[k] = m
 }
 
 // fix returns p with the marked error code when p is an error response to a
@@ -49,17 +79,25 @@ func (v *verdicts) fix(p []byte, addr net.Addr) []byte {
 	}
 	v.mu.Lock()
 	m, ok := v.mark[addr.String()]
-	if ok {
-		delete(v.mark, addr.String())
-	}
 	v.mu.Unlock()
-	if !ok {
+	if !ok || m.code == 0 {
 		return p
 	}
 	msg := &stun.Message{Raw: append([]byte(nil), p...)}
 	if err := msg.Decode(); err != nil || msg.Type.Class != stun.ClassErrorResponse {
 		return p
 	}
+	// Only pion's 400 (a failed authentication), its code-less refusal of a
+	// permission and its nonce-less 401 refusal of a channel binding are
+	// rewritten; a 438, or a 401 challenge with its fresh nonce, is not.
+	var have stun.ErrorCodeAttribute
+	if err := have.GetFrom(msg); err == nil && have.Code != stun.CodeBadRequest &&
+		!(have.Code == stun.CodeUnauthorized && m.code == stun.CodeForbidden && !msg.Contains(stun.AttrNonce)) {
+		return p
+	}
+	v.mu.Lock()
+	delete(v.mark, addr.String())
+	v.mu.Unlock()
 	reason := "Unauthorized"
 	if m.code == stun.CodeForbidden {
 		reason = "Forbidden"
@@ -68,6 +106,11 @@ func (v *verdicts) fix(p []byte, addr net.Addr) []byte {
 	var realm stun.Realm
 	if err := realm.GetFrom(msg); err == nil {
 		setters = append(setters, realm)
+	} else if m.code == stun.CodeUnauthorized && v.realm != "" {
+		setters = append(setters, stun.NewRealm(v.realm))
+	}
+	if m.code == stun.CodeUnauthorized && len(m.nonce) > 0 {
+		setters = append(setters, stun.NewNonce(string(m.nonce)))
 	}
 	out, err := stun.Build(setters...)
 	if err != nil {
@@ -91,12 +134,23 @@ func (c *fixingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	n, addr, err := c.PacketConn.ReadFrom(p)
 	if err == nil && stun.IsMessage(p[:n]) {
 		n = capLifetime(p, n, c.lifetime)
-		if forged(p[:n], c.secret) {
-			c.v.set(addr, stun.CodeUnauthorized)
-			c.m.authFailed.Inc()
-		}
+		c.v.inspect(p[:n], addr, c.secret, c.m)
 	}
 	return n, addr, err
+}
+
+// inspect notes a request's nonce and marks a forged one (a wrong
+// MESSAGE-INTEGRITY) for a 401.
+func (v *verdicts) inspect(b []byte, addr net.Addr, secret string, m *metrics) {
+	msg := &stun.Message{Raw: append([]byte(nil), b...)}
+	if msg.Decode() != nil || msg.Type.Class != stun.ClassRequest || !msg.Contains(stun.AttrNonce) {
+		return
+	}
+	v.request(addr, msg)
+	if forged(b, secret) {
+		v.set(addr, stun.CodeUnauthorized)
+		m.authFailed.Inc()
+	}
 }
 
 // forged reports whether b is a request whose MESSAGE-INTEGRITY does not
@@ -125,7 +179,9 @@ func (c *fixingPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 // fixingListener rewrites error responses on TCP connections.
 type fixingListener struct {
 	net.Listener
-	v *verdicts
+	v      *verdicts
+	secret string
+	m      *metrics
 }
 
 func (l *fixingListener) Accept() (net.Conn, error) {
@@ -133,12 +189,24 @@ func (l *fixingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fixingConn{Conn: c, v: l.v}, nil
+	return &fixingConn{Conn: c, v: l.v, secret: l.secret, m: l.m}, nil
 }
 
 type fixingConn struct {
 	net.Conn
-	v *verdicts
+	v      *verdicts
+	secret string
+	m      *metrics
+}
+
+// Read notes what ReadFrom notes on UDP, for a read that holds a whole
+// STUN message (pion reads TCP one message at a time, by its length).
+func (c *fixingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && stun.IsMessage(p[:n]) {
+		c.v.inspect(p[:n], c.RemoteAddr(), c.secret, c.m)
+	}
+	return n, err
 }
 
 func (c *fixingConn) Write(p []byte) (int, error) {

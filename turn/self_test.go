@@ -157,3 +157,88 @@ func TestRelayRefusesItselfAndClusterPorts(t *testing.T) {
 		t.Errorf("port-denied counter = %v, want at least 6", got)
 	}
 }
+
+// rawClient connects to s over UDP or TCP without allocating, for
+// hand-made requests.
+func rawClient(t *testing.T, s *Server, transport string) *turn.Client {
+	t.Helper()
+	var conn net.PacketConn
+	if transport == "tcp" {
+		tc, err := net.Dial("tcp4", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn = turn.NewSTUNConn(tc)
+	} else {
+		uc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn = uc
+	}
+	c, err := turn.NewClient(&turn.ClientConfig{
+		TURNServerAddr: s.Addr().String(), STUNServerAddr: s.Addr().String(), Conn: conn,
+		LoggerFactory: pionlog.Factory{Log: slog.New(slog.NewTextHandler(io.Discard, nil))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); conn.Close() })
+	return c
+}
+
+// TestErrorAnswersCarryRealmAndNonce: over UDP and TCP, an Allocate with an
+// expired or a forged credential gets 401 with REALM and NONCE (RFC 8489
+// §9.2.4), and one with a nonce the server never gave gets 438 Stale Nonce
+// with a fresh NONCE.
+func TestErrorAnswersCarryRealmAndNonce(t *testing.T) {
+	s := startServer(t, nil)
+	expiredUser, expiredPass := creds(t, -time.Minute)
+	goodUser, _ := creds(t, time.Hour)
+	_, forgedPass, _ := turn.GenerateLongTermTURNRESTCredentials("some-other-secret-xyz", "sess-1", time.Hour)
+	transportUDP := rawAttr{stun.AttrRequestedTransport, []byte{17, 0, 0, 0}}
+	for _, transport := range []string{"udp", "tcp"} {
+		t.Run(transport, func(t *testing.T) {
+			c := rawClient(t, s, transport)
+			ask := func(setters ...stun.Setter) *stun.Message {
+				msg, err := stun.Build(append([]stun.Setter{stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), transportUDP}, setters...)...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err := c.PerformTransaction(msg, s.Addr(), false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res.Msg
+			}
+			check := func(name string, res *stun.Message, want stun.ErrorCode) {
+				t.Helper()
+				var code stun.ErrorCodeAttribute
+				var realm stun.Realm
+				var nonce stun.Nonce
+				if err := code.GetFrom(res); err != nil || code.Code != want {
+					t.Errorf("%s: code %v, want %d", name, code.Code, want)
+				}
+				if err := nonce.GetFrom(res); err != nil || len(nonce) == 0 {
+					t.Errorf("%s: no NONCE in the %d", name, want)
+				}
+				if err := realm.GetFrom(res); err != nil || realm.String() != "metal" {
+					t.Errorf("%s: REALM %q, want metal", name, realm)
+				}
+			}
+			first := ask()
+			check("no credentials", first, stun.CodeUnauthorized)
+			var nonce stun.Nonce
+			_ = nonce.GetFrom(first)
+			auth := func(user, pass string, n stun.Nonce) *stun.Message {
+				return ask(stun.NewUsername(user), stun.NewRealm("metal"), n, stun.NewLongTermIntegrity(user, "metal", pass), stun.Fingerprint)
+			}
+			check("expired", auth(expiredUser, expiredPass, nonce), stun.CodeUnauthorized)
+			check("forged", auth(goodUser, forgedPass, nonce), stun.CodeUnauthorized)
+			check("stale nonce", auth(goodUser, forgedPass, stun.NewNonce("never-given")), stun.CodeStaleNonce)
+		})
+	}
+}

@@ -174,7 +174,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	logs := pionlog.Factory{Log: s.log}
 	rest := turn.LongTermTURNRESTAuthHandler(s.cfg.Secret, logs.NewLogger("auth"))
-	v := &verdicts{}
+	v := &verdicts{realm: s.cfg.Realm}
 	outlive := &held{lifetime: s.cfg.MaxLifetime}
 	auth := func(username, realm string, src net.Addr) ([]byte, bool) {
 		now := time.Now()
@@ -210,7 +210,7 @@ func (s *Server) Run(ctx context.Context) error {
 		AuthHandler:       auth,
 		LoggerFactory:     logs,
 		PacketConnConfigs: pcs,
-		ListenerConfigs:   []turn.ListenerConfig{{Listener: &fixingListener{Listener: s.tcp, v: v}, RelayAddressGenerator: s.gen, PermissionHandler: permit}},
+		ListenerConfigs:   []turn.ListenerConfig{{Listener: &fixingListener{Listener: s.tcp, v: v, secret: s.cfg.Secret, m: s.m}, RelayAddressGenerator: s.gen, PermissionHandler: permit}},
 	})
 	if err != nil {
 		s.closeListeners()
