@@ -7,7 +7,7 @@
 # The gateway must hold the same secret (turn_secret in the Nomad variable
 # nomad/jobs/metal-gateway). Reserve the relay ports on each client:
 #
-#   client { reserved { reserved_ports = "49160-49200" } }
+#   client { reserved { reserved_ports = "49160-49559" } }
 
 variable "datacenters" {
   type        = list(string)
@@ -77,7 +77,7 @@ variable "min_port" {
 variable "max_port" {
   type        = number
   description = "Highest relay port."
-  default     = 49200
+  default     = 49559
 }
 
 variable "allow" {

@@ -43,6 +43,14 @@ type Config struct {
 	MaxAllocations int
 	AllocationKbps int
 	MaxLifetime    time.Duration
+	// PerUserAllocations and PerIPAllocations cap live relays per username
+	// (one session's credential) and per client IP (0: no cap).
+	PerUserAllocations, PerIPAllocations int
+	// MaxTCPConns caps TCP (and TLS) connections; TCPIdle closes one that
+	// sends nothing for that long (a relay over TCP carries media, or at
+	// least refreshes).
+	MaxTCPConns int
+	TCPIdle     time.Duration
 	// AllocationLifetime is the lifetime granted to a relay whose client
 	// asks for none (browsers), between refreshes; 0 leaves pion's 10
 	// minutes.
@@ -52,16 +60,20 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:         "0.0.0.0:3478",
-		HealthListen:   "127.0.0.1:3479",
-		MinPort:        49160,
-		MaxPort:        49200,
-		Realm:          "metal",
-		Listeners:      runtime.GOMAXPROCS(0),
-		MaxAllocations: 200,
-		AllocationKbps: 20000,
-		MaxLifetime:    12 * time.Hour,
-		DeniedPorts:    []int{4646, 4647, 4648, 8300, 8301, 8302, 8500, 8501, 8502, 8503, 8600},
+		Listen:             "0.0.0.0:3478",
+		HealthListen:       "127.0.0.1:3479",
+		MinPort:            49160,
+		MaxPort:            49559,
+		Realm:              "metal",
+		Listeners:          runtime.GOMAXPROCS(0),
+		MaxAllocations:     400,
+		PerUserAllocations: 4,
+		PerIPAllocations:   16,
+		MaxTCPConns:        1000,
+		TCPIdle:            2 * time.Minute,
+		AllocationKbps:     20000,
+		MaxLifetime:        12 * time.Hour,
+		DeniedPorts:        []int{4646, 4647, 4648, 8300, 8301, 8302, 8500, 8501, 8502, 8503, 8600},
 	}
 }
 
@@ -83,6 +95,13 @@ func (c Config) Validate() error {
 	}
 	if c.MinPort == 0 || c.MaxPort < c.MinPort {
 		errs = append(errs, fmt.Errorf("-min-port %d, -max-port %d: want 0 < min <= max", c.MinPort, c.MaxPort))
+	} else if ports := int(c.MaxPort) - int(c.MinPort) + 1; ports < c.MaxAllocations {
+		// Every relay holds one port of the range.
+		errs = append(errs, fmt.Errorf("-max-allocations %d needs %d relay ports; -min-port %d to -max-port %d gives %d: widen the range (and the Nomad client's reserved ports) or lower the cap",
+			c.MaxAllocations, c.MaxAllocations, c.MinPort, c.MaxPort, ports))
+	}
+	if c.PerUserAllocations < 0 || c.PerIPAllocations < 0 || c.MaxTCPConns < 0 || c.TCPIdle < 0 {
+		errs = append(errs, errors.New("-per-user-allocations, -per-ip-allocations, -max-tcp-conns, -tcp-idle must not be negative"))
 	}
 	if len(c.Secret) < 16 {
 		errs = append(errs, errors.New("-secret (METAL_SECRET): want at least 16 characters"))

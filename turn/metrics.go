@@ -14,6 +14,8 @@ type metrics struct {
 	relayed     *prometheus.CounterVec
 	dropped     prometheus.Counter
 	portDenied  prometheus.Counter
+	quota       prometheus.Counter
+	tcpRefused  prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -33,8 +35,12 @@ func newMetrics() *metrics {
 			Name: "metal_turn_dropped_bytes_total", Help: "Bytes dropped by the per-allocation bandwidth cap."}),
 		portDenied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "metal_turn_peer_port_denied_total", Help: "Datagrams not relayed because the peer port is one of the cluster's."}),
+		quota: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "metal_turn_quota_refused_total", Help: "Allocate requests refused: the username or client address holds its quota."}),
+		tcpRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "metal_turn_tcp_refused_total", Help: "TCP connections closed at once: the connection cap was reached."}),
 	}
-	m.reg.MustRegister(m.allocations, m.capped, m.denied, m.authFailed, m.relayed, m.dropped, m.portDenied,
+	m.reg.MustRegister(m.allocations, m.capped, m.denied, m.authFailed, m.relayed, m.dropped, m.portDenied, m.quota, m.tcpRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -3,11 +3,13 @@ package turn
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/turn/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
 
@@ -24,6 +26,11 @@ type cappedGenerator struct {
 	live      atomic.Int64
 	m         *metrics
 	ports     *portSet // refused peer ports
+	q         *quotas
+	// toPeer and toClient are the relayed-bytes counters, looked up once
+	// (a label lookup per datagram costs more than the datagram's syscall
+	// bookkeeping).
+	toPeer, toClient prometheus.Counter
 }
 
 // portSet is a set of ports, read on every relayed datagram.
@@ -55,6 +62,10 @@ func (g *cappedGenerator) AllocatePacketConn(network string, port int) (net.Pack
 	}
 	g.m.allocations.Inc()
 	cc := &cappedConn{PacketConn: c, g: g}
+	if ua, ok := c.LocalAddr().(*net.UDPAddr); ok && g.q != nil {
+		cc.port = ua.Port
+		g.q.opened(cc.port, cc)
+	}
 	if g.bytesPerS > 0 {
 		burst := max(g.bytesPerS/4, 64<<10)
 		cc.in = rate.NewLimiter(rate.Limit(g.bytesPerS), burst)
@@ -80,6 +91,46 @@ type cappedConn struct {
 	in, out *rate.Limiter
 	timer   *time.Timer
 	once    sync.Once
+	port    int
+	// permits are the peers pion has permitted (quota.go), replaced whole
+	// on each change: the read path only loads the pointer.
+	permits atomic.Pointer[map[netip.Addr]time.Time]
+	pmu     sync.Mutex
+}
+
+// permit records a permitted peer until the expiry.
+func (c *cappedConn) permit(ip netip.Addr, until time.Time) {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	next := map[netip.Addr]time.Time{ip: until}
+	if cur := c.permits.Load(); cur != nil {
+		now := time.Now()
+		for k, v := range *cur {
+			if k != ip && v.After(now) {
+				next[k] = v
+			}
+		}
+	}
+	c.permits.Store(&next)
+}
+
+// permitted reports whether pion will deliver a datagram from addr to the
+// client: without a quota table, every datagram counts.
+func (c *cappedConn) permitted(addr net.Addr, now time.Time) bool {
+	if c.g.q == nil {
+		return true
+	}
+	m := c.permits.Load()
+	if m == nil {
+		return false
+	}
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return false
+	}
+	ip, _ := netip.AddrFromSlice(ua.IP)
+	until, ok := (*m)[ip.Unmap()]
+	return ok && until.After(now)
 }
 
 // WriteTo sends toward the peer, unless its port is one of the cluster's
@@ -95,23 +146,32 @@ func (c *cappedConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	}
 	n, err := c.PacketConn.WriteTo(p, addr)
 	if err == nil {
-		c.g.m.relayed.WithLabelValues("to_peer").Add(float64(n))
+		c.g.toPeer.Add(float64(n))
 	}
 	return n, err
 }
 
-// ReadFrom receives from peers, dropping what exceeds the cap.
+// ReadFrom receives from peers, dropping what exceeds the cap. Only a
+// datagram from a permitted peer is charged to the cap: pion drops the
+// others right after, and someone spraying a guessable relay port must not
+// drain a real stream's budget.
 func (c *cappedConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
 		if err != nil {
 			return n, addr, err
 		}
-		if c.in != nil && !c.in.AllowN(time.Now(), n) {
-			c.g.m.dropped.Add(float64(n))
-			continue
+		if c.in != nil {
+			now := time.Now()
+			if !c.permitted(addr, now) {
+				return n, addr, nil // pion drops it, unpermitted
+			}
+			if !c.in.AllowN(now, n) {
+				c.g.m.dropped.Add(float64(n))
+				continue
+			}
 		}
-		c.g.m.relayed.WithLabelValues("to_client").Add(float64(n))
+		c.g.toClient.Add(float64(n))
 		return n, addr, nil
 	}
 }
@@ -126,6 +186,9 @@ func (c *cappedConn) Close() error {
 		err = c.PacketConn.Close()
 		c.g.live.Add(-1)
 		c.g.m.allocations.Dec()
+		if c.g.q != nil && c.port != 0 {
+			c.g.q.closed(c.port)
+		}
 	})
 	return err
 }

@@ -3,6 +3,7 @@ package turn
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v2"
@@ -74,7 +75,7 @@ func (v *verdicts) request(addr net.Addr, msg *stun.Message) {
 // fix returns p with the marked error code when p is an error response to a
 // marked address.
 func (v *verdicts) fix(p []byte, addr net.Addr) []byte {
-	if addr == nil || !stun.IsMessage(p) {
+	if addr == nil || !stun.IsMessage(p) || stunClass(p) != stun.ClassErrorResponse {
 		return p
 	}
 	v.mu.Lock()
@@ -128,28 +129,67 @@ type fixingPacketConn struct {
 	secret   string
 	m        *metrics
 	lifetime time.Duration // see capLifetime
+	q        *quotas
 }
 
 func (c *fixingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := c.PacketConn.ReadFrom(p)
-	if err == nil && stun.IsMessage(p[:n]) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err != nil || !stun.IsMessage(p[:n]) {
+			return n, addr, err
+		}
 		n = capLifetime(p, n, c.lifetime)
-		c.v.inspect(p[:n], addr, c.secret, c.m)
+		if refusal := c.v.inspect(p[:n], addr, c.secret, c.m, c.q); refusal != nil {
+			_, _ = c.PacketConn.WriteTo(refusal, addr)
+			continue
+		}
+		return n, addr, err
 	}
-	return n, addr, err
 }
 
 // inspect notes a request's nonce and marks a forged one (a wrong
-// MESSAGE-INTEGRITY) for a 401.
-func (v *verdicts) inspect(b []byte, addr net.Addr, secret string, m *metrics) {
+// MESSAGE-INTEGRITY) for a 401. For an Allocate beyond the quotas it
+// returns the 486 answer to send instead of passing the request on.
+func (v *verdicts) inspect(b []byte, addr net.Addr, secret string, m *metrics, q *quotas) []byte {
+	if stunClass(b) != stun.ClassRequest {
+		return nil
+	}
 	msg := &stun.Message{Raw: append([]byte(nil), b...)}
-	if msg.Decode() != nil || msg.Type.Class != stun.ClassRequest || !msg.Contains(stun.AttrNonce) {
-		return
+	if msg.Decode() != nil || !msg.Contains(stun.AttrNonce) {
+		return nil
 	}
 	v.request(addr, msg)
 	if forged(b, secret) {
 		v.set(addr, stun.CodeUnauthorized)
 		m.authFailed.Inc()
+		return nil
+	}
+	if q != nil && !q.request(msg, addr) {
+		m.quota.Inc()
+		return quotaExceeded(msg, v.realm)
+	}
+	return nil
+}
+
+// stunClass reads the class of a STUN message from its first two bytes
+// (no decoding: Data indications, one per relayed datagram before a
+// channel is bound, pass here).
+func stunClass(b []byte) stun.MessageClass {
+	if len(b) < 2 {
+		return stun.ClassIndication
+	}
+	t := uint16(b[0])<<8 | uint16(b[1])
+	return stun.MessageClass((t>>7)&0x2 | (t>>4)&0x1)
+}
+
+// answered shows the quota table pion's successful Allocate answers.
+func answered(q *quotas, p []byte) {
+	if q == nil || len(p) < 2 || p[0] != 0x01 || p[1] != 0x03 { // Allocate success
+		return
+	}
+	msg := &stun.Message{Raw: append([]byte(nil), p...)}
+	if msg.Decode() == nil {
+		q.answered(msg)
 	}
 }
 
@@ -170,6 +210,7 @@ func forged(b []byte, secret string) bool {
 }
 
 func (c *fixingPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	answered(c.q, p)
 	if _, err := c.PacketConn.WriteTo(c.v.fix(p, addr), addr); err != nil {
 		return 0, err
 	}
@@ -182,14 +223,29 @@ type fixingListener struct {
 	v      *verdicts
 	secret string
 	m      *metrics
+	q      *quotas
+	idle   time.Duration
+	max    int64 // connections at most; more are closed at once
+	live   atomic.Int64
 }
 
 func (l *fixingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.max > 0 && l.live.Add(1) > l.max {
+			l.live.Add(-1)
+			l.m.tcpRefused.Inc()
+			c.Close()
+			continue
+		} else if l.max <= 0 {
+			l.live.Add(1)
+		}
+		return &fixingConn{Conn: c, v: l.v, secret: l.secret, m: l.m, q: l.q, idle: l.idle,
+			done: func() { l.live.Add(-1) }}, nil
 	}
-	return &fixingConn{Conn: c, v: l.v, secret: l.secret, m: l.m}, nil
 }
 
 type fixingConn struct {
@@ -197,19 +253,44 @@ type fixingConn struct {
 	v      *verdicts
 	secret string
 	m      *metrics
+	q      *quotas
+	idle   time.Duration
+	done   func()
+	once   sync.Once
 }
 
 // Read notes what ReadFrom notes on UDP, for a read that holds a whole
-// STUN message (pion reads TCP one message at a time, by its length).
+// STUN message, and ends a connection idle for longer than idle.
 func (c *fixingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 && stun.IsMessage(p[:n]) {
-		c.v.inspect(p[:n], c.RemoteAddr(), c.secret, c.m)
+	for {
+		if c.idle > 0 {
+			_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+		}
+		n, err := c.Conn.Read(p)
+		if n > 0 && stun.IsMessage(p[:n]) {
+			if refusal := c.v.inspect(p[:n], c.RemoteAddr(), c.secret, c.m, c.q); refusal != nil {
+				if _, werr := c.Conn.Write(refusal); werr != nil {
+					return 0, werr
+				}
+				continue
+			}
+		}
+		return n, err
 	}
-	return n, err
+}
+
+// Close frees the connection's place under the listener's cap.
+func (c *fixingConn) Close() error {
+	c.once.Do(func() {
+		if c.done != nil {
+			c.done()
+		}
+	})
+	return c.Conn.Close()
 }
 
 func (c *fixingConn) Write(p []byte) (int, error) {
+	answered(c.q, p)
 	if _, err := c.Conn.Write(c.v.fix(p, c.RemoteAddr())); err != nil {
 		return 0, err
 	}

@@ -171,8 +171,12 @@ func (s *Server) Run(ctx context.Context) error {
 		},
 		max: int64(s.cfg.MaxAllocations), bytesPerS: s.cfg.AllocationKbps * 1000 / 8,
 		lifetime: s.cfg.MaxLifetime, m: s.m, ports: deniedPorts,
+		q:      newQuotas(s.cfg.PerUserAllocations, s.cfg.PerIPAllocations),
+		toPeer: s.m.relayed.WithLabelValues("to_peer"), toClient: s.m.relayed.WithLabelValues("to_client"),
 	}
-	logs := pionlog.Factory{Log: s.log}
+	// pion logs refused permissions and bad requests at info, one line
+	// each: at most 10 lines a second, the rest counted.
+	logs := pionlog.Limited(s.log, 10, 20)
 	rest := turn.LongTermTURNRESTAuthHandler(s.cfg.Secret, logs.NewLogger("auth"))
 	v := &verdicts{realm: s.cfg.Realm}
 	outlive := &held{lifetime: s.cfg.MaxLifetime}
@@ -194,23 +198,24 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	permit := func(client net.Addr, peer net.IP) bool {
 		if s.filter.Allow(peer) {
+			s.gen.q.permitted(client, peer)
 			return true
 		}
 		s.m.denied.Inc()
 		v.set(client, stun.CodeForbidden)
-		s.log.Debug("relay to peer refused", "client", client.String(), "peer", peer.String())
 		return false
 	}
 	var pcs []turn.PacketConnConfig
 	for _, c := range s.udp {
-		pcs = append(pcs, turn.PacketConnConfig{PacketConn: &fixingPacketConn{PacketConn: c, v: v, secret: s.cfg.Secret, m: s.m, lifetime: s.cfg.AllocationLifetime}, RelayAddressGenerator: s.gen, PermissionHandler: permit})
+		pcs = append(pcs, turn.PacketConnConfig{PacketConn: &fixingPacketConn{PacketConn: c, v: v, secret: s.cfg.Secret, m: s.m, lifetime: s.cfg.AllocationLifetime, q: s.gen.q}, RelayAddressGenerator: s.gen, PermissionHandler: permit})
 	}
 	s.turnSrv, err = turn.NewServer(turn.ServerConfig{
 		Realm:             s.cfg.Realm,
 		AuthHandler:       auth,
 		LoggerFactory:     logs,
 		PacketConnConfigs: pcs,
-		ListenerConfigs:   []turn.ListenerConfig{{Listener: &fixingListener{Listener: s.tcp, v: v, secret: s.cfg.Secret, m: s.m}, RelayAddressGenerator: s.gen, PermissionHandler: permit}},
+		ListenerConfigs: []turn.ListenerConfig{{Listener: &fixingListener{Listener: s.tcp, v: v, secret: s.cfg.Secret, m: s.m, q: s.gen.q,
+			idle: s.cfg.TCPIdle, max: int64(s.cfg.MaxTCPConns)}, RelayAddressGenerator: s.gen, PermissionHandler: permit}},
 	})
 	if err != nil {
 		s.closeListeners()

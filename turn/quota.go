@@ -1,0 +1,171 @@
+package turn
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pion/stun/v2"
+)
+
+// Quotas. pion/turn v3 has no hook that knows who asks for a relay, so
+// Metal follows allocations on the wire: an Allocate request names its
+// username and comes from a client address; pion's success answer to it
+// names the relay port; the relay socket, closed when pion drops the
+// allocation, knows its port. From that, live relays are counted per
+// username (one session's credential) and per client IP, and a request
+// beyond either cap is answered 486 Allocation Quota Reached before pion
+// sees it. The same table tells which peers a relay has permitted, so the
+// relay's bandwidth limiter only counts datagrams pion will deliver.
+type quotas struct {
+	perUser, perIP int
+
+	mu      sync.Mutex
+	pending map[[stun.TransactionIDSize]byte]owner // Allocate asked, not answered
+	byPort  map[int]owner
+	byUser  map[string]int
+	byIP    map[netip.Addr]int
+	conns   map[int]*cappedConn // relay sockets by port
+	client  map[string]int      // client address: its relay port
+	lastGC  time.Time
+}
+
+type owner struct {
+	user   string
+	ip     netip.Addr
+	client string
+	at     time.Time
+}
+
+func newQuotas(perUser, perIP int) *quotas {
+	return &quotas{perUser: perUser, perIP: perIP,
+		pending: map[[stun.TransactionIDSize]byte]owner{}, byPort: map[int]owner{},
+		byUser: map[string]int{}, byIP: map[netip.Addr]int{}, conns: map[int]*cappedConn{}, client: map[string]int{}}
+}
+
+func addrIP(a net.Addr) netip.Addr {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return ip.Unmap()
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(v.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// request sees an Allocate request from src; it reports false when the
+// username or the address holds its quota (answer 486).
+func (q *quotas) request(msg *stun.Message, src net.Addr) bool {
+	if msg.Type != stun.NewType(stun.MethodAllocate, stun.ClassRequest) {
+		return true
+	}
+	var user stun.Username
+	if user.GetFrom(msg) != nil {
+		return true // the unauthenticated first try: pion answers 401
+	}
+	o := owner{user: user.String(), ip: addrIP(src), client: src.String(), at: time.Now()}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if o.at.Sub(q.lastGC) > 10*time.Second {
+		q.lastGC = o.at
+		for k, p := range q.pending {
+			if o.at.Sub(p.at) > 10*time.Second {
+				delete(q.pending, k)
+			}
+		}
+	}
+	if (q.perUser > 0 && q.byUser[o.user] >= q.perUser) || (q.perIP > 0 && q.byIP[o.ip] >= q.perIP) {
+		return false
+	}
+	q.pending[msg.TransactionID] = o
+	return true
+}
+
+// answered sees pion's answer to a client; a successful Allocate makes the
+// relay port the requester's.
+func (q *quotas) answered(msg *stun.Message) {
+	if msg.Type != stun.NewType(stun.MethodAllocate, stun.ClassSuccessResponse) {
+		return
+	}
+	var relayed stun.XORMappedAddress
+	if relayed.GetFromAs(msg, stun.AttrXORRelayedAddress) != nil {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	o, ok := q.pending[msg.TransactionID]
+	if !ok {
+		return
+	}
+	delete(q.pending, msg.TransactionID)
+	if _, taken := q.byPort[relayed.Port]; taken {
+		return // a retransmitted answer
+	}
+	q.byPort[relayed.Port] = o
+	q.byUser[o.user]++
+	q.byIP[o.ip]++
+	q.client[o.client] = relayed.Port
+}
+
+// opened registers a relay socket by its port.
+func (q *quotas) opened(port int, c *cappedConn) {
+	q.mu.Lock()
+	q.conns[port] = c
+	q.mu.Unlock()
+}
+
+// closed releases a relay port's quota.
+func (q *quotas) closed(port int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.conns, port)
+	o, ok := q.byPort[port]
+	if !ok {
+		return
+	}
+	delete(q.byPort, port)
+	if q.byUser[o.user]--; q.byUser[o.user] <= 0 {
+		delete(q.byUser, o.user)
+	}
+	if q.byIP[o.ip]--; q.byIP[o.ip] <= 0 {
+		delete(q.byIP, o.ip)
+	}
+	if q.client[o.client] == port {
+		delete(q.client, o.client)
+	}
+}
+
+// permitted records that the relay of client may receive from peer (pion
+// granted the permission); it lasts pion's 5 minutes, renewed with it.
+func (q *quotas) permitted(client net.Addr, peer net.IP) {
+	q.mu.Lock()
+	c := q.conns[q.client[client.String()]]
+	q.mu.Unlock()
+	if c == nil {
+		return
+	}
+	ip, ok := netip.AddrFromSlice(peer)
+	if !ok {
+		return
+	}
+	c.permit(ip.Unmap(), time.Now().Add(5*time.Minute))
+}
+
+// quotaExceeded builds the 486 answer to an Allocate request.
+func quotaExceeded(req *stun.Message, realm string) []byte {
+	msg, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID),
+		stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
+		&stun.ErrorCodeAttribute{Code: stun.CodeAllocQuotaReached, Reason: []byte("Allocation Quota Reached")},
+		stun.NewRealm(realm))
+	if err != nil {
+		return nil
+	}
+	return msg.Raw
+}

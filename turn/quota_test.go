@@ -1,0 +1,143 @@
+package turn
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestQuotasPerUserAndAddress: one credential (a session) holds at most
+// PerUserAllocations relays and one client IP at most PerIPAllocations;
+// beyond either, Allocate gets 486, and closing a relay frees its place.
+func TestQuotasPerUserAndAddress(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.PerUserAllocations, c.PerIPAllocations = 2, 3 })
+	u1, p1 := creds(t, time.Hour)
+	var relays []net.PacketConn
+	for range 2 {
+		_, r, err := client(t, s, u1, p1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		relays = append(relays, r)
+	}
+	if _, _, err := client(t, s, u1, p1); err == nil || !strings.Contains(err.Error(), "error 486") {
+		t.Fatalf("third relay of one credential: %v, want 486", err)
+	}
+	u2, p2, _ := Credentials(secret, "sess-2", time.Hour)
+	if _, _, err := client(t, s, u2, p2); err != nil {
+		t.Fatalf("another session's first relay from the same address: %v", err)
+	}
+	u3, p3, _ := Credentials(secret, "sess-3", time.Hour)
+	if _, _, err := client(t, s, u3, p3); err == nil || !strings.Contains(err.Error(), "error 486") {
+		t.Fatalf("fourth relay from one address: %v, want 486", err)
+	}
+	relays[0].Close() // a Refresh with lifetime 0: the relay goes
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, _, err := client(t, s, u1, p1)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed relay's place was not freed: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := metricValue(t, s, "metal_turn_quota_refused_total"); got < 2 {
+		t.Errorf("quota counter = %v, want at least 2", got)
+	}
+}
+
+// TestLimiterCountsOnlyPermittedPeers: a stranger spraying the relay port
+// from an address the client never permitted does not drain the relay's
+// bandwidth budget: the permitted peer's datagrams still arrive.
+func TestLimiterCountsOnlyPermittedPeers(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.AllocationKbps = 800; allowStreamers(c) }) // 100 kB/s, 64 KiB burst
+	u, p := creds(t, time.Hour)
+	_, relay, err := client(t, s, u, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := net.ListenPacket("udp4", streamIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	// The client permits the peer (and learns it answers).
+	if _, err := relay.WriteTo([]byte("hi"), peer.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, _, err := peer.ReadFrom(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	// A stranger on another address sprays 400 kB at the relay port.
+	stranger, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	junk := make([]byte, 1000)
+	for range 400 {
+		_, _ = stranger.WriteTo(junk, relay.LocalAddr())
+	}
+	time.Sleep(100 * time.Millisecond)
+	// The peer sends 40 kB, within the burst: all of it must arrive.
+	go func() {
+		for range 40 {
+			_, _ = peer.WriteTo(junk, relay.LocalAddr())
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	got := 0
+	for got < 40 {
+		_ = relay.SetReadDeadline(time.Now().Add(time.Second))
+		if _, _, err := relay.ReadFrom(make([]byte, 1500)); err != nil {
+			break
+		}
+		got++
+	}
+	if got < 40 {
+		t.Fatalf("%d of 40 datagrams from the permitted peer arrived after a stranger's spray", got)
+	}
+}
+
+// TestTCPConnectionCapAndIdle: beyond MaxTCPConns a connection is closed at
+// once, and one that says nothing for TCPIdle is closed.
+func TestTCPConnectionCapAndIdle(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxTCPConns, c.TCPIdle = 2, time.Second })
+	var conns []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp4", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	time.Sleep(100 * time.Millisecond)
+	extra, err := net.Dial("tcp4", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	_ = extra.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := extra.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("a connection beyond the cap stayed open: %v", err)
+	}
+	start := time.Now()
+	_ = conns[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conns[0].Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("an idle connection stayed open for 5 s: %v", err)
+	}
+	t.Logf("idle connection closed after %v", time.Since(start).Round(100*time.Millisecond))
+	if got := metricValue(t, s, "metal_turn_tcp_refused_total"); got < 1 {
+		t.Errorf("tcp refused counter = %v", got)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
