@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -108,6 +109,13 @@ func TestChromiumStreamsThroughTURN(t *testing.T) {
 // decode over a relay candidate pair.
 func playRelayOnly(t *testing.T, s *turn.Server, ttl time.Duration) context.Context {
 	t.Helper()
+	return playRelayOnlyVia(t, browsertest.New(t), fmt.Sprintf("turn:%s?transport=udp", s.Addr()), ttl)
+}
+
+// playRelayOnlyVia is playRelayOnly through the TURN URL turnURL, in
+// browser.
+func playRelayOnlyVia(t *testing.T, browser context.Context, turnURL string, ttl time.Duration) context.Context {
+	t.Helper()
 	key := "e2e-streamer-key-0123456789abcdef-xyz"
 	base := startStreamerProc(t, key)
 	signer, _ := token.NewSigner([]byte(key))
@@ -117,12 +125,11 @@ func playRelayOnly(t *testing.T, s *turn.Server, ttl time.Duration) context.Cont
 		t.Fatal(err)
 	}
 	ice, _ := json.Marshal([]map[string]any{{
-		"urls":     []string{fmt.Sprintf("turn:%s?transport=udp", s.Addr())},
+		"urls":     []string{turnURL},
 		"username": user, "credential": pass,
 	}})
 	page := base + "/#relay=1&token=" + tok + "&ice=" + url.QueryEscape(string(ice))
 
-	browser := browsertest.New(t)
 	tab := browsertest.Tab(t, browser)
 	if err := chromedp.Do(tab, chromedp.Navigate(page)); err != nil {
 		t.Fatal(err)
@@ -164,5 +171,21 @@ func TestChromiumRelayOutlivesCredentials(t *testing.T) {
 	}
 	if typ := selectedCandidate(t, tab); typ != "relay" {
 		t.Fatalf("selected local candidate type %q, want relay", typ)
+	}
+}
+
+// TestChromiumPlaysOverTURNS: with only a turns: URL (TURN over TLS, for
+// networks that block UDP), a relay-only Chromium session decodes. The
+// relay's certificate is self-signed for 127.0.0.1 and Chromium is told to
+// accept it (tests only).
+func TestChromiumPlaysOverTURNS(t *testing.T) {
+	cert, key := selfSigned(t)
+	s := startTURNWith(t, func(c *turn.Config) { c.TLSListen, c.TLSCert, c.TLSKey = "127.0.0.1:0", cert, key })
+	_, port, _ := net.SplitHostPort(s.TLSAddr().String())
+	tab := playRelayOnlyVia(t, browsertest.NewTrustingSelfSigned(t), "turns:127.0.0.1:"+port+"?transport=tcp", time.Hour)
+	waitFrames(t, tab, framesOf(t, tab)+30)
+	proto := `metal.state.pc.getStats().then(r => { let p = ""; r.forEach(s => { if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") { const l = r.get(s.localCandidateId); p = l && l.relayProtocol; } }); return p; })`
+	if got, err := browsertest.Eval[string](tab, proto); err != nil || got != "tls" {
+		t.Fatalf("relay protocol %q (%v), want tls", got, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +49,10 @@ func (c *ConsulTURN) ICEServers(ctx context.Context, session, datacenter string)
 	}
 	var urls []string
 	for _, a := range addrs {
+		if strings.HasPrefix(a, "turns:") {
+			urls = append(urls, a)
+			continue
+		}
 		urls = append(urls, "turn:"+a+"?transport=udp", "turn:"+a+"?transport=tcp")
 	}
 	return []ICEServer{{URLs: urls, Username: user, Credential: pass}}, nil
@@ -80,6 +85,15 @@ func (c *ConsulTURN) relays(ctx context.Context, datacenter string) ([]string, e
 			ip = e.Node.Address
 		}
 		addrs = append(addrs, net.JoinHostPort(ip, strconv.Itoa(e.Service.Port)))
+		// TURN over TLS, for networks that block UDP: named by the
+		// certificate's host name when the relay gives one.
+		if tp, err := strconv.Atoi(e.Service.Meta["tls_port"]); err == nil && tp > 0 && tp < 65536 {
+			host := ip
+			if name := e.Service.Meta["tls_name"]; name != "" {
+				host = name
+			}
+			addrs = append(addrs, "turns:"+net.JoinHostPort(host, strconv.Itoa(tp))+"?transport=tcp")
+		}
 	}
 	c.mu.Lock()
 	if c.cache == nil {

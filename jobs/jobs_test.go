@@ -26,6 +26,7 @@ var variants = map[string][]map[string]string{
 	"turn.nomad.hcl": {
 		{},
 		{"driver": "raw_exec", "relay_ip": "198.18.0.1", "port": "13478", "allow": "198.18.0.0/24"},
+		{"tls_port": "5349", "tls_name": "turn.example.net"},
 	},
 	"streamer.nomad.hcl": {
 		{"session_id": "0123456789abcdef0123456789abcdef"},

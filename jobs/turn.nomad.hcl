@@ -86,9 +86,21 @@ variable "allow" {
   default     = ""
 }
 
+variable "tls_port" {
+  type        = number
+  description = "TURN over TLS (turns:) port, 5349 or 443, for networks that block UDP; 0 disables it. The certificate and key come from the Nomad variable nomad/jobs/metal-turn (items tls_cert, tls_key, PEM)."
+  default     = 0
+}
+
+variable "tls_name" {
+  type        = string
+  description = "Host name in the turns: URL the gateway hands out (the certificate's name); empty uses the relay IP (the certificate then needs an IP SAN)."
+  default     = ""
+}
+
 locals {
   relay_ip = var.relay_ip != "" ? var.relay_ip : "$${meta.public_ip}"
-  args = [
+  args = concat([
     "turn",
     "-listen", "${var.bind}:${var.port}",
     "-health-listen", "${var.bind}:${var.health_port}",
@@ -96,7 +108,15 @@ locals {
     "-min-port", "${var.min_port}",
     "-max-port", "${var.max_port}",
     "-allow", var.allow,
-  ]
+    ], var.tls_port == 0 ? [] : [
+    "-tls-listen", "${var.bind}:${var.tls_port}",
+    "-tls-cert", "$${NOMAD_SECRETS_DIR}/turn-tls.crt",
+    "-tls-key", "$${NOMAD_SECRETS_DIR}/turn-tls.key",
+  ])
+  tls_templates = var.tls_port == 0 ? {} : {
+    "secrets/turn-tls.crt" = "{{ with nomadVar \"nomad/jobs/metal-turn\" }}{{ .tls_cert }}{{ end }}"
+    "secrets/turn-tls.key" = "{{ with nomadVar \"nomad/jobs/metal-turn\" }}{{ .tls_key }}{{ end }}"
+  }
   secret_template = <<-EOT
     {{ with nomadVar "nomad/jobs/metal-turn" }}METAL_SECRET={{ .secret }}{{ end }}
   EOT
@@ -118,6 +138,15 @@ job "metal-turn" {
       port "health" {
         static = var.health_port
       }
+
+      dynamic "port" {
+        for_each = var.tls_port == 0 ? [] : [var.tls_port]
+
+        content {
+          static = port.value
+        }
+        labels = ["turns"]
+      }
     }
 
     service {
@@ -128,6 +157,9 @@ job "metal-turn" {
 
       meta {
         relay_ip = local.relay_ip
+        # turns: is offered when tls_port is set (the gateway reads these).
+        tls_port = "${var.tls_port}"
+        tls_name = var.tls_name
         # What a player's page times to measure its RTT to this edge.
         probe = "http://${local.relay_ip}:${var.health_port}/probe"
       }
@@ -171,6 +203,16 @@ job "metal-turn" {
         data        = local.secret_template
         destination = "secrets/metal.env"
         env         = true
+      }
+
+      dynamic "template" {
+        for_each = local.tls_templates
+
+        content {
+          data        = template.value
+          destination = template.key
+          perms       = "0600"
+        }
       }
 
       resources {

@@ -15,6 +15,10 @@ type Config struct {
 	Listen string
 	// HealthListen serves /healthz and /metrics.
 	HealthListen string
+	// TLSListen, when set, also serves TURN over TLS (turns:, 5349 or 443)
+	// for networks that block UDP, with TLSCert and TLSKey (PEM files; a
+	// Nomad job renders them from a variable).
+	TLSListen, TLSCert, TLSKey string
 	// RelayIP is the address put in relay candidates (the edge's public IP).
 	RelayIP string
 	// RelayBind is where relay sockets are bound (default: RelayIP).
@@ -89,6 +93,14 @@ func (c Config) Validate() error {
 	}
 	if ip := net.ParseIP(c.RelayIP); ip == nil || ip.To4() == nil {
 		errs = append(errs, fmt.Errorf("-relay-ip %q: want the edge's IPv4 address", c.RelayIP))
+	}
+	if c.TLSListen != "" {
+		if _, _, err := net.SplitHostPort(c.TLSListen); err != nil {
+			errs = append(errs, fmt.Errorf("-tls-listen %q: %w", c.TLSListen, err))
+		}
+		if c.TLSCert == "" || c.TLSKey == "" {
+			errs = append(errs, errors.New("-tls-listen needs -tls-cert and -tls-key"))
+		}
 	}
 	if c.RelayBind != "" && net.ParseIP(c.RelayBind) == nil {
 		errs = append(errs, fmt.Errorf("-relay-bind %q is not an IP address", c.RelayBind))

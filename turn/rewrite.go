@@ -226,7 +226,7 @@ type fixingListener struct {
 	q      *quotas
 	idle   time.Duration
 	max    int64 // connections at most; more are closed at once
-	live   atomic.Int64
+	live   *atomic.Int64
 }
 
 func (l *fixingListener) Accept() (net.Conn, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha1"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,6 +35,7 @@ type Server struct {
 	filter  PeerFilter
 	udp     []net.PacketConn
 	tcp     net.Listener
+	tls     net.Listener // nil without TLSListen
 	health  net.Listener
 	gen     *cappedGenerator
 	turnSrv *turn.Server
@@ -82,6 +85,13 @@ func (s *Server) selfAndLocal() *portSet {
 	if n, err := strconv.Atoi(port); err == nil {
 		ports.add(n)
 	}
+	if a := s.TLSAddr(); a != nil {
+		if _, tp, err := net.SplitHostPort(a.String()); err == nil {
+			if n, err := strconv.Atoi(tp); err == nil {
+				ports.add(n)
+			}
+		}
+	}
 	if _, hp, err := net.SplitHostPort(s.HealthAddr().String()); err == nil {
 		if n, err := strconv.Atoi(hp); err == nil {
 			ports.add(n)
@@ -120,6 +130,19 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("turn tcp %s: %w", addr, err)
 	}
 	s.tcp = tcp
+	if s.cfg.TLSListen != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("turn tls certificate: %w", err)
+		}
+		l, err := net.Listen("tcp4", s.cfg.TLSListen)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("turn tls %s: %w", s.cfg.TLSListen, err)
+		}
+		s.tls = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
 	h, err := net.Listen("tcp", s.cfg.HealthListen)
 	if err != nil {
 		s.closeListeners()
@@ -136,6 +159,9 @@ func (s *Server) closeListeners() {
 	if s.tcp != nil {
 		s.tcp.Close()
 	}
+	if s.tls != nil {
+		s.tls.Close()
+	}
 	if s.health != nil {
 		s.health.Close()
 	}
@@ -143,6 +169,14 @@ func (s *Server) closeListeners() {
 
 // Addr is the TURN address (UDP and TCP share it).
 func (s *Server) Addr() *net.UDPAddr { return s.udp[0].LocalAddr().(*net.UDPAddr) }
+
+// TLSAddr is the turns: address, nil without TLSListen.
+func (s *Server) TLSAddr() net.Addr {
+	if s.tls == nil {
+		return nil
+	}
+	return s.tls.Addr()
+}
 
 // HealthAddr is the /healthz and /metrics address.
 func (s *Server) HealthAddr() net.Addr { return s.health.Addr() }
@@ -209,13 +243,21 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, c := range s.udp {
 		pcs = append(pcs, turn.PacketConnConfig{PacketConn: &fixingPacketConn{PacketConn: c, v: v, secret: s.cfg.Secret, m: s.m, lifetime: s.cfg.AllocationLifetime, q: s.gen.q}, RelayAddressGenerator: s.gen, PermissionHandler: permit})
 	}
+	// TCP and TLS share one connection cap.
+	streams := &fixingListener{Listener: s.tcp, v: v, secret: s.cfg.Secret, m: s.m, q: s.gen.q,
+		idle: s.cfg.TCPIdle, max: int64(s.cfg.MaxTCPConns), live: &atomic.Int64{}}
+	lcs := []turn.ListenerConfig{{Listener: streams, RelayAddressGenerator: s.gen, PermissionHandler: permit}}
+	if s.tls != nil {
+		tl := *streams
+		tl.Listener = s.tls
+		lcs = append(lcs, turn.ListenerConfig{Listener: &tl, RelayAddressGenerator: s.gen, PermissionHandler: permit})
+	}
 	s.turnSrv, err = turn.NewServer(turn.ServerConfig{
 		Realm:             s.cfg.Realm,
 		AuthHandler:       auth,
 		LoggerFactory:     logs,
 		PacketConnConfigs: pcs,
-		ListenerConfigs: []turn.ListenerConfig{{Listener: &fixingListener{Listener: s.tcp, v: v, secret: s.cfg.Secret, m: s.m, q: s.gen.q,
-			idle: s.cfg.TCPIdle, max: int64(s.cfg.MaxTCPConns)}, RelayAddressGenerator: s.gen, PermissionHandler: permit}},
+		ListenerConfigs:   lcs,
 	})
 	if err != nil {
 		s.closeListeners()
