@@ -32,7 +32,7 @@ func startMetalTURN(b *testing.B) *relayServer {
 	port := freePort(b)
 	cmd := exec.Command(metalBinary(b), "turn", "-listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"-health-listen", fmt.Sprintf("127.0.0.1:%d", freePort(b)), "-relay-ip", relayIP,
-		"-min-port", "49160", "-max-port", "49200", "-allow", "198.18.0.0/24", "-allocation-kbps", "0",
+		"-min-port", "49160", "-max-port", "49200", "-max-allocations", "40", "-allow", "198.18.0.0/24", "-allocation-kbps", "0",
 		"-listeners", fmt.Sprint(runtime.NumCPU()))
 	cmd.Env = append(os.Environ(), "METAL_SECRET="+turnSecret, "METAL_LOG_LEVEL=error")
 	return startRelay(b, "metal", port, cmd)
@@ -105,41 +105,62 @@ func allocate(addr string) (*pionturn.Client, net.PacketConn, error) {
 	return c, relay, nil
 }
 
-// relayRun pushes 200-byte packets from n allocations to one peer for d and
-// returns packets/s received by the peer and the server's CPU %.
-func relayRun(b *testing.B, r *relayServer, n int, d time.Duration) (float64, float64) {
-	sink, err := net.ListenPacket("udp4", streamIP+":0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sink.Close()
-	var got atomic.Int64
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			if _, _, err := sink.ReadFrom(buf); err != nil {
-				return
-			}
-			got.Add(1)
-		}
-	}()
+// relayResult is one timed run.
+type relayResult struct {
+	pps       float64 // datagrams/s delivered at the far end
+	serverCPU float64 // % of one core
+	usPerDgm  float64 // server CPU µs per delivered datagram
+	loadCPU   float64 // % of one core, the load generator (this process)
+}
+
+// relayRun relays 200-byte datagrams through n allocations for d, in one
+// direction: "to_peer" (client → peer) or "to_client" (peer → client, the
+// streaming direction: a streamer sends video to a relayed browser). It
+// measures what arrives, the server's CPU and, apart, this process's.
+func relayRun(b *testing.B, r *relayServer, n int, d time.Duration, dir string) relayResult {
 	type alloc struct {
 		c     *pionturn.Client
 		relay net.PacketConn
+		peer  net.PacketConn
 	}
+	var got atomic.Int64
 	var allocs []alloc
 	for range n {
 		c, relay, err := allocate(r.addr)
 		if err != nil {
 			b.Fatalf("%s allocate: %v", r.name, err)
 		}
-		allocs = append(allocs, alloc{c, relay})
+		peer, err := net.ListenPacket("udp4", streamIP+":0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		allocs = append(allocs, alloc{c, relay, peer})
 		// Permission and channel first, outside the measured window.
-		_, _ = relay.WriteTo([]byte("warm"), sink.LocalAddr())
+		for range 3 {
+			_, _ = relay.WriteTo([]byte("warm"), peer.LocalAddr())
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// The receiving ends count.
+	for _, a := range allocs {
+		recv := a.peer
+		if dir == "to_client" {
+			recv = a.relay
+		}
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				if _, _, err := recv.ReadFrom(buf); err != nil {
+					return
+				}
+				got.Add(1)
+			}
+		}()
 	}
 	time.Sleep(200 * time.Millisecond)
 	got.Store(0)
-	cpu0, t0 := benchout.ProcessCPU(r.cmd.Process.Pid), time.Now()
+	self := os.Getpid()
+	cpu0, load0, t0 := benchout.ProcessCPU(r.cmd.Process.Pid), benchout.ProcessCPU(self), time.Now()
 	stop := time.Now().Add(d)
 	var wg sync.WaitGroup
 	payload := make([]byte, 200)
@@ -147,8 +168,13 @@ func relayRun(b *testing.B, r *relayServer, n int, d time.Duration) (float64, fl
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			relayAddr := a.relay.LocalAddr()
 			for i := 0; time.Now().Before(stop); i++ {
-				_, _ = a.relay.WriteTo(payload, sink.LocalAddr())
+				if dir == "to_client" {
+					_, _ = a.peer.WriteTo(payload, relayAddr)
+				} else {
+					_, _ = a.relay.WriteTo(payload, a.peer.LocalAddr())
+				}
 				if i%64 == 63 {
 					runtime.Gosched()
 				}
@@ -158,39 +184,71 @@ func relayRun(b *testing.B, r *relayServer, n int, d time.Duration) (float64, fl
 	wg.Wait()
 	time.Sleep(100 * time.Millisecond)
 	elapsed := time.Since(t0)
-	pps := float64(got.Load()) / d.Seconds()
-	cpu := (benchout.ProcessCPU(r.cmd.Process.Pid) - cpu0).Seconds() / elapsed.Seconds() * 100
+	delivered := got.Load()
+	serverCPU := (benchout.ProcessCPU(r.cmd.Process.Pid) - cpu0).Seconds()
+	loadCPU := (benchout.ProcessCPU(self) - load0).Seconds()
 	for _, a := range allocs {
 		a.relay.Close()
 		a.c.Close()
+		a.peer.Close()
 	}
-	return pps, cpu
+	res := relayResult{
+		pps:       float64(delivered) / d.Seconds(),
+		serverCPU: serverCPU / elapsed.Seconds() * 100,
+		loadCPU:   loadCPU / elapsed.Seconds() * 100,
+	}
+	if delivered > 0 {
+		res.usPerDgm = serverCPU / float64(delivered) * 1e6
+	}
+	return res
 }
 
-// BenchmarkTURNRelay compares relayed packets/s and server CPU of Metal's
-// TURN and coturn (same listener, auth and peer settings), interleaving
-// their runs, and prints the ratio of medians.
+// BenchmarkTURNRelay compares Metal's TURN with coturn (same listener,
+// auth and peer settings) in both directions: relayed datagrams per second
+// and server CPU per datagram, side by side, the order of the two servers
+// alternating from run to run, and reports the ratios of medians. The load
+// generator's CPU (this process) is reported apart: on a 2-core machine it
+// competes with the server it measures.
 func BenchmarkTURNRelay(b *testing.B) {
 	metal, coturn := startMetalTURN(b), startCoturn(b)
-	for _, n := range []int{1, 4} {
-		b.Run(fmt.Sprintf("allocations=%d", n), func(b *testing.B) {
-			var mp, cp, mc, cc []float64
-			for range max(b.N, 3) {
-				p, c := relayRun(b, metal, n, 2*time.Second)
-				mp, mc = append(mp, p), append(mc, c)
-				p, c = relayRun(b, coturn, n, 2*time.Second)
-				cp, cc = append(cp, p), append(cc, c)
-			}
-			med := func(v []float64) float64 { return benchout.Percentile(v, 50) }
-			benchout.Record(fmt.Sprintf("turn-metal-pps/%d", n), "pkt/s", mp)
-			benchout.Record(fmt.Sprintf("turn-coturn-pps/%d", n), "pkt/s", cp)
-			benchout.Record(fmt.Sprintf("turn-metal-cpu/%d", n), "%", mc)
-			benchout.Record(fmt.Sprintf("turn-coturn-cpu/%d", n), "%", cc)
-			b.ReportMetric(med(mp), "metal-pkt/s")
-			b.ReportMetric(med(cp), "coturn-pkt/s")
-			b.ReportMetric(med(mp)/med(cp), "metal/coturn")
-			b.ReportMetric(med(mc), "metal-cpu-%")
-			b.ReportMetric(med(cc), "coturn-cpu-%")
-		})
+	for _, dir := range []string{"to_client", "to_peer"} {
+		for _, n := range []int{1, 4} {
+			b.Run(fmt.Sprintf("%s/allocations=%d", dir, n), func(b *testing.B) {
+				res := map[string][]relayResult{}
+				for i := range max(b.N, 5) {
+					order := []*relayServer{metal, coturn}
+					if i%2 == 1 {
+						order = []*relayServer{coturn, metal}
+					}
+					for _, r := range order {
+						res[r.name] = append(res[r.name], relayRun(b, r, n, 2*time.Second, dir))
+					}
+				}
+				med := func(name string, f func(relayResult) float64) float64 {
+					var v []float64
+					for _, r := range res[name] {
+						v = append(v, f(r))
+					}
+					return benchout.Percentile(v, 50)
+				}
+				pps := func(r relayResult) float64 { return r.pps }
+				us := func(r relayResult) float64 { return r.usPerDgm }
+				for _, name := range []string{"metal", "coturn"} {
+					var v []float64
+					for _, r := range res[name] {
+						v = append(v, r.pps)
+					}
+					benchout.Record(fmt.Sprintf("turn-%s-pps/%s/%d", name, dir, n), "pkt/s", v)
+				}
+				b.ReportMetric(med("metal", pps), "metal-pkt/s")
+				b.ReportMetric(med("coturn", pps), "coturn-pkt/s")
+				b.ReportMetric(med("metal", pps)/med("coturn", pps), "metal/coturn-pkt/s")
+				b.ReportMetric(med("metal", us), "metal-us/pkt")
+				b.ReportMetric(med("coturn", us), "coturn-us/pkt")
+				b.ReportMetric(med("metal", us)/med("coturn", us), "metal/coturn-cpu/pkt")
+				b.ReportMetric(med("metal", func(r relayResult) float64 { return r.loadCPU }), "load-cpu-%-with-metal")
+				b.ReportMetric(med("coturn", func(r relayResult) float64 { return r.loadCPU }), "load-cpu-%-with-coturn")
+			})
+		}
 	}
 }

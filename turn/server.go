@@ -241,7 +241,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	var pcs []turn.PacketConnConfig
 	for _, c := range s.udp {
-		pcs = append(pcs, turn.PacketConnConfig{PacketConn: &fixingPacketConn{PacketConn: c, v: v, secret: s.cfg.Secret, m: s.m, lifetime: s.cfg.AllocationLifetime, q: s.gen.q}, RelayAddressGenerator: s.gen, PermissionHandler: permit})
+		pcs = append(pcs, turn.PacketConnConfig{PacketConn: &fixingPacketConn{PacketConn: newBatchConn(c), v: v, secret: s.cfg.Secret, m: s.m, lifetime: s.cfg.AllocationLifetime, q: s.gen.q}, RelayAddressGenerator: s.gen, PermissionHandler: permit})
 	}
 	// TCP and TLS share one connection cap.
 	streams := &fixingListener{Listener: s.tcp, v: v, secret: s.cfg.Secret, m: s.m, q: s.gen.q,
