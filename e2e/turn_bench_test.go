@@ -32,7 +32,7 @@ func startMetalTURN(b *testing.B) *relayServer {
 	port := freePort(b)
 	cmd := exec.Command(metalBinary(b), "turn", "-listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"-health-listen", fmt.Sprintf("127.0.0.1:%d", freePort(b)), "-relay-ip", relayIP,
-		"-min-port", "49160", "-max-port", "49200", "-max-allocations", "40", "-allow", "198.18.0.0/24", "-allocation-kbps", "0",
+		"-min-port", "49160", "-max-port", "49200", "-max-allocations", "40", "-allow", "198.18.0.0/24", "-allow-local-peers", "-allocation-kbps", "0",
 		"-listeners", fmt.Sprint(runtime.NumCPU()))
 	cmd.Env = append(os.Environ(), "METAL_SECRET="+turnSecret, "METAL_LOG_LEVEL=error")
 	return startRelay(b, "metal", port, cmd)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"os/exec"
 	"testing"
 	"time"
@@ -38,6 +39,7 @@ func startTURNWith(t testing.TB, mutate func(*turn.Config)) *turn.Server {
 	cfg.Listen, cfg.HealthListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.RelayIP, cfg.Secret, cfg.Listeners = relayIP, turnSecret, 2
 	cfg.Allowed = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}
+	cfg.AllowLocalPeers = true // the streamer runs on this host
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -155,15 +157,16 @@ func selectedCandidate(t *testing.T, tab context.Context) string {
 }
 
 // TestChromiumRelayOutlivesCredentials: a relay-only Chromium session whose
-// TURN credentials live 4 s keeps decoding for more than 3× that, while
+// TURN credentials live 6 s keeps decoding for more than 3× that, while
 // Chromium refreshes its relay every 5 s (the relay lifetime is 10 s here,
-// so the refreshes, which carry the expired credential, happen in the test).
+// so the refreshes, which carry the expired credential, happen in the
+// test, and the relay counts them).
 func TestChromiumRelayOutlivesCredentials(t *testing.T) {
-	const ttl = 4 * time.Second
+	const ttl = 6 * time.Second
 	s := startTURNWith(t, func(c *turn.Config) { c.AllocationLifetime = 10 * time.Second })
 	issued := time.Now()
 	tab := playRelayOnly(t, s, ttl)
-	time.Sleep(time.Until(issued.Add(4 * ttl)))
+	time.Sleep(time.Until(issued.Add(3*ttl + 2*time.Second)))
 	before := framesOf(t, tab)
 	time.Sleep(2 * time.Second)
 	if after := framesOf(t, tab); after < before+30 {
@@ -171,6 +174,15 @@ func TestChromiumRelayOutlivesCredentials(t *testing.T) {
 	}
 	if typ := selectedCandidate(t, tab); typ != "relay" {
 		t.Fatalf("selected local candidate type %q, want relay", typ)
+	}
+	resp, err := http.Get("http://" + s.HealthAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !regexp.MustCompile(`(?m)^metal_turn_expired_credential_accepted_total [1-9]`).Match(body) {
+		t.Fatalf("no refresh with the expired credential reached the relay (TTL %v): the test did not test it", ttl)
 	}
 }
 

@@ -86,6 +86,12 @@ variable "allow" {
   default     = ""
 }
 
+variable "allow_local_peers" {
+  type        = bool
+  description = "Let relays reach the node's other addresses (a single node whose streamers share it); off, a relay reaches streamers on other nodes only."
+  default     = false
+}
+
 variable "tls_port" {
   type        = number
   description = "TURN over TLS (turns:) port, 5349 or 443, for networks that block UDP; 0 disables it. The certificate and key come from the Nomad variable nomad/jobs/metal-turn (items tls_cert, tls_key, PEM)."
@@ -108,6 +114,7 @@ locals {
     "-min-port", "${var.min_port}",
     "-max-port", "${var.max_port}",
     "-allow", var.allow,
+    "-allow-local-peers=${var.allow_local_peers}",
     ], var.tls_port == 0 ? [] : [
     "-tls-listen", "${var.bind}:${var.tls_port}",
     "-tls-cert", "$${NOMAD_SECRETS_DIR}/turn-tls.crt",

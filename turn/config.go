@@ -33,6 +33,10 @@ type Config struct {
 	// Allowed, when not empty, are the only peer networks (the streamers').
 	// It may list a private (RFC 1918) VPC range; see PeerFilter.
 	Allowed []netip.Prefix
+	// AllowLocalPeers lets relays reach this host's other addresses (a
+	// single node whose streamers share the relay's host, as in tests);
+	// the listen, relay and SelfIPs addresses stay refused.
+	AllowLocalPeers bool
 	// SelfIPs are more of the edge's own addresses (its public IP when
 	// -relay-ip is another), refused as peers like the listen and relay IPs.
 	SelfIPs []netip.Addr
@@ -72,7 +76,7 @@ func DefaultConfig() Config {
 		Listeners:          runtime.GOMAXPROCS(0),
 		MaxAllocations:     400,
 		PerUserAllocations: 4,
-		PerIPAllocations:   16,
+		PerIPAllocations:   64,
 		MaxTCPConns:        1000,
 		TCPIdle:            2 * time.Minute,
 		AllocationKbps:     20000,

@@ -41,12 +41,13 @@ func mustPrefixes(s ...string) []netip.Prefix {
 
 // PeerFilter decides whether a relay may send to a peer address. In order:
 //  1. the edge's own addresses (Self: listen, relay and public IPs) are
-//     refused: no TURN inside TURN;
+//     refused: no TURN inside TURN; so is every other address of this
+//     host (Local: its interfaces), unless AllowLocal (a single-node
+//     setup whose streamers share the relay's host);
 //  2. an address in Allowed is admitted, even an RFC 1918, CGNAT or ULA one
-//     (a VPC's streamers, on this node too), but never loopback,
-//     link-local (cloud metadata), multicast or reserved;
-//  3. every denied range is refused, and so is any other address of this
-//     host (Local: its interfaces);
+//     (a VPC's streamers on other nodes), but never loopback, link-local
+//     (cloud metadata), multicast or reserved;
+//  3. every denied range is refused;
 //  4. anything else is admitted when Allowed is empty.
 //
 // Ports are not the filter's: TURN permissions are per IP address. The
@@ -58,8 +59,10 @@ type PeerFilter struct {
 	Allowed []netip.Prefix
 	// Self are the edge's own addresses, refused even when allowed.
 	Self []netip.Addr
-	// Local are this host's interface addresses, refused unless allowed.
-	Local []netip.Addr
+	// Local are this host's interface addresses, refused unless
+	// AllowLocal.
+	Local      []netip.Addr
+	AllowLocal bool
 }
 
 // Allow reports whether ip is a peer a client may relay to.
@@ -72,6 +75,13 @@ func (f PeerFilter) Allow(ip net.IP) bool {
 	for _, a := range f.Self {
 		if embeddedIPv4(a) == addr {
 			return false
+		}
+	}
+	if !f.AllowLocal {
+		for _, a := range f.Local {
+			if embeddedIPv4(a) == addr {
+				return false
+			}
 		}
 	}
 	inDenied := false
@@ -88,11 +98,6 @@ func (f PeerFilter) Allow(ip net.IP) bool {
 	}
 	if inDenied {
 		return false
-	}
-	for _, a := range f.Local {
-		if embeddedIPv4(a) == addr {
-			return false
-		}
 	}
 	return len(f.Allowed) == 0
 }

@@ -60,32 +60,34 @@ func TestPeerFilter(t *testing.T) {
 	}
 }
 
-// TestPeerFilterRefusesItself: the edge's own addresses are refused even
-// when an allow-list covers them; other local addresses are refused unless
-// allowed (a streamer on this node, in the VPC range); an allow-list never
-// opens loopback or link-local.
+// TestPeerFilterRefusesItself: the edge's own addresses and every other
+// address of this host are refused even when an allow-list covers them
+// (unless AllowLocal, for a single-node setup); an allow-list admits a
+// private VPC range but never opens loopback or link-local.
 func TestPeerFilterRefusesItself(t *testing.T) {
 	self := []netip.Addr{netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("10.1.0.5")}
 	local := []netip.Addr{netip.MustParseAddr("10.1.0.7"), netip.MustParseAddr("198.51.100.3")}
 	open := PeerFilter{Self: self, Local: local}
-	vpc := PeerFilter{Self: self, Local: local, Allowed: []netip.Prefix{
+	allowed := []netip.Prefix{
 		netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("203.0.113.0/24"),
 		netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("169.254.0.0/16"),
-	}}
+	}
+	vpc := PeerFilter{Self: self, Local: local, Allowed: allowed}
+	single := PeerFilter{Self: self, Local: local, Allowed: allowed, AllowLocal: true}
 	for _, tt := range []struct {
-		ip        string
-		open, vpc bool
+		ip                string
+		open, vpc, single bool
 	}{
-		{"203.0.113.10", false, false},        // relay / public IP
-		{"::ffff:203.0.113.10", false, false}, // the same, mapped
-		{"10.1.0.5", false, false},            // listen IP
-		{"10.1.0.7", false, true},             // this node's VPC address: a streamer here
-		{"198.51.100.3", false, false},        // another interface of this host
-		{"10.1.9.9", false, true},             // another node of the VPC
-		{"10.2.0.1", false, false},            // private, not listed
-		{"127.0.0.1", false, false},           // loopback, even listed
-		{"169.254.169.254", false, false},     // metadata, even listed
-		{"203.0.113.77", true, true},
+		{"203.0.113.10", false, false, false},        // relay / public IP
+		{"::ffff:203.0.113.10", false, false, false}, // the same, mapped
+		{"10.1.0.5", false, false, false},            // listen IP
+		{"10.1.0.7", false, false, true},             // this node's VPC address
+		{"198.51.100.3", false, false, false},        // another interface, not listed
+		{"10.1.9.9", false, true, true},              // another node of the VPC
+		{"10.2.0.1", false, false, false},            // private, not listed
+		{"127.0.0.1", false, false, false},           // loopback, even listed
+		{"169.254.169.254", false, false, false},     // metadata, even listed
+		{"203.0.113.77", true, true, true},
 	} {
 		ip := net.ParseIP(tt.ip)
 		if got := open.Allow(ip); got != tt.open {
@@ -93,6 +95,9 @@ func TestPeerFilterRefusesItself(t *testing.T) {
 		}
 		if got := vpc.Allow(ip); got != tt.vpc {
 			t.Errorf("VPC allow-list: Allow(%s) = %v, want %v", tt.ip, got, tt.vpc)
+		}
+		if got := single.Allow(ip); got != tt.single {
+			t.Errorf("VPC allow-list, local allowed: Allow(%s) = %v, want %v", tt.ip, got, tt.single)
 		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 )
 
+
+
 // Credentials that outlive their TTL. The gateway hands a player TURN REST
 // credentials valid for a short TTL (10 minutes by default), and pion
 // checks them on every Refresh, CreatePermission and ChannelBind: a relayed
@@ -30,10 +32,13 @@ type held struct {
 // legitimate players fill it).
 const heldCap = 200000
 
-func heldKey(username string, src net.Addr) string { return username + "|" + src.String() }
+func heldKey(username, src string) string { return username + "|" + src }
 
-// note records a successful authentication with a valid credential.
-func (h *held) note(username string, src net.Addr, now time.Time) {
+// note records that a valid credential opened a relay for the client at
+// src: pion answered its Allocate with success, so its MESSAGE-INTEGRITY
+// was checked (pion asks the auth handler for the key before it checks
+// the signature, so the handler alone proves nothing).
+func (h *held) note(username, src string, now time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.first == nil {
@@ -56,11 +61,11 @@ func (h *held) note(username string, src net.Addr, now time.Time) {
 // still reports whether an expired credential is still good for the relay
 // it opened from src.
 func (h *held) still(username string, src net.Addr, now time.Time) bool {
-	if h.lifetime <= 0 {
+	if h == nil || h.lifetime <= 0 {
 		return false
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	t, ok := h.first[heldKey(username, src)]
+	t, ok := h.first[heldKey(username, src.String())]
 	return ok && now.Sub(t) < h.lifetime
 }

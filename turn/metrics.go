@@ -16,6 +16,7 @@ type metrics struct {
 	portDenied  prometheus.Counter
 	quota       prometheus.Counter
 	tcpRefused  prometheus.Counter
+	outlived    prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -38,9 +39,11 @@ func newMetrics() *metrics {
 		quota: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "metal_turn_quota_refused_total", Help: "Allocate requests refused: the username or client address holds its quota."}),
 		tcpRefused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "metal_turn_tcp_refused_total", Help: "TCP connections closed at once: the connection cap was reached."}),
+			Name: "metal_turn_tcp_refused_total", Help: "TCP connections closed at once: a connection cap was reached."}),
+		outlived: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "metal_turn_expired_credential_accepted_total", Help: "Requests accepted with an expired credential for the relay it opened while valid."}),
 	}
-	m.reg.MustRegister(m.allocations, m.capped, m.denied, m.authFailed, m.relayed, m.dropped, m.portDenied, m.quota, m.tcpRefused,
+	m.reg.MustRegister(m.allocations, m.capped, m.denied, m.authFailed, m.relayed, m.dropped, m.portDenied, m.quota, m.tcpRefused, m.outlived,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

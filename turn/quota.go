@@ -3,6 +3,7 @@ package turn
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 // relay's bandwidth limiter only counts datagrams pion will deliver.
 type quotas struct {
 	perUser, perIP int
+	held           *held // credentials that outlive their TTL (held.go)
 
 	mu      sync.Mutex
 	pending map[[stun.TransactionIDSize]byte]owner // Allocate asked, not answered
@@ -32,14 +34,24 @@ type quotas struct {
 }
 
 type owner struct {
-	user   string
-	ip     netip.Addr
-	client string
-	at     time.Time
+	user    string // the session: a TURN REST username is expiry:session
+	ip      netip.Addr
+	client  string
+	at      time.Time
+	account string // the whole username, for held.go
 }
 
-func newQuotas(perUser, perIP int) *quotas {
-	return &quotas{perUser: perUser, perIP: perIP,
+// sessionOf is the session part of a TURN REST username ("expiry:session"):
+// every credential issued for a session counts against one quota.
+func sessionOf(username string) string {
+	if i := strings.IndexByte(username, ':'); i >= 0 {
+		return username[i+1:]
+	}
+	return username
+}
+
+func newQuotas(perUser, perIP int, h *held) *quotas {
+	return &quotas{perUser: perUser, perIP: perIP, held: h,
 		pending: map[[stun.TransactionIDSize]byte]owner{}, byPort: map[int]owner{},
 		byUser: map[string]int{}, byIP: map[netip.Addr]int{}, conns: map[int]*cappedConn{}, client: map[string]int{}}
 }
@@ -70,10 +82,10 @@ func (q *quotas) request(msg *stun.Message, src net.Addr) bool {
 	if user.GetFrom(msg) != nil {
 		return true // the unauthenticated first try: pion answers 401
 	}
-	o := owner{user: user.String(), ip: addrIP(src), client: src.String(), at: time.Now()}
+	o := owner{user: sessionOf(user.String()), account: user.String(), ip: addrIP(src), client: src.String(), at: time.Now()}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if o.at.Sub(q.lastGC) > 10*time.Second {
+	if o.at.Sub(q.lastGC) > time.Second {
 		q.lastGC = o.at
 		for k, p := range q.pending {
 			if o.at.Sub(p.at) > 10*time.Second {
@@ -81,16 +93,39 @@ func (q *quotas) request(msg *stun.Message, src net.Addr) bool {
 			}
 		}
 	}
-	if (q.perUser > 0 && q.byUser[o.user] >= q.perUser) || (q.perIP > 0 && q.byIP[o.ip] >= q.perIP) {
+	if _, again := q.pending[msg.TransactionID]; again {
+		return true // a retransmission: counted once
+	}
+	// Requests not answered yet count too: a burst from many ports must not
+	// all pass while the count still reads zero.
+	users, ips := q.byUser[o.user], q.byIP[o.ip]
+	for _, p := range q.pending {
+		if p.user == o.user {
+			users++
+		}
+		if p.ip == o.ip {
+			ips++
+		}
+	}
+	if (q.perUser > 0 && users >= q.perUser) || (q.perIP > 0 && ips >= q.perIP) || len(q.pending) >= maxPending {
 		return false
 	}
 	q.pending[msg.TransactionID] = o
 	return true
 }
 
+// maxPending bounds Allocate requests waiting for pion's answer.
+const maxPending = 4096
+
 // answered sees pion's answer to a client; a successful Allocate makes the
-// relay port the requester's.
+// relay port the requester's, an error frees the request's place.
 func (q *quotas) answered(msg *stun.Message) {
+	if msg.Type == stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse) {
+		q.mu.Lock()
+		delete(q.pending, msg.TransactionID)
+		q.mu.Unlock()
+		return
+	}
 	if msg.Type != stun.NewType(stun.MethodAllocate, stun.ClassSuccessResponse) {
 		return
 	}
@@ -112,6 +147,12 @@ func (q *quotas) answered(msg *stun.Message) {
 	q.byUser[o.user]++
 	q.byIP[o.ip]++
 	q.client[o.client] = relayed.Port
+	if c := q.conns[relayed.Port]; c != nil {
+		c.tracked.Store(true)
+	}
+	if q.held != nil {
+		q.held.note(o.account, o.client, o.at)
+	}
 }
 
 // opened registers a relay socket by its port.
@@ -121,10 +162,13 @@ func (q *quotas) opened(port int, c *cappedConn) {
 	q.mu.Unlock()
 }
 
-// closed releases a relay port's quota.
-func (q *quotas) closed(port int) {
+// closed releases a relay port's quota, if c still holds the port.
+func (q *quotas) closed(port int, c *cappedConn) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.conns[port] != c {
+		return
+	}
 	delete(q.conns, port)
 	o, ok := q.byPort[port]
 	if !ok {

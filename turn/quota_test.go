@@ -101,6 +101,22 @@ func TestLimiterCountsOnlyPermittedPeers(t *testing.T) {
 	if got < 40 {
 		t.Fatalf("%d of 40 datagrams from the permitted peer arrived after a stranger's spray", got)
 	}
+	// And the limiter is on for the permitted peer: 400 kB at once do not
+	// all pass a 100 kB/s cap with a 64 KiB burst.
+	for range 400 {
+		_, _ = peer.WriteTo(junk, relay.LocalAddr())
+	}
+	passed := 0
+	for {
+		_ = relay.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if _, _, err := relay.ReadFrom(make([]byte, 1500)); err != nil {
+			break
+		}
+		passed++
+	}
+	if passed == 0 || passed > 200 {
+		t.Fatalf("%d of 400 datagrams from the permitted peer passed a 100 kB/s cap", passed)
+	}
 }
 
 // TestTCPConnectionCapAndIdle: beyond MaxTCPConns a connection is closed at

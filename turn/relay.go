@@ -93,10 +93,17 @@ type cappedConn struct {
 	once    sync.Once
 	port    int
 	// permits are the peers pion has permitted (quota.go), replaced whole
-	// on each change: the read path only loads the pointer.
-	permits atomic.Pointer[map[netip.Addr]time.Time]
-	pmu     sync.Mutex
+	// on each change: the read path only loads the pointer. tracked is set
+	// once the quota table knows the relay's client; until then, and past
+	// maxPermits peers, every datagram is charged (fail closed).
+	permits  atomic.Pointer[map[netip.Addr]time.Time]
+	pmu      sync.Mutex
+	tracked  atomic.Bool
+	overflow atomic.Bool
 }
+
+// maxPermits bounds the peers one relay's limiter follows.
+const maxPermits = 64
 
 // permit records a permitted peer until the expiry.
 func (c *cappedConn) permit(ip netip.Addr, until time.Time) {
@@ -111,13 +118,17 @@ func (c *cappedConn) permit(ip netip.Addr, until time.Time) {
 			}
 		}
 	}
+	if len(next) > maxPermits {
+		c.overflow.Store(true) // too many to follow: charge everything
+		return
+	}
 	c.permits.Store(&next)
 }
 
 // permitted reports whether pion will deliver a datagram from addr to the
 // client: without a quota table, every datagram counts.
 func (c *cappedConn) permitted(addr net.Addr, now time.Time) bool {
-	if c.g.q == nil {
+	if c.g.q == nil || !c.tracked.Load() || c.overflow.Load() {
 		return true
 	}
 	m := c.permits.Load()
@@ -183,12 +194,14 @@ func (c *cappedConn) Close() error {
 		if c.timer != nil {
 			c.timer.Stop()
 		}
+		// The quota first: once the socket is closed, its port may be
+		// bound again by a new relay.
+		if c.g.q != nil && c.port != 0 {
+			c.g.q.closed(c.port, c)
+		}
 		err = c.PacketConn.Close()
 		c.g.live.Add(-1)
 		c.g.m.allocations.Dec()
-		if c.g.q != nil && c.port != 0 {
-			c.g.q.closed(c.port)
-		}
 	})
 	return err
 }

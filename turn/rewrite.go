@@ -40,16 +40,12 @@ func (v *verdicts) set(addr net.Addr, code stun.ErrorCode) {
 		v.mark = map[string]verdict{}
 	}
 	now := time.Now()
-	if now.Sub(v.lastGC) > time.Second {
-		v.lastGC = now
-		for k, m := range v.mark {
-			if now.Sub(m.at) > 5*time.Second {
-				delete(v.mark, k)
-			}
-		}
-	}
+	v.gcLocked(now)
 	k := addr.String()
-	m := v.mark[k]
+	m, ok := v.mark[k]
+	if !ok && len(v.mark) >= maxVerdicts {
+		return
+	}
 	m.code, m.at = code, now
 	v.mark[k] = m
 }
@@ -61,15 +57,36 @@ func (v *verdicts) request(addr net.Addr, msg *stun.Message) {
 	if n.GetFrom(msg) != nil {
 		return
 	}
+	now := time.Now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.mark == nil {
 		v.mark = map[string]verdict{}
 	}
+	v.gcLocked(now)
 	k := addr.String()
-	m := v.mark[k]
-	m.nonce, m.at = append(m.nonce[:0], n...), time.Now()
+	m, ok := v.mark[k]
+	if !ok && len(v.mark) >= maxVerdicts {
+		return // full (a flood of spoofed sources): this 401 goes without a nonce
+	}
+	m.nonce, m.at = append([]byte(nil), n...), now
 	v.mark[k] = m
+}
+
+// maxVerdicts bounds the table: entries live 5 s.
+const maxVerdicts = 65536
+
+// gcLocked drops entries older than 5 s, at most once a second.
+func (v *verdicts) gcLocked(now time.Time) {
+	if now.Sub(v.lastGC) <= time.Second {
+		return
+	}
+	v.lastGC = now
+	for k, m := range v.mark {
+		if now.Sub(m.at) > 5*time.Second {
+			delete(v.mark, k)
+		}
+	}
 }
 
 // fix returns p with the marked error code when p is an error response to a
@@ -81,7 +98,7 @@ func (v *verdicts) fix(p []byte, addr net.Addr) []byte {
 	v.mu.Lock()
 	m, ok := v.mark[addr.String()]
 	v.mu.Unlock()
-	if !ok || m.code == 0 {
+	if !ok || m.code == 0 || time.Since(m.at) > 5*time.Second {
 		return p
 	}
 	msg := &stun.Message{Raw: append([]byte(nil), p...)}
@@ -182,9 +199,9 @@ func stunClass(b []byte) stun.MessageClass {
 	return stun.MessageClass((t>>7)&0x2 | (t>>4)&0x1)
 }
 
-// answered shows the quota table pion's successful Allocate answers.
+// answered shows the quota table pion's Allocate answers.
 func answered(q *quotas, p []byte) {
-	if q == nil || len(p) < 2 || p[0] != 0x01 || p[1] != 0x03 { // Allocate success
+	if q == nil || len(p) < 2 || p[0] != 0x01 || (p[1] != 0x03 && p[1] != 0x13) { // Allocate success, error
 		return
 	}
 	msg := &stun.Message{Raw: append([]byte(nil), p...)}
@@ -227,6 +244,37 @@ type fixingListener struct {
 	idle   time.Duration
 	max    int64 // connections at most; more are closed at once
 	live   *atomic.Int64
+	perIP  *ipCount // connections per client IP, capped at maxTCPPerIP
+}
+
+// maxTCPPerIP bounds one address's TCP and TLS connections, so one host
+// cannot take every place under the cap.
+const maxTCPPerIP = 32
+
+type ipCount struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *ipCount) add(ip string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	if c.n[ip] >= maxTCPPerIP {
+		return false
+	}
+	c.n[ip]++
+	return true
+}
+
+func (c *ipCount) done(ip string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[ip]--; c.n[ip] <= 0 {
+		delete(c.n, ip)
+	}
 }
 
 func (l *fixingListener) Accept() (net.Conn, error) {
@@ -235,6 +283,7 @@ func (l *fixingListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
+		ip, _, _ := net.SplitHostPort(c.RemoteAddr().String())
 		if l.max > 0 && l.live.Add(1) > l.max {
 			l.live.Add(-1)
 			l.m.tcpRefused.Inc()
@@ -243,8 +292,19 @@ func (l *fixingListener) Accept() (net.Conn, error) {
 		} else if l.max <= 0 {
 			l.live.Add(1)
 		}
+		if l.perIP != nil && !l.perIP.add(ip) {
+			l.live.Add(-1)
+			l.m.tcpRefused.Inc()
+			c.Close()
+			continue
+		}
 		return &fixingConn{Conn: c, v: l.v, secret: l.secret, m: l.m, q: l.q, idle: l.idle,
-			done: func() { l.live.Add(-1) }}, nil
+			done: func() {
+				l.live.Add(-1)
+				if l.perIP != nil {
+					l.perIP.done(ip)
+				}
+			}}, nil
 	}
 }
 
@@ -290,6 +350,9 @@ func (c *fixingConn) Close() error {
 }
 
 func (c *fixingConn) Write(p []byte) (int, error) {
+	// A client that never reads must not hold pion's loop (and its
+	// connection's place) forever.
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	answered(c.q, p)
 	if _, err := c.Conn.Write(c.v.fix(p, c.RemoteAddr())); err != nil {
 		return 0, err

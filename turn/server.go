@@ -77,7 +77,7 @@ func (s *Server) selfAndLocal() *portSet {
 			}
 		}
 	}
-	s.filter.Self, s.filter.Local = self, local
+	s.filter.Self, s.filter.Local, s.filter.AllowLocal = self, local, s.cfg.AllowLocalPeers
 	ports := &portSet{}
 	for _, p := range s.cfg.DeniedPorts {
 		ports.add(p)
@@ -205,7 +205,7 @@ func (s *Server) Run(ctx context.Context) error {
 		},
 		max: int64(s.cfg.MaxAllocations), bytesPerS: s.cfg.AllocationKbps * 1000 / 8,
 		lifetime: s.cfg.MaxLifetime, m: s.m, ports: deniedPorts,
-		q:      newQuotas(s.cfg.PerUserAllocations, s.cfg.PerIPAllocations),
+		q:      newQuotas(s.cfg.PerUserAllocations, s.cfg.PerIPAllocations, &held{lifetime: s.cfg.MaxLifetime}),
 		toPeer: s.m.relayed.WithLabelValues("to_peer"), toClient: s.m.relayed.WithLabelValues("to_client"),
 	}
 	// pion logs refused permissions and bad requests at info, one line
@@ -213,17 +213,17 @@ func (s *Server) Run(ctx context.Context) error {
 	logs := pionlog.Limited(s.log, 10, 20)
 	rest := turn.LongTermTURNRESTAuthHandler(s.cfg.Secret, logs.NewLogger("auth"))
 	v := &verdicts{realm: s.cfg.Realm}
-	outlive := &held{lifetime: s.cfg.MaxLifetime}
+	outlive := s.gen.q.held
 	auth := func(username, realm string, src net.Addr) ([]byte, bool) {
 		now := time.Now()
 		if key, ok := rest(username, realm, src); ok {
-			outlive.note(username, src, now)
 			return key, true
 		}
 		// Expired, but it opened this client's relay while valid (held.go):
 		// the key is still the secret's for that username, so a forged
 		// request fails MESSAGE-INTEGRITY all the same.
 		if outlive.still(username, src, now) {
+			s.m.outlived.Inc()
 			return turn.GenerateAuthKey(username, realm, restPassword(s.cfg.Secret, username)), true
 		}
 		s.m.authFailed.Inc()
@@ -245,7 +245,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	// TCP and TLS share one connection cap.
 	streams := &fixingListener{Listener: s.tcp, v: v, secret: s.cfg.Secret, m: s.m, q: s.gen.q,
-		idle: s.cfg.TCPIdle, max: int64(s.cfg.MaxTCPConns), live: &atomic.Int64{}}
+		idle: s.cfg.TCPIdle, max: int64(s.cfg.MaxTCPConns), live: &atomic.Int64{}, perIP: &ipCount{}}
 	lcs := []turn.ListenerConfig{{Listener: streams, RelayAddressGenerator: s.gen, PermissionHandler: permit}}
 	if s.tls != nil {
 		tl := *streams

@@ -102,8 +102,12 @@ func client(t *testing.T, s *Server, user, pass string) (*turn.Client, net.Packe
 }
 
 // allowStreamers lists the test's streamer network: the streamer runs on
-// the relay's host here, and a local address is refused unless listed.
-func allowStreamers(c *Config) { c.Allowed = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")} }
+// the relay's host here, and this host's addresses are refused unless
+// AllowLocalPeers.
+func allowStreamers(c *Config) {
+	c.Allowed = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}
+	c.AllowLocalPeers = true
+}
 
 func creds(t *testing.T, ttl time.Duration) (string, string) {
 	t.Helper()
@@ -136,7 +140,7 @@ func echoPeer(t *testing.T, ip string) *net.UDPAddr {
 }
 
 func TestRelayToAllowedPeer(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Allowed = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")} })
+	s := startServer(t, allowStreamers)
 	u, p := creds(t, time.Hour)
 	_, relay, err := client(t, s, u, p)
 	if err != nil {
@@ -368,7 +372,7 @@ func metricValue(t *testing.T, s *Server, name string) float64 {
 // opens nothing from another client address.
 func TestRelayOutlivesItsCredential(t *testing.T) {
 	s := startServer(t, func(c *Config) {
-		c.Allowed = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}
+		allowStreamers(c)
 		c.AllocationLifetime = 5 * time.Second
 	})
 	u, p := creds(t, 2*time.Second)

@@ -36,6 +36,7 @@ func runTURN(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.IntVar(&cfg.AllocationKbps, "allocation-kbps", cfg.AllocationKbps, "bandwidth cap per relay and direction, kbit/s (0: none)")
 	fs.DurationVar(&cfg.MaxLifetime, "max-lifetime", cfg.MaxLifetime, "a relay ends after this long however often it is refreshed; a credential that opened it keeps refreshing it until then, expired or not")
 	fs.DurationVar(&cfg.AllocationLifetime, "allocation-lifetime", cfg.AllocationLifetime, "lifetime of a relay between refreshes when the client asks for none (0: pion's 10 minutes)")
+	fs.BoolVar(&cfg.AllowLocalPeers, "allow-local-peers", false, "let relays reach this host's other addresses (a single node whose streamers share the relay's host); the listen, relay and -self-ip addresses stay refused")
 	selfIPs := fs.String("self-ip", "", "comma-separated addresses of this edge besides -listen, -relay-ip and -relay-bind (its public IP behind NAT), refused as peers")
 	denyPorts := fs.String("deny-ports", "4646,4647,4648,8300,8301,8302,8500,8501,8502,8503,8600", "comma-separated peer ports refused on any address (the cluster's Nomad and Consul ports); the relay's own are added")
 	flagenv.Usage(fs, "metal turn [flags]")
