@@ -146,6 +146,8 @@ func TestVariablesRefuseBadValues(t *testing.T) {
 		{"session_namespace", cty.StringVal("metal-sessions"), true},
 		{"session_namespace", cty.StringVal("bad ns"), false},
 		{"driver", cty.StringVal("exec"), false},
+		{"turn_tls_port", cty.NumberIntVal(5349), true},
+		{"turn_tls_port", cty.NumberIntVal(70000), false},
 	}
 	for _, c := range cases {
 		b, ok := root.variables[c.name]

@@ -59,9 +59,10 @@ resource "nomad_variable" "gateway" {
 resource "nomad_variable" "turn" {
   namespace = nomad_namespace.metal.name
   path      = "nomad/jobs/metal-turn"
-  items = {
-    secret = random_password.turn_secret.result
-  }
+  items = merge(
+    { secret = random_password.turn_secret.result },
+    var.turn_tls_port == 0 ? {} : { tls_cert = var.turn_tls_cert, tls_key = var.turn_tls_key },
+  )
 }
 
 resource "nomad_job" "turn" {
@@ -78,6 +79,8 @@ resource "nomad_job" "turn" {
       port         = var.turn_port
       relay_ip     = var.turn_relay_ip
       allow        = var.turn_allow
+      tls_port     = var.turn_tls_port
+      tls_name     = var.turn_tls_name
     }
   }
 }

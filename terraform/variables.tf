@@ -148,6 +148,36 @@ variable "turn_allow" {
   default     = ""
 }
 
+variable "turn_tls_port" {
+  type        = number
+  description = "TURN over TLS (turns:) port on every relay, 5349 or 443, for players behind networks that block UDP; 0 disables it."
+  default     = 0
+
+  validation {
+    condition     = var.turn_tls_port >= 0 && var.turn_tls_port <= 65535 && floor(var.turn_tls_port) == var.turn_tls_port
+    error_message = "The TURN TLS port is 0 (off) or 1-65535."
+  }
+}
+
+variable "turn_tls_name" {
+  type        = string
+  description = "Host name of the relays' certificate, put in the turns: URL; empty uses the relay IP (the certificate then needs an IP SAN)."
+  default     = ""
+}
+
+variable "turn_tls_cert" {
+  type        = string
+  description = "PEM certificate chain of the relays' TLS listener (with turn_tls_port)."
+  default     = ""
+}
+
+variable "turn_tls_key" {
+  type        = string
+  description = "PEM private key of turn_tls_cert."
+  default     = ""
+  sensitive   = true
+}
+
 variable "manage_acls" {
   type        = bool
   description = "Create the gateway's Nomad and Consul ACL policies and tokens (clusters with ACLs enabled)."
