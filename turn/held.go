@@ -6,8 +6,6 @@ import (
 	"time"
 )
 
-
-
 // Credentials that outlive their TTL. The gateway hands a player TURN REST
 // credentials valid for a short TTL (10 minutes by default), and pion
 // checks them on every Refresh, CreatePermission and ChannelBind: a relayed

@@ -15,8 +15,9 @@ import (
 	"github.com/metal-stream/metal/internal/pionlog"
 )
 
-// clientOver allocates a relay through s over UDP or TCP.
-func clientOver(t *testing.T, s *Server, transport, user, pass string) (*turn.Client, net.PacketConn) {
+// newTURNClient connects a pion TURN client to s over UDP or TCP, with
+// the credentials given (none for hand-made requests).
+func newTURNClient(t *testing.T, s *Server, transport, user, pass string) *turn.Client {
 	t.Helper()
 	var conn net.PacketConn
 	if transport == "tcp" {
@@ -44,6 +45,13 @@ func clientOver(t *testing.T, s *Server, transport, user, pass string) (*turn.Cl
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close(); conn.Close() })
+	return c
+}
+
+// clientOver allocates a relay through s over UDP or TCP.
+func clientOver(t *testing.T, s *Server, transport, user, pass string) (*turn.Client, net.PacketConn) {
+	t.Helper()
+	c := newTURNClient(t, s, transport, user, pass)
 	relay, err := c.Allocate()
 	if err != nil {
 		t.Fatal(err)
@@ -162,32 +170,7 @@ func TestRelayRefusesItselfAndClusterPorts(t *testing.T) {
 // hand-made requests.
 func rawClient(t *testing.T, s *Server, transport string) *turn.Client {
 	t.Helper()
-	var conn net.PacketConn
-	if transport == "tcp" {
-		tc, err := net.Dial("tcp4", s.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn = turn.NewSTUNConn(tc)
-	} else {
-		uc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn = uc
-	}
-	c, err := turn.NewClient(&turn.ClientConfig{
-		TURNServerAddr: s.Addr().String(), STUNServerAddr: s.Addr().String(), Conn: conn,
-		LoggerFactory: pionlog.Factory{Log: slog.New(slog.NewTextHandler(io.Discard, nil))},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); conn.Close() })
-	return c
+	return newTURNClient(t, s, transport, "", "")
 }
 
 // TestErrorAnswersCarryRealmAndNonce: over UDP and TCP, an Allocate with an

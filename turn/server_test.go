@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/pion/turn/v3"
-
-	"github.com/metal-stream/metal/internal/pionlog"
 )
 
 const secret = "turn-test-secret-0123456789"
@@ -77,22 +75,7 @@ func startServer(t *testing.T, mutate func(*Config)) *Server {
 // client allocates a relay with the given credentials.
 func client(t *testing.T, s *Server, user, pass string) (*turn.Client, net.PacketConn, error) {
 	t.Helper()
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := turn.NewClient(&turn.ClientConfig{
-		TURNServerAddr: s.Addr().String(), STUNServerAddr: s.Addr().String(),
-		Username: user, Password: pass, Realm: "metal", Conn: conn,
-		LoggerFactory: pionlog.Factory{Log: slog.New(slog.NewTextHandler(io.Discard, nil))},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); conn.Close() })
+	c := newTURNClient(t, s, "udp", user, pass)
 	relay, err := c.Allocate()
 	if err != nil {
 		return c, nil, err
