@@ -1,10 +1,13 @@
 package turn
 
 import (
+	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pion/stun/v2"
 )
 
 // TestQuotasPerUserAndAddress: one credential (a session) holds at most
@@ -156,4 +159,66 @@ func TestTCPConnectionCapAndIdle(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// readSTUN reads one STUN message from a TCP stream.
+func readSTUN(t *testing.T, c net.Conn) *stun.Message {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	head := make([]byte, 20)
+	if _, err := io.ReadFull(c, head); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, int(head[2])<<8|int(head[3]))
+	if _, err := io.ReadFull(c, body); err != nil {
+		t.Fatal(err)
+	}
+	msg := &stun.Message{Raw: append(head, body...)}
+	if err := msg.Decode(); err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+// writeSplit sends b in two TCP segments, apart in time.
+func writeSplit(t *testing.T, c net.Conn, b []byte) {
+	t.Helper()
+	if _, err := c.Write(b[:len(b)/2]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, err := c.Write(b[len(b)/2:]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTCPQuotaHoldsAcrossSegments: over TCP, an Allocate split across
+// segments is seen whole and refused at the session's quota (486).
+func TestTCPQuotaHoldsAcrossSegments(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.PerUserAllocations = 1 })
+	u, p := creds(t, time.Hour)
+	if _, _, err := client(t, s, u, p); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp4", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	transportUDP := rawAttr{stun.AttrRequestedTransport, []byte{17, 0, 0, 0}}
+	first, _ := stun.Build(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), transportUDP, stun.Fingerprint)
+	writeSplit(t, conn, first.Raw)
+	challenge := readSTUN(t, conn)
+	var nonce stun.Nonce
+	if err := nonce.GetFrom(challenge); err != nil {
+		t.Fatalf("no nonce in %v", challenge)
+	}
+	req, _ := stun.Build(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), transportUDP,
+		stun.NewUsername(u), stun.NewRealm("metal"), nonce, stun.NewLongTermIntegrity(u, "metal", p), stun.Fingerprint)
+	writeSplit(t, conn, req.Raw)
+	res := readSTUN(t, conn)
+	var code stun.ErrorCodeAttribute
+	if err := code.GetFrom(res); err != nil || code.Code != stun.CodeAllocQuotaReached {
+		t.Fatalf("second relay of one session over TCP, split: %v (code %v), want 486", res, code.Code)
+	}
 }

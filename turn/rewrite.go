@@ -1,6 +1,7 @@
 package turn
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -310,34 +311,95 @@ func (l *fixingListener) Accept() (net.Conn, error) {
 
 type fixingConn struct {
 	net.Conn
-	v      *verdicts
-	secret string
-	m      *metrics
-	q      *quotas
-	idle   time.Duration
-	done   func()
-	once   sync.Once
+	v       *verdicts
+	secret  string
+	m       *metrics
+	q       *quotas
+	idle    time.Duration
+	done    func()
+	once    sync.Once
+	in, out []byte // read from the client, not framed yet; framed, for pion
 }
 
-// Read notes what ReadFrom notes on UDP, for a read that holds a whole
-// STUN message, and ends a connection idle for longer than idle.
+// Read frames the stream itself (STUN messages and ChannelData, RFC 8656
+// §11.5), notes what ReadFrom notes on UDP for every STUN message, and
+// leaves out an Allocate refused by the quotas (its 486 is answered here),
+// whatever the segments the client sent; it ends a connection idle for
+// longer than idle.
 func (c *fixingConn) Read(p []byte) (int, error) {
-	for {
+	for len(c.out) == 0 {
 		if c.idle > 0 {
 			_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
 		}
-		n, err := c.Conn.Read(p)
-		if n > 0 && stun.IsMessage(p[:n]) {
-			if refusal := c.v.inspect(p[:n], c.RemoteAddr(), c.secret, c.m, c.q); refusal != nil {
-				if _, werr := c.Conn.Write(refusal); werr != nil {
-					return 0, werr
+		var buf [4096]byte
+		n, err := c.Conn.Read(buf[:])
+		c.in = append(c.in, buf[:n]...)
+		if ferr := c.frame(); ferr != nil {
+			return 0, ferr
+		}
+		if err != nil {
+			if len(c.out) == 0 {
+				return 0, err
+			}
+			break
+		}
+	}
+	n := copy(p, c.out)
+	c.out = c.out[n:]
+	if len(c.out) == 0 {
+		c.out = nil
+	}
+	return n, nil
+}
+
+// maxFrame bounds a frame (and what waits for the rest of one).
+const maxFrame = 64 << 10
+
+// frame moves every complete frame from in to out.
+func (c *fixingConn) frame() error {
+	for len(c.in) >= 4 {
+		var size int
+		switch {
+		case c.in[0]&0xC0 == 0x40: // ChannelData: 4-byte header, padded to 4
+			size = 4 + (int(c.in[2])<<8 | int(c.in[3]))
+			size = (size + 3) &^ 3
+		case c.in[0]&0xC0 == 0: // STUN: 20-byte header
+			if len(c.in) < 20 {
+				return nil
+			}
+			size = 20 + (int(c.in[2])<<8 | int(c.in[3]))
+		default:
+			// Not TURN: hand it to pion as it is, which ends the connection.
+			c.out = append(c.out, c.in...)
+			c.in = nil
+			return nil
+		}
+		if size > maxFrame {
+			return errFrameTooLarge
+		}
+		if len(c.in) < size {
+			return nil
+		}
+		msg := c.in[:size]
+		if stun.IsMessage(msg) {
+			if refusal := c.v.inspect(msg, c.RemoteAddr(), c.secret, c.m, c.q); refusal != nil {
+				if _, err := c.Conn.Write(refusal); err != nil {
+					return err
 				}
+				c.in = c.in[size:]
 				continue
 			}
 		}
-		return n, err
+		c.out = append(c.out, msg...)
+		c.in = c.in[size:]
 	}
+	if len(c.in) == 0 {
+		c.in = nil
+	}
+	return nil
 }
+
+var errFrameTooLarge = errors.New("turn: frame larger than 64 KiB")
 
 // Close frees the connection's place under the listener's cap.
 func (c *fixingConn) Close() error {
