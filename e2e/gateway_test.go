@@ -143,6 +143,16 @@ func (g *gatewayProc) stop(t testing.TB) {
 
 func (g *gatewayProc) api(t testing.TB, method, path, auth string, body any) (int, []byte) {
 	t.Helper()
+	code, b, err := g.do(method, path, auth, body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return code, b
+}
+
+// do is api returning a transport error (a gateway killed under the
+// request) instead of failing the test.
+func (g *gatewayProc) do(method, path, auth string, body any) (int, []byte, error) {
 	var r io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -166,10 +176,13 @@ func (g *gatewayProc) api(t testing.TB, method, path, auth string, body any) (in
 	}
 	resp, err := g.httpClient().Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, nil, err
+	}
 	if method == "POST" && path == "/v1/sessions" {
 		if id := jsonField(b, "id"); id != "" {
 			var mine []*http.Cookie
@@ -181,7 +194,7 @@ func (g *gatewayProc) api(t testing.TB, method, path, auth string, body any) (in
 			ownerCookies.Store(id, mine)
 		}
 	}
-	return resp.StatusCode, b
+	return resp.StatusCode, b, nil
 }
 
 // httpClient talks to the gateway; over HTTPS it accepts the test's

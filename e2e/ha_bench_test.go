@@ -25,7 +25,7 @@ func BenchmarkLeaderFailover(b *testing.B) {
 		follower := gws[(lead+1)%3]
 		at := time.Now()
 		gws[lead].kill(b)
-		code, body, err := tryAPI(follower, "POST", "/v1/sessions", map[string]string{"guest": fmt.Sprintf("failover-%02d", i)})
+		code, body, err := follower.do("POST", "/v1/sessions", "", map[string]string{"guest": fmt.Sprintf("failover-%02d", i)})
 		id := jsonField(body, "id")
 		if err != nil || id == "" {
 			b.Fatalf("admit at a follower: %d %s %v", code, body, err)
@@ -97,17 +97,9 @@ func postJSON(c *http.Client, url, body string) (int, []byte, error) {
 
 // stateAt reads a session's state at g as its player; "" on any error.
 func stateAt(g *gatewayProc, id string) string {
-	req, _ := http.NewRequest("GET", g.url+"/v1/sessions/"+id, nil)
-	if cs, ok := ownerCookies.Load(id); ok {
-		for _, c := range cs.([]*http.Cookie) {
-			req.AddCookie(c)
-		}
-	}
-	resp, err := g.httpClient().Do(req)
+	_, b, err := g.do("GET", "/v1/sessions/"+id, "", nil)
 	if err != nil {
 		return ""
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	return jsonField(b, "state")
 }

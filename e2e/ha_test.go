@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -223,7 +221,7 @@ func TestThreeGatewaysHoldOneFleet(t *testing.T) {
 					continue
 				}
 				g := gws[(i+try)%3]
-				code, b, err := tryAPI(g, "POST", "/v1/sessions", map[string]string{"guest": player})
+				code, b, err := g.do("POST", "/v1/sessions", "", map[string]string{"guest": player})
 				if err != nil {
 					continue // the gateway died under the request: next one
 				}
@@ -378,35 +376,6 @@ func TestThreeGatewaysHoldOneFleet(t *testing.T) {
 	}
 }
 
-// tryAPI posts like api, but returns a transport error (a gateway killed
-// under the request) instead of failing the test.
-func tryAPI(g *gatewayProc, method, path string, body any) (int, []byte, error) {
-	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest(method, g.url+path, bytes.NewReader(b))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := g.httpClient().Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, nil, err
-	}
-	if id := jsonField(out, "id"); id != "" {
-		var mine []*http.Cookie
-		for _, c := range resp.Cookies() {
-			if strings.Contains(c.Name, "metal_p_") {
-				mine = append(mine, c)
-			}
-		}
-		if len(mine) > 0 {
-			ownerCookies.Store(id, mine)
-		}
-	}
-	return resp.StatusCode, out, nil
-}
-
 // TestSweepCleansBehindTheGatewaysBacks: a session job registered behind
 // the gateways' back, and a placed session record whose job is gone, are
 // both cleaned up by the leader's sweep.
@@ -415,12 +384,7 @@ func TestSweepCleansBehindTheGatewaysBacks(t *testing.T) {
 	c := clustertest.Cluster(t)
 	leaderOf(t, gws, 10*time.Second)
 	stray := "0123456789abcdef0123456789abcdef"
-	job := nomad.NewServiceJob("metal-session-"+stray, "metal-session-"+stray, "global", 50)
-	job.Datacenters = []string{"dc1"}
-	task := nomad.NewTask("streamer", "raw_exec").SetConfig("command", "/bin/sleep").SetConfig("args", []string{"300"})
-	task.Resources = &nomad.Resources{CPU: ptr(50), MemoryMB: ptr(32)}
-	job.AddTaskGroup(nomad.NewTaskGroup("streamer", 1).AddTask(task))
-	if _, _, err := c.Nomad.Jobs().Register(job, nil); err != nil {
+	if _, _, err := c.Nomad.Jobs().Register(localcluster.SleepJob("metal-session-"+stray, ""), nil); err != nil {
 		t.Fatal(err)
 	}
 	gone := "00112233445566778899aabbccddeeff"
@@ -445,5 +409,3 @@ func TestSweepCleansBehindTheGatewaysBacks(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

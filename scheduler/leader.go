@@ -229,7 +229,7 @@ func (s *Scheduler) lead(ctx context.Context) error {
 		}
 	}
 	s.mu.Unlock()
-	s.recover(ctx)
+	s.catchUp(ctx)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.placeLoop(ctx) })
 	g.Go(func() error { return s.reapLoop(ctx) })

@@ -259,11 +259,11 @@ func (s *Scheduler) viewReady() bool {
 	return s.loaded && s.demandKnown && s.nodesSeen && s.allocsSeen
 }
 
-// recover is a new leader's catch-up: a placement whose job was never
+// catchUp is a new leader's catch-up: a placement whose job was never
 // registered (the last leader stopped in between) is registered now
 // (create-only, so never twice); a job Nomad holds blocked goes back to the
 // queue; an allocation that ended while no gateway led ends its session.
-func (s *Scheduler) recover(ctx context.Context) {
+func (s *Scheduler) catchUp(ctx context.Context) {
 	s.mu.Lock()
 	var placed []string
 	observed := map[string]*allocInfo{}
@@ -670,7 +670,7 @@ func (s *Scheduler) placeFailed(ctx context.Context, id string, err error) {
 	case errors.Is(err, ErrUnavailable):
 		s.log.Warn("placement deferred: cluster unavailable", "session", id, "err", err)
 		s.unplace(ctx, id, "the cluster did not answer")
-		s.backoffLocked(id) // also when the failed write already left it queued
+		s.backOff(id) // also when the failed write already left it queued
 	default:
 		s.log.Error("place session", "session", id, "err", err)
 		s.fail(ctx, id, "placement failed: "+err.Error())
@@ -789,10 +789,7 @@ func (s *Scheduler) unplace(ctx context.Context, id, why string) {
 	}
 	r.Placed, r.Datacenter, r.purging = false, "", true
 	r.jobIndex = 0
-	r.refusedGen = s.roomGen
-	r.refusals++
-	wait := min(requeueBackoffMin<<min(r.refusals-1, 4), requeueBackoffMax)
-	r.retryAt = time.Now().Add(wait)
+	wait := r.holdBack(s.roomGen, time.Now())
 	r.Choice = why + "; waiting for room"
 	s.notifyLocked()
 	runCtx := s.runCtx
@@ -1035,21 +1032,18 @@ func (s *Scheduler) placeIfStored(id string) {
 	}
 }
 
-// backoffLocked holds a queued session back for its requeue backoff, so a
+// backOff holds a queued session back for its requeue backoff, so a
 // placement that keeps failing (Consul away) is not retried in a tight
-// loop. It takes s.mu.
-func (s *Scheduler) backoffLocked(id string) {
+// loop; it does nothing while a backoff already runs.
+func (s *Scheduler) backOff(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := time.Now()
 	r, ok := s.records[id]
-	if !ok || r.Placed || r.Ended || time.Now().Before(r.retryAt) {
+	if !ok || r.Placed || r.Ended || now.Before(r.retryAt) {
 		return
 	}
-	r.refusals++
-	r.refusedGen = s.roomGen
-	wait := min(requeueBackoffMin<<min(r.refusals-1, 4), requeueBackoffMax)
-	r.retryAt = time.Now().Add(wait)
-	time.AfterFunc(wait, s.poke)
+	time.AfterFunc(r.holdBack(s.roomGen, now), s.poke)
 }
 
 // purgeLater retries a session's purge in the background, with backoff,

@@ -76,6 +76,17 @@ type record struct {
 	purged       bool      // this gateway saw its job purged
 }
 
+// holdBack counts one more refusal of r and keeps it from being placed
+// until its backoff (2 s doubling to 30 s) passes or some edge's room grows
+// past gen; it returns the wait.
+func (r *record) holdBack(gen uint64, now time.Time) time.Duration {
+	r.refusals++
+	r.refusedGen = gen
+	wait := min(requeueBackoffMin<<min(r.refusals-1, 4), requeueBackoffMax)
+	r.retryAt = now.Add(wait)
+	return wait
+}
+
 // keepLocal carries this gateway's in-memory bookkeeping from old to r
 // (a newer version of the same record read from KV).
 func (r *record) keepLocal(old *record) {

@@ -40,18 +40,6 @@ func uuid(t *testing.T) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
-// sessionJob is a minimal job named like a session's, in namespace ns.
-func sessionJob(id, ns string) *nomad.Job {
-	job := nomad.NewServiceJob(id, id, "global", 50)
-	job.Namespace = &ns
-	job.Datacenters = []string{"dc1"}
-	task := nomad.NewTask("streamer", "raw_exec").SetConfig("command", "/bin/sleep").SetConfig("args", []string{"300"})
-	cpu, mem := 50, 32
-	task.Resources = &nomad.Resources{CPU: &cpu, MemoryMB: &mem}
-	job.AddTaskGroup(nomad.NewTaskGroup("streamer", 1).AddTask(task))
-	return job
-}
-
 // TestGatewayTokensOnClustersWithACLs starts Nomad and Consul with ACLs on
 // (default deny), loads the module's gateway policies into them and makes
 // tokens from them, as manage_acls = true does. With those tokens:
@@ -92,7 +80,7 @@ func TestGatewayTokensOnClustersWithACLs(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The TURN job, as the operator's apply registers it.
-	turn := sessionJob("metal-turn", metalNS)
+	turn := localcluster.SleepJob("metal-turn", metalNS)
 	if _, _, err := c.Nomad.Jobs().Register(turn, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +102,7 @@ func TestGatewayTokensOnClustersWithACLs(t *testing.T) {
 		id := "metal-session-0123456789abcdef0123456789abcdef"
 		_, _, err := gw.Variables().Create(&nomad.Variable{Path: "nomad/jobs/" + id, Items: nomad.VariableItems{"token_key": "k"}}, nil)
 		must("write a session key", err)
-		_, _, err = gw.Jobs().RegisterOpts(sessionJob(id, sessNS), &nomad.RegisterOptions{EnforceIndex: true}, nil)
+		_, _, err = gw.Jobs().RegisterOpts(localcluster.SleepJob(id, sessNS), &nomad.RegisterOptions{EnforceIndex: true}, nil)
 		must("register a session job", err)
 		_, _, err = gw.Jobs().Info(id, nil)
 		must("read a session job", err)
@@ -131,7 +119,7 @@ func TestGatewayTokensOnClustersWithACLs(t *testing.T) {
 		_, err = gw.Variables().Delete("nomad/jobs/"+id, nil)
 		must("delete a session key", err)
 
-		_, _, err = gw.Jobs().Register(sessionJob("metal-turn", metalNS), &nomad.WriteOptions{Namespace: metalNS})
+		_, _, err = gw.Jobs().Register(localcluster.SleepJob("metal-turn", metalNS), &nomad.WriteOptions{Namespace: metalNS})
 		refused("rewrite the TURN job", err)
 		_, _, err = gw.Jobs().Deregister("metal-turn", true, &nomad.WriteOptions{Namespace: metalNS})
 		refused("purge the TURN job", err)

@@ -125,9 +125,11 @@ func (c *cappedConn) permit(ip netip.Addr, until time.Time) {
 	c.permits.Store(&next)
 }
 
-// permitted reports whether pion will deliver a datagram from addr to the
-// client: without a quota table, every datagram counts.
-func (c *cappedConn) permitted(addr net.Addr, now time.Time) bool {
+// counts reports whether a datagram from addr counts against the relay's
+// bandwidth cap: one from a peer the client permitted (pion delivers it),
+// or any while the relay's peers are not followed (no quota table, client
+// not known yet, too many peers: fail closed).
+func (c *cappedConn) counts(addr net.Addr, now time.Time) bool {
 	if c.g.q == nil || !c.tracked.Load() || c.overflow.Load() {
 		return true
 	}
@@ -174,7 +176,7 @@ func (c *cappedConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		if c.in != nil {
 			now := time.Now()
-			if !c.permitted(addr, now) {
+			if !c.counts(addr, now) {
 				return n, addr, nil // pion drops it, unpermitted
 			}
 			if !c.in.AllowN(now, n) {

@@ -62,8 +62,8 @@ func (s *Server) selfAndLocal() *portSet {
 			self = append(self, a)
 		}
 	}
-	host, port, _ := net.SplitHostPort(s.Addr().String())
-	add(host)
+	listen, _ := netip.ParseAddrPort(s.Addr().String())
+	add(listen.Addr().String())
 	add(s.cfg.RelayIP)
 	add(s.cfg.RelayBind)
 	self = append(self, s.cfg.SelfIPs...)
@@ -82,19 +82,13 @@ func (s *Server) selfAndLocal() *portSet {
 	for _, p := range s.cfg.DeniedPorts {
 		ports.add(p)
 	}
-	if n, err := strconv.Atoi(port); err == nil {
-		ports.add(n)
-	}
-	if a := s.TLSAddr(); a != nil {
-		if _, tp, err := net.SplitHostPort(a.String()); err == nil {
-			if n, err := strconv.Atoi(tp); err == nil {
-				ports.add(n)
-			}
+	ports.add(int(listen.Port()))
+	for _, a := range []net.Addr{s.TLSAddr(), s.HealthAddr()} {
+		if a == nil {
+			continue
 		}
-	}
-	if _, hp, err := net.SplitHostPort(s.HealthAddr().String()); err == nil {
-		if n, err := strconv.Atoi(hp); err == nil {
-			ports.add(n)
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			ports.add(int(ap.Port()))
 		}
 	}
 	return ports

@@ -57,3 +57,19 @@ func WaitService(ctx context.Context, c *consul.Client, service string) ([]*cons
 		index = meta.LastIndex
 	}
 }
+
+// SleepJob is a minimal raw_exec service job named id in namespace ns
+// ("" for the client's) whose one task sleeps: a stand-in for a job
+// registered behind Metal's back, or for checking what a token may do.
+func SleepJob(id, ns string) *nomad.Job {
+	job := nomad.NewServiceJob(id, id, "global", 50)
+	if ns != "" {
+		job.Namespace = &ns
+	}
+	job.Datacenters = []string{"dc1"}
+	task := nomad.NewTask("streamer", "raw_exec").SetConfig("command", "/bin/sleep").SetConfig("args", []string{"300"})
+	cpu, mem := 50, 32
+	task.Resources = &nomad.Resources{CPU: &cpu, MemoryMB: &mem}
+	job.AddTaskGroup(nomad.NewTaskGroup("streamer", 1).AddTask(task))
+	return job
+}
