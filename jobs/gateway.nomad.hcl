@@ -176,6 +176,11 @@ job "metal-gateway" {
     task "gateway" {
       driver = var.driver
 
+      # Stopping this job for good (terraform destroy, nomad job stop) makes
+      # every gateway purge the session jobs and keys before it exits, so the
+      # session namespace can be deleted after it: time for that.
+      kill_timeout = "30s"
+
       # raw_exec runs the metal binary on the client (development, tests);
       # docker runs the image (production).
       dynamic "config" {

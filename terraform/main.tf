@@ -1,8 +1,4 @@
 locals {
-  # With a dynamic port (0) there is no address to tell before the job runs:
-  # the gateway derives its URL from its listener, and the output says where
-  # to read it.
-  public_url = var.public_url != "" ? var.public_url : (var.gateway_port == 0 ? "" : "http://127.0.0.1:${var.gateway_port}")
   streamer_args = compact([
     "-gpu=${var.gpu}",
     var.driver == "docker" ? "-streamer-image=${var.streamer_image}" : "",
@@ -18,9 +14,16 @@ resource "nomad_namespace" "metal" {
 
 # Session jobs and their keys live apart: the gateway's token may submit
 # jobs here and nowhere else, so it cannot rewrite the gateway or TURN jobs.
+#
+# On destroy the gateway job goes first; each gateway, seeing its job
+# stopped, purges the session jobs and keys with its own tokens
+# (-teardown-on-stop) while the provider retries deleting this namespace
+# (up to 10 times, 5 s apart) as long as a job is left in it. So the tokens
+# are destroyed after this namespace, not beside it.
 resource "nomad_namespace" "sessions" {
   name        = var.session_namespace
   description = "Metal: one job per streaming session, registered by the gateway."
+  depends_on  = [nomad_acl_token.gateway, consul_acl_token.gateway]
 }
 
 # Secrets: generated here, stored only in Nomad variables that the jobs'
@@ -88,6 +91,9 @@ resource "nomad_job" "turn" {
 resource "nomad_job" "gateway" {
   jobspec    = file("${path.module}/../jobs/gateway.nomad.hcl")
   depends_on = [nomad_variable.gateway]
+  # Wait for the deployment to be healthy: the gateway_url output reads
+  # where it listens from Consul.
+  detach = false
 
   hcl2 {
     vars = {
@@ -106,7 +112,7 @@ resource "nomad_job" "gateway" {
       streamer_driver   = var.driver
       streamer_args     = jsonencode(local.streamer_args)
       port              = var.gateway_port
-      public_url        = local.public_url
+      public_url        = var.public_url # empty: the gateway's own address, from its listener
     }
   }
 }
@@ -115,3 +121,17 @@ resource "nomad_job" "gateway" {
 # jobs/streamer.nomad.hcl once per session as job metal-session-<id> (see the
 # project README for why), with the gpu, driver and image settings passed
 # above. `make test` parses that file on a real Nomad with those variables.
+
+# Where the gateway listens, once it runs (the job waits for a healthy
+# deployment): its metal-gateway service in Consul, right for a static and a
+# dynamic gateway_port alike. Read only when public_url is not set.
+data "consul_service" "gateway" {
+  count      = var.public_url == "" ? 1 : 0
+  name       = "metal-gateway"
+  depends_on = [nomad_job.gateway]
+}
+
+locals {
+  # The first instance, or null while none is registered.
+  gateway_instance = try(data.consul_service.gateway[0].service[0], null)
+}

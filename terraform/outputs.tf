@@ -1,6 +1,9 @@
 output "gateway_url" {
-  description = "The gateway's URL. Issue player links with `metal player add NAME -gateway <url>`. With a dynamic gateway_port and no public_url: where to read it."
-  value       = local.public_url != "" ? local.public_url : "dynamic port: consul catalog service -detailed metal-gateway (or set public_url)"
+  description = "The gateway's URL: public_url, or where its first instance listens (from Consul). Issue player links with `metal player add NAME -gateway <url>`."
+  value = var.public_url != "" ? var.public_url : try(
+    format("http://%s:%d", local.gateway_instance.address != "" ? local.gateway_instance.address : local.gateway_instance.node_address, local.gateway_instance.port),
+    "no metal-gateway service in Consul yet: consul catalog service -detailed metal-gateway",
+  )
 }
 
 output "session_namespace" {

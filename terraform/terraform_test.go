@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/tryfunc"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	nomad "github.com/hashicorp/nomad/api"
 	"github.com/zclconf/go-cty/cty"
@@ -38,6 +39,7 @@ type module struct {
 	outputs   map[string]*hcl.Block
 	locals    hcl.Attributes
 	resources map[string][]*hcl.Block // by type
+	data      map[string][]*hcl.Block // data sources, by type
 }
 
 func load(t *testing.T, dir string) *module {
@@ -48,7 +50,7 @@ func load(t *testing.T, dir string) *module {
 		t.Fatalf("no .tf files in %s", dir)
 	}
 	m := &module{dir: dir, variables: map[string]*hcl.Block{}, outputs: map[string]*hcl.Block{},
-		locals: hcl.Attributes{}, resources: map[string][]*hcl.Block{}}
+		locals: hcl.Attributes{}, resources: map[string][]*hcl.Block{}, data: map[string][]*hcl.Block{}}
 	for _, f := range files {
 		file, diags := p.ParseHCLFile(f)
 		if diags.HasErrors() {
@@ -74,6 +76,8 @@ func load(t *testing.T, dir string) *module {
 				}
 			case "resource":
 				m.resources[b.Labels[0]] = append(m.resources[b.Labels[0]], b)
+			case "data":
+				m.data[b.Labels[0]] = append(m.data[b.Labels[0]], b)
 			}
 		}
 	}
@@ -105,9 +109,14 @@ func (m *module) evalContext(t *testing.T) *hcl.EvalContext {
 		Variables: map[string]cty.Value{
 			"var":  cty.ObjectVal(vars),
 			"path": cty.ObjectVal(map[string]cty.Value{"module": cty.StringVal(m.dir)}),
+			// Before apply: no gateway registered in Consul yet.
+			"data": cty.ObjectVal(map[string]cty.Value{
+				"consul_service": cty.ObjectVal(map[string]cty.Value{"gateway": cty.EmptyTupleVal}),
+			}),
 		},
 		Functions: map[string]function.Function{
 			"jsonencode": stdlib.JSONEncodeFunc,
+			"try":        tryfunc.TryFunc,
 			"compact":    stdlib.CompactFunc,
 			"merge":      stdlib.MergeFunc,
 			"file": function.New(&function.Spec{

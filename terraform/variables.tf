@@ -104,7 +104,7 @@ variable "queue" {
 
 variable "gateway_port" {
   type        = number
-  description = "Static HTTP port of the gateway (0 picks a dynamic one: then set public_url, or read the address from Consul's metal-gateway service)."
+  description = "Static HTTP port of the gateway (0 picks a dynamic one; the gateway_url output reads it from Consul)."
   default     = 8080
 
   validation {
@@ -115,7 +115,7 @@ variable "gateway_port" {
 
 variable "public_url" {
   type        = string
-  description = "Gateway URL as players reach it, for the output and player links; empty uses http://127.0.0.1:<gateway_port>."
+  description = "Gateway URL as players reach it (a load balancer, HTTPS), for the output and player links; empty: the gateway's own address and port, from its listener."
   default     = ""
 }
 

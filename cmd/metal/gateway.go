@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -54,6 +55,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	turnTTL := fs.Duration("turn-ttl", 10*time.Minute, "lifetime of the TURN credentials handed to a browser")
 	sessionNS := fs.String("session-namespace", "", "Nomad namespace of session jobs and their keys (empty: the client's, NOMAD_NAMESPACE); its own namespace keeps a gateway token that may submit session jobs away from the gateway and TURN jobs")
 	fs.DurationVar(&sc.SweepEvery, "sweep-every", sc.SweepEvery, "how often the leader reconciles Nomad's session jobs with the session records")
+	teardown := fs.Bool("teardown-on-stop", true, "when this gateway's own Nomad job (NOMAD_JOB_ID) is stopped for good (terraform destroy, nomad job stop; not a restart or an update), purge every session job and key before exiting, so the session namespace can be deleted")
 	fs.StringVar(&sc.Instance, "instance", os.Getenv("NOMAD_ALLOC_ID"), "this gateway's name among its peers (leader lock, lock check); empty: host name and process id")
 	flagenv.Usage(fs, "metal gateway [flags]  (Nomad and Consul from NOMAD_ADDR, CONSUL_HTTP_ADDR and their token variables)")
 	if err := flagenv.Parse(fs, args); err != nil {
@@ -138,8 +140,37 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return sched.Run(ctx) })
-	g.Go(func() error { return srv.Run(ctx) })
-	return g.Wait()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return sched.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	err = g.Wait()
+	if job := os.Getenv("NOMAD_JOB_ID"); *teardown && job != "" && ctx.Err() != nil {
+		// Nomad signals the task after it has stored the job as stopped, so
+		// the job says which shutdown this is. The job's kill_timeout
+		// leaves the time this takes.
+		tctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		teardownIfStopped(tctx, log, nc, sched, job, os.Getenv("NOMAD_NAMESPACE"))
+	}
+	return err
+}
+
+// teardownIfStopped purges the sessions when the gateway's own job is
+// stopped or gone; a restart, a rescheduled allocation or a job update
+// leaves them to the gateways that follow.
+func teardownIfStopped(ctx context.Context, log *slog.Logger, nc *nomad.Client, sched *scheduler.Scheduler, job, namespace string) {
+	j, _, err := nc.Jobs().Info(job, (&nomad.QueryOptions{Namespace: namespace}).WithContext(ctx))
+	switch {
+	case err != nil && !strings.Contains(err.Error(), "404"):
+		log.Warn("teardown: cannot tell whether job is stopped; sessions left running", "job", job, "err", err)
+		return
+	case err == nil && (j.Stop == nil || !*j.Stop):
+		return // restarted, rescheduled or updated: the next gateway takes over
+	}
+	n, err := sched.Teardown(ctx)
+	if err != nil {
+		log.Error("teardown: sessions left behind", "job", job, "removed", n, "err", err)
+		return
+	}
+	log.Info("teardown: job stopped, every session job and key purged", "job", job, "removed", n)
 }
