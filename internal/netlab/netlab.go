@@ -87,10 +87,11 @@ func (l *Lab) killAll(ns string) {
 func (l *Lab) Addr(ns, dev, cidr string) error { return ipIn(ns, "addr", "add", cidr, "dev", dev) }
 
 // AddLoopbackHosts adds each IPv4 address as a /32 to lo of the caller's
-// namespace: test hosts for a test that has a namespace of its own.
+// namespace: test hosts for a test that has a namespace of its own. It is
+// idempotent: a fuzz worker runs TestMain again in the same namespace.
 func AddLoopbackHosts(ips ...string) error {
 	for _, ip := range ips {
-		if err := ipIn("", "addr", "add", ip+"/32", "dev", "lo"); err != nil {
+		if err := ipIn("", "addr", "replace", ip+"/32", "dev", "lo"); err != nil {
 			return err
 		}
 	}
