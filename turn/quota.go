@@ -29,14 +29,15 @@ type quotas struct {
 	byUser  map[string]int
 	byIP    map[netip.Addr]int
 	conns   map[int]*cappedConn // relay sockets by port
-	client  map[string]int      // client address: its relay port
+	client  map[string]int      // client transport address (clientKey): its relay port
 	lastGC  time.Time
 }
 
 type owner struct {
 	user    string // the session: a TURN REST username is expiry:session
 	ip      netip.Addr
-	client  string
+	client  string // the client address
+	key     string // clientKey of it
 	at      time.Time
 	account string // the whole username, for held.go
 }
@@ -82,7 +83,7 @@ func (q *quotas) request(msg *stun.Message, src net.Addr) bool {
 	if user.GetFrom(msg) != nil {
 		return true // the unauthenticated first try: pion answers 401
 	}
-	o := owner{user: sessionOf(user.String()), account: user.String(), ip: addrIP(src), client: src.String(), at: time.Now()}
+	o := owner{user: sessionOf(user.String()), account: user.String(), ip: addrIP(src), client: src.String(), key: clientKey(src), at: time.Now()}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if o.at.Sub(q.lastGC) > time.Second {
@@ -146,7 +147,7 @@ func (q *quotas) answered(msg *stun.Message) {
 	q.byPort[relayed.Port] = o
 	q.byUser[o.user]++
 	q.byIP[o.ip]++
-	q.client[o.client] = relayed.Port
+	q.client[o.key] = relayed.Port
 	if c := q.conns[relayed.Port]; c != nil {
 		c.tracked.Store(true)
 	}
@@ -181,8 +182,8 @@ func (q *quotas) closed(port int, c *cappedConn) {
 	if q.byIP[o.ip]--; q.byIP[o.ip] <= 0 {
 		delete(q.byIP, o.ip)
 	}
-	if q.client[o.client] == port {
-		delete(q.client, o.client)
+	if q.client[o.key] == port {
+		delete(q.client, o.key)
 	}
 }
 
@@ -190,7 +191,7 @@ func (q *quotas) closed(port int, c *cappedConn) {
 // granted the permission); it lasts pion's 5 minutes, renewed with it.
 func (q *quotas) permitted(client net.Addr, peer net.IP) {
 	q.mu.Lock()
-	c := q.conns[q.client[client.String()]]
+	c := q.conns[q.client[clientKey(client)]]
 	q.mu.Unlock()
 	if c == nil {
 		return
@@ -201,6 +202,21 @@ func (q *quotas) permitted(client net.Addr, peer net.IP) {
 	}
 	c.permit(ip.Unmap(), time.Now().Add(5*time.Minute))
 }
+
+// relayOf is the relay socket of client's allocation, nil if none is known.
+func (q *quotas) relayOf(client net.Addr) *cappedConn {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	port, ok := q.client[clientKey(client)]
+	if !ok {
+		return nil
+	}
+	return q.conns[port]
+}
+
+// clientKey names a client's transport address with its protocol: a UDP
+// and a TCP client may share an address and port, never an allocation.
+func clientKey(a net.Addr) string { return a.Network() + " " + a.String() }
 
 // quotaExceeded builds the 486 answer to an Allocate request.
 func quotaExceeded(req *stun.Message, realm string) []byte {

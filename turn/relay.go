@@ -91,6 +91,7 @@ type cappedConn struct {
 	in, out *rate.Limiter
 	timer   *time.Timer
 	once    sync.Once
+	closed  atomic.Bool // read by the fast path (fastpath.go)
 	port    int
 	// permits are the peers pion has permitted (quota.go), replaced whole
 	// on each change: the read path only loads the pointer. tracked is set
@@ -193,6 +194,7 @@ func (c *cappedConn) ReadFrom(p []byte) (int, net.Addr, error) {
 func (c *cappedConn) Close() error {
 	var err error
 	c.once.Do(func() {
+		c.closed.Store(true)
 		if c.timer != nil {
 			c.timer.Stop()
 		}

@@ -148,15 +148,25 @@ type fixingPacketConn struct {
 	m        *metrics
 	lifetime time.Duration // see capLifetime
 	q        *quotas
+	ch       *channels // the ChannelData fast path (fastpath.go); nil: pion relays all
 }
 
 func (c *fixingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err != nil || !stun.IsMessage(p[:n]) {
+		if err != nil {
+			return n, addr, err
+		}
+		if !stun.IsMessage(p[:n]) {
+			if c.ch != nil && c.ch.relay(p[:n], addr) {
+				continue
+			}
 			return n, addr, err
 		}
 		n = capLifetime(p, n, c.lifetime)
+		if c.ch != nil {
+			c.ch.request(p[:n], addr)
+		}
 		if refusal := c.v.inspect(p[:n], addr, c.secret, c.m, c.q); refusal != nil {
 			_, _ = c.PacketConn.WriteTo(refusal, addr)
 			continue
@@ -229,6 +239,9 @@ func forged(b []byte, secret string) bool {
 
 func (c *fixingPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	answered(c.q, p)
+	if c.ch != nil {
+		c.ch.answered(p, addr)
+	}
 	if _, err := c.PacketConn.WriteTo(c.v.fix(p, addr), addr); err != nil {
 		return 0, err
 	}

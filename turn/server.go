@@ -38,6 +38,7 @@ type Server struct {
 	tls     net.Listener // nil without TLSListen
 	health  net.Listener
 	gen     *cappedGenerator
+	fast    *channels // the ChannelData fast path of the UDP listeners
 	turnSrv *turn.Server
 }
 
@@ -234,8 +235,10 @@ func (s *Server) Run(ctx context.Context) error {
 		return false
 	}
 	var pcs []turn.PacketConnConfig
+	s.fast = newChannels(s.gen.q, channelBindTimeout)
+	fast := s.fast
 	for _, c := range s.udp {
-		pcs = append(pcs, turn.PacketConnConfig{PacketConn: &fixingPacketConn{PacketConn: newBatchConn(c), v: v, secret: s.cfg.Secret, m: s.m, lifetime: s.cfg.AllocationLifetime, q: s.gen.q}, RelayAddressGenerator: s.gen, PermissionHandler: permit})
+		pcs = append(pcs, turn.PacketConnConfig{PacketConn: &fixingPacketConn{PacketConn: newBatchConn(c), v: v, secret: s.cfg.Secret, m: s.m, lifetime: s.cfg.AllocationLifetime, q: s.gen.q, ch: fast}, RelayAddressGenerator: s.gen, PermissionHandler: permit})
 	}
 	// TCP and TLS share one connection cap.
 	streams := &fixingListener{Listener: s.tcp, v: v, secret: s.cfg.Secret, m: s.m, q: s.gen.q,
@@ -247,11 +250,12 @@ func (s *Server) Run(ctx context.Context) error {
 		lcs = append(lcs, turn.ListenerConfig{Listener: &tl, RelayAddressGenerator: s.gen, PermissionHandler: permit})
 	}
 	s.turnSrv, err = turn.NewServer(turn.ServerConfig{
-		Realm:             s.cfg.Realm,
-		AuthHandler:       auth,
-		LoggerFactory:     logs,
-		PacketConnConfigs: pcs,
-		ListenerConfigs:   lcs,
+		Realm:              s.cfg.Realm,
+		ChannelBindTimeout: channelBindTimeout, // the fast path's too
+		AuthHandler:        auth,
+		LoggerFactory:      logs,
+		PacketConnConfigs:  pcs,
+		ListenerConfigs:    lcs,
 	})
 	if err != nil {
 		s.closeListeners()

@@ -1,0 +1,141 @@
+package turn
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// relayEcho sends n datagrams through relay to each of the peers (tagged
+// with the peer's index) and checks each comes back from its own peer with
+// its own bytes.
+func relayEcho(t *testing.T, relay net.PacketConn, peers []*net.UDPAddr, n int) {
+	t.Helper()
+	buf := make([]byte, 1500)
+	for i := range n {
+		for j, peer := range peers {
+			msg := []byte(fmt.Sprintf("peer %d datagram %d", j, i))
+			if _, err := relay.WriteTo(msg, peer); err != nil {
+				t.Fatal(err)
+			}
+			_ = relay.SetReadDeadline(time.Now().Add(3 * time.Second))
+			got, from, err := relay.ReadFrom(buf)
+			if err != nil {
+				t.Fatalf("datagram %d to peer %d: no echo through the relay: %v", i, j, err)
+			}
+			if string(buf[:got]) != string(msg) || from.String() != peer.String() {
+				t.Fatalf("got %q from %v, want %q from %v", buf[:got], from, msg, peer)
+			}
+		}
+	}
+}
+
+// TestChannelDataTakesTheFastPath: once pion has bound a client's channels
+// (two peers, so two channels), Metal relays the client's ChannelData to the
+// right peer itself. When the binding is past its lifetime, pion relays
+// again (and would refuse what it no longer knows); a ChannelBind pion
+// refuses (a peer the filter refuses) is never learned.
+func TestChannelDataTakesTheFastPath(t *testing.T) {
+	s := startServer(t, allowStreamers)
+	u, p := creds(t, time.Hour)
+	c, relay := clientOver(t, s, "udp", u, p)
+	peers := []*net.UDPAddr{echoPeer(t, streamIP), echoPeer(t, streamIP)}
+	relayEcho(t, relay, peers, 100)
+	// pion's client sends its first datagrams to a peer as Send
+	// indications, until its ChannelBind is answered.
+	if hits := s.fast.hits.Load(); hits < 150 {
+		t.Fatalf("%d of 200 datagrams took the fast path, want nearly all", hits)
+	}
+	s.fast.mu.Lock()
+	if len(s.fast.bound) != 2 {
+		t.Errorf("%d bindings learned, want 2 (one per peer)", len(s.fast.bound))
+	}
+	for k, bd := range s.fast.bound {
+		bd.until = time.Now().Add(-time.Second) // as if pion's binding had expired
+		s.fast.bound[k] = bd
+	}
+	s.fast.mu.Unlock()
+	before := s.fast.hits.Load()
+	relayEcho(t, relay, peers, 10)
+	if hits := s.fast.hits.Load(); hits != before {
+		t.Errorf("%d datagrams took an expired binding", hits-before)
+	}
+
+	// A refused ChannelBind, over the same server: not learned.
+	s.fast.mu.Lock()
+	clear(s.fast.bound)
+	s.fast.mu.Unlock()
+	self := &net.UDPAddr{IP: net.ParseIP(relayIP), Port: 3478}
+	if code := channelBind(t, c, s.Addr(), u, p, self); code == 0 {
+		t.Fatal("ChannelBind to the relay's own address succeeded")
+	}
+	s.fast.mu.Lock()
+	n := len(s.fast.bound)
+	s.fast.mu.Unlock()
+	if n != 0 {
+		t.Errorf("a refused ChannelBind was learned (%d bindings)", n)
+	}
+}
+
+// TestFastPathLeavesToPion: what the fast path does not know, or must not
+// relay, it leaves to pion: a ChannelData shorter than its length field, an
+// unknown channel or client, a binding whose relay is closed or expired.
+func TestFastPathLeavesToPion(t *testing.T) {
+	q := newQuotas(0, 0, nil)
+	ch := newChannels(q, time.Minute)
+	client := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	sink, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	g := &cappedGenerator{m: newMetrics(), ports: &portSet{}}
+	g.toPeer = g.m.relayed.WithLabelValues("to_peer")
+	relay := &cappedConn{PacketConn: pc, g: g}
+	key := chanKey{netip.MustParseAddrPort("127.0.0.1:5000"), 0x4001}
+	ch.bound[key] = binding{relay: relay, peer: sink.LocalAddr().(*net.UDPAddr), until: time.Now().Add(time.Minute)}
+	data := []byte{0x40, 0x01, 0, 4, 'p', 'i', 'n', 'g'}
+
+	if !ch.relay(data, client) {
+		t.Fatal("a bound channel was not relayed")
+	}
+	buf := make([]byte, 64)
+	_ = sink.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, _, err := sink.ReadFrom(buf); err != nil || string(buf[:n]) != "ping" {
+		t.Fatalf("peer got %q, %v; want ping", buf[:n], err)
+	}
+	for name, c := range map[string]struct {
+		b    []byte
+		from net.Addr
+	}{
+		"short":         {[]byte{0x40, 0x01, 0, 8, 'p', 'i', 'n', 'g'}, client},
+		"other channel": {[]byte{0x40, 0x02, 0, 4, 'p', 'i', 'n', 'g'}, client},
+		"other client":  {data, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5001}},
+		"not channel":   {[]byte{0x00, 0x01, 0, 0}, client},
+		"tcp client":    {data, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}},
+		"header only":   {[]byte{0x40, 0x01}, client},
+	} {
+		if ch.relay(c.b, c.from) {
+			t.Errorf("%s: relayed by the fast path", name)
+		}
+	}
+	bd := ch.bound[key]
+	bd.until = time.Now()
+	ch.bound[key] = bd
+	if ch.relay(data, client) {
+		t.Error("expired binding: relayed by the fast path")
+	}
+	bd.until = time.Now().Add(time.Minute)
+	ch.bound[key] = bd
+	relay.Close()
+	if ch.relay(data, client) {
+		t.Error("closed relay: relayed by the fast path")
+	}
+}
