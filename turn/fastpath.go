@@ -11,7 +11,9 @@ import (
 	"github.com/pion/stun/v2"
 )
 
-// The client → peer hot path. pion handles each ChannelData datagram with
+// The hot paths, both ways.
+//
+// Client → peer. pion handles each ChannelData datagram with
 // three debug log calls (one formats the client's address), a lookup of the
 // allocation by five-tuple under the manager's lock and a linear search of
 // its channels; Metal relayed about 0.7x coturn's datagrams in that
@@ -22,6 +24,14 @@ import (
 // the refused ports, the bandwidth cap and the counters apply. A datagram
 // it does not know (no binding learned, the binding past the lifetime pion
 // gave it, the relay closed) goes to pion as before.
+//
+// Peer → client, the streaming direction. pion reads each datagram from the
+// relay socket, logs it at debug (boxing three values), searches the
+// channels by peer and encodes a fresh ChannelData. The relay socket knows
+// the same bindings by peer (cappedConn.backs) and, once its bandwidth cap
+// has let a datagram through, sends the ChannelData to the client itself,
+// on the listener socket pion would use; a peer without a live binding goes
+// to pion (a Data indication, or a drop).
 
 // channelBindTimeout is how long pion keeps a channel binding that is not
 // refreshed (and what it is configured with, server.go).
@@ -107,9 +117,9 @@ func (t *channels) request(b []byte, from net.Addr) {
 	}
 }
 
-// answered sees pion's answer to a client: a ChannelBind success makes the
-// binding the fast path's.
-func (t *channels) answered(b []byte, to net.Addr) {
+// answered sees pion's answer to a client, sent on the listener socket out:
+// a ChannelBind success makes the binding the fast paths'.
+func (t *channels) answered(b []byte, to net.Addr, out net.PacketConn) {
 	if len(b) < 20 || b[0] != 0x01 || (b[1] != 0x09 && b[1] != 0x19) { // ChannelBind success, error
 		return
 	}
@@ -133,6 +143,72 @@ func (t *channels) answered(b []byte, to net.Addr) {
 		return
 	}
 	t.bound[p.key] = binding{relay: relay, peer: p.peer, until: p.at.Add(t.ttl)}
+	if out != nil {
+		ua := to.(*net.UDPAddr)
+		relay.bindBack(p.peer, back{number: p.key.number, client: &net.UDPAddr{IP: ua.IP, Port: ua.Port}, out: out, until: p.at.Add(t.ttl)})
+	}
+}
+
+// back is a channel seen from the relay socket: datagrams from its peer go
+// to client, as ChannelData numbered number, on the listener socket out.
+type back struct {
+	number uint16
+	client *net.UDPAddr
+	out    net.PacketConn
+	until  time.Time
+}
+
+// maxBacks bounds the bindings one relay socket follows; past it, pion
+// relays the rest.
+const maxBacks = 64
+
+// bindBack adds (or refreshes) the channel to peer.
+func (c *cappedConn) bindBack(peer *net.UDPAddr, b back) {
+	key, ok := udpKey(peer)
+	if !ok {
+		return
+	}
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	now := time.Now()
+	next := map[netip.AddrPort]back{key: b}
+	if cur := c.backs.Load(); cur != nil {
+		for k, v := range *cur {
+			if k != key && now.Before(v.until) {
+				next[k] = v
+			}
+		}
+	}
+	if len(next) > maxBacks {
+		return
+	}
+	c.backs.Store(&next)
+}
+
+// sendBack sends a peer's datagram to the client as ChannelData and reports
+// true, or reports false for pion to handle it.
+func (c *cappedConn) sendBack(b []byte, from net.Addr) bool {
+	m := c.backs.Load()
+	if m == nil {
+		return false
+	}
+	peer, ok := udpKey(from)
+	if !ok {
+		return false
+	}
+	r, ok := (*m)[peer]
+	if !ok || len(b) > 0xFFFF || !time.Now().Before(r.until) {
+		return false
+	}
+	if len(c.scratch) < 4+len(b) {
+		c.scratch = make([]byte, 4+max(len(b), 1600))
+	}
+	c.scratch[0], c.scratch[1] = byte(r.number>>8), byte(r.number)
+	c.scratch[2], c.scratch[3] = byte(len(b)>>8), byte(len(b))
+	copy(c.scratch[4:], b)
+	_, _ = r.out.WriteTo(c.scratch[:4+len(b)], r.client)
+	c.g.backHits.Add(1)
+	return true
 }
 
 // gcLocked drops unanswered requests after 10 s and bindings that expired

@@ -46,7 +46,10 @@ func TestChannelDataTakesTheFastPath(t *testing.T) {
 	// pion's client sends its first datagrams to a peer as Send
 	// indications, until its ChannelBind is answered.
 	if hits := s.fast.hits.Load(); hits < 150 {
-		t.Fatalf("%d of 200 datagrams took the fast path, want nearly all", hits)
+		t.Fatalf("%d of 200 datagrams took the fast path to the peers, want nearly all", hits)
+	}
+	if hits := s.gen.backHits.Load(); hits < 150 {
+		t.Fatalf("%d of 200 echoes took the fast path back, want nearly all", hits)
 	}
 	s.fast.mu.Lock()
 	if len(s.fast.bound) != 2 {
@@ -55,12 +58,21 @@ func TestChannelDataTakesTheFastPath(t *testing.T) {
 	for k, bd := range s.fast.bound {
 		bd.until = time.Now().Add(-time.Second) // as if pion's binding had expired
 		s.fast.bound[k] = bd
+		backs := map[netip.AddrPort]back{}
+		for pk, b := range *bd.relay.backs.Load() {
+			b.until = bd.until
+			backs[pk] = b
+		}
+		bd.relay.backs.Store(&backs)
 	}
 	s.fast.mu.Unlock()
-	before := s.fast.hits.Load()
+	before, beforeBack := s.fast.hits.Load(), s.gen.backHits.Load()
 	relayEcho(t, relay, peers, 10)
 	if hits := s.fast.hits.Load(); hits != before {
-		t.Errorf("%d datagrams took an expired binding", hits-before)
+		t.Errorf("%d datagrams took an expired binding to the peer", hits-before)
+	}
+	if hits := s.gen.backHits.Load(); hits != beforeBack {
+		t.Errorf("%d datagrams took an expired binding back", hits-beforeBack)
 	}
 
 	// A refused ChannelBind, over the same server: not learned.

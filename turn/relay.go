@@ -31,6 +31,7 @@ type cappedGenerator struct {
 	// (a label lookup per datagram costs more than the datagram's syscall
 	// bookkeeping).
 	toPeer, toClient prometheus.Counter
+	backHits         atomic.Int64 // datagrams sent back by the fast path (fastpath.go)
 }
 
 // portSet is a set of ports, read on every relayed datagram.
@@ -101,6 +102,12 @@ type cappedConn struct {
 	pmu      sync.Mutex
 	tracked  atomic.Bool
 	overflow atomic.Bool
+	// backs are the channels of this relay's client by peer, for the fast
+	// path back (fastpath.go), replaced whole on each change; scratch is
+	// where a ChannelData is built (only pion's reader calls ReadFrom).
+	backs   atomic.Pointer[map[netip.AddrPort]back]
+	bmu     sync.Mutex
+	scratch []byte
 }
 
 // maxPermits bounds the peers one relay's limiter follows.
@@ -186,6 +193,9 @@ func (c *cappedConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			}
 		}
 		c.g.toClient.Add(float64(n))
+		if c.sendBack(p[:n], addr) {
+			continue
+		}
 		return n, addr, nil
 	}
 }

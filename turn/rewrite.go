@@ -240,7 +240,7 @@ func forged(b []byte, secret string) bool {
 func (c *fixingPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	answered(c.q, p)
 	if c.ch != nil {
-		c.ch.answered(p, addr)
+		c.ch.answered(p, addr, c.PacketConn)
 	}
 	if _, err := c.PacketConn.WriteTo(c.v.fix(p, addr), addr); err != nil {
 		return 0, err
