@@ -37,17 +37,24 @@ import (
 // refreshed (and what it is configured with, server.go).
 const channelBindTimeout = 10 * time.Minute
 
-// maxBindings bounds the learned bindings; past it, pion relays the rest.
-const maxBindings = 1 << 16
+// maxBindingsPerRelay bounds the bindings learned for one relay socket
+// (pion has no such bound: a client may bind 16,384 channels); past it,
+// pion relays the rest. With the allocation cap it bounds the table.
+const maxBindingsPerRelay = 64
+
+// inboundMTU is pion's read buffer: a datagram that fills it may be
+// truncated, and pion drops it.
+const inboundMTU = 1600
 
 type channels struct {
-	q   *quotas
-	ttl time.Duration
+	q     *quotas
+	ttl   time.Duration
+	allow func(net.IP) bool // the peer filter, checked again before a binding is learned
 
-	mu      sync.RWMutex
-	bound   map[chanKey]binding
-	pending map[[stun.TransactionIDSize]byte]pendingBind // asked, not answered
-	lastGC  time.Time
+	mu       sync.RWMutex
+	bound    map[chanKey]binding
+	perRelay map[*cappedConn]int
+	lastGC   time.Time
 
 	hits atomic.Int64 // datagrams relayed here, not by pion
 }
@@ -63,14 +70,21 @@ type binding struct {
 	until time.Time // the request's arrival plus pion's lifetime: never after pion's own expiry
 }
 
-type pendingBind struct {
+// bindRequest is a ChannelBind request a listener has just read. pion
+// handles one listener's datagrams one at a time, answering each before it
+// reads the next, so the answer to the request a listener read last is the
+// next ChannelBind answer it writes: the listener keeps that one request
+// (fixingPacketConn.bind), never a table that a flood could fill or an
+// unanswered request could leave behind.
+type bindRequest struct {
+	id   [stun.TransactionIDSize]byte
 	key  chanKey
 	peer *net.UDPAddr
 	at   time.Time
 }
 
-func newChannels(q *quotas, ttl time.Duration) *channels {
-	return &channels{q: q, ttl: ttl, bound: map[chanKey]binding{}, pending: map[[stun.TransactionIDSize]byte]pendingBind{}}
+func newChannels(q *quotas, ttl time.Duration, allow func(net.IP) bool) *channels {
+	return &channels{q: q, ttl: ttl, allow: allow, bound: map[chanKey]binding{}, perRelay: map[*cappedConn]int{}}
 }
 
 func udpKey(a net.Addr) (netip.AddrPort, bool) {
@@ -82,70 +96,77 @@ func udpKey(a net.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
-// request notes a ChannelBind request from a client.
-func (t *channels) request(b []byte, from net.Addr) {
+// parseBind reads a ChannelBind request from a client; ok is false for
+// anything else.
+func parseBind(b []byte, from net.Addr) (r bindRequest, ok bool) {
 	if len(b) < 20 || b[0] != 0x00 || b[1] != 0x09 { // ChannelBind request
-		return
+		return r, false
 	}
 	client, ok := udpKey(from)
 	if !ok {
-		return
+		return r, false
 	}
 	msg := &stun.Message{Raw: append([]byte(nil), b...)}
 	if msg.Decode() != nil {
-		return
+		return r, false
 	}
 	ch, err := msg.Get(stun.AttrChannelNumber)
 	if err != nil || len(ch) < 2 {
-		return
+		return r, false
 	}
 	var peer stun.XORMappedAddress
 	if peer.GetFromAs(msg, stun.AttrXORPeerAddress) != nil {
-		return
+		return r, false
 	}
-	now := time.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.gcLocked(now)
-	if len(t.pending) >= maxPending {
-		return
-	}
-	t.pending[msg.TransactionID] = pendingBind{
+	return bindRequest{
+		id:   msg.TransactionID,
 		key:  chanKey{client, binary.BigEndian.Uint16(ch)},
 		peer: &net.UDPAddr{IP: append(net.IP(nil), peer.IP...), Port: peer.Port},
-		at:   now,
-	}
+		at:   time.Now(),
+	}, true
 }
 
-// answered sees pion's answer to a client, sent on the listener socket out:
-// a ChannelBind success makes the binding the fast paths'.
-func (t *channels) answered(b []byte, to net.Addr, out net.PacketConn) {
-	if len(b) < 20 || b[0] != 0x01 || (b[1] != 0x09 && b[1] != 0x19) { // ChannelBind success, error
+// isBindSuccess reports whether b is a ChannelBind success answer for id.
+func isBindSuccess(b []byte, id [stun.TransactionIDSize]byte) bool {
+	return len(b) >= 20 && b[0] == 0x01 && b[1] == 0x09 && string(b[8:20]) == string(id[:])
+}
+
+// learn makes a binding pion granted (the request r, answered with success
+// to the client to, on the listener socket out) the fast paths'. The peer is
+// checked again against the filter and the refused ports: the fast paths
+// never send where pion would not.
+func (t *channels) learn(r bindRequest, to net.Addr, out net.PacketConn) {
+	client, ok := udpKey(to)
+	if !ok || client != r.key.client {
 		return
 	}
-	var id [stun.TransactionIDSize]byte
-	copy(id[:], b[8:20])
-	t.mu.Lock()
-	p, ok := t.pending[id]
-	delete(t.pending, id)
-	t.mu.Unlock()
-	client, isUDP := udpKey(to)
-	if !ok || !isUDP || b[1] != 0x09 || p.key.client != client {
+	if t.allow != nil && !t.allow(r.peer.IP) {
 		return
 	}
 	relay := t.q.relayOf(to)
-	if relay == nil {
+	if relay == nil || relay.closed.Load() || relay.g.ports.has(r.peer.Port) {
 		return
 	}
+	until := r.at.Add(t.ttl)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, have := t.bound[p.key]; !have && len(t.bound) >= maxBindings {
-		return
+	t.gcLocked(r.at)
+	if _, have := t.bound[r.key]; !have {
+		if t.perRelay[relay] >= maxBindingsPerRelay {
+			return
+		}
+		t.perRelay[relay]++
 	}
-	t.bound[p.key] = binding{relay: relay, peer: p.peer, until: p.at.Add(t.ttl)}
+	t.bound[r.key] = binding{relay: relay, peer: r.peer, until: until}
+	// A channel binding is a permission for as long (pion delivers on a
+	// bound channel without looking at permissions): the bandwidth cap
+	// counts its datagrams.
+	if ip, ok := netip.AddrFromSlice(r.peer.IP); ok {
+		relay.permit(ip.Unmap(), until)
+	}
 	if out != nil {
 		ua := to.(*net.UDPAddr)
-		relay.bindBack(p.peer, back{number: p.key.number, client: &net.UDPAddr{IP: ua.IP, Port: ua.Port}, out: out, until: p.at.Add(t.ttl)})
+		relay.bindBack(r.peer, back{number: r.key.number, client: &net.UDPAddr{IP: ua.IP, Port: ua.Port}, out: out, until: until})
 	}
 }
 
@@ -211,21 +232,19 @@ func (c *cappedConn) sendBack(b []byte, from net.Addr) bool {
 	return true
 }
 
-// gcLocked drops unanswered requests after 10 s and bindings that expired
-// or whose relay closed, at most once a second.
+// gcLocked drops bindings that expired or whose relay closed, at most
+// once a second.
 func (t *channels) gcLocked(now time.Time) {
 	if now.Sub(t.lastGC) <= time.Second {
 		return
 	}
 	t.lastGC = now
-	for k, p := range t.pending {
-		if now.Sub(p.at) > 10*time.Second {
-			delete(t.pending, k)
-		}
-	}
 	for k, bd := range t.bound {
 		if !now.Before(bd.until) || bd.relay.closed.Load() {
 			delete(t.bound, k)
+			if t.perRelay[bd.relay]--; t.perRelay[bd.relay] <= 0 {
+				delete(t.perRelay, bd.relay)
+			}
 		}
 	}
 }
@@ -237,8 +256,8 @@ func (t *channels) relay(b []byte, from net.Addr) bool {
 		return false
 	}
 	size := int(b[2])<<8 | int(b[3])
-	if 4+size > len(b) {
-		return false // pion refuses it
+	if 4+size > len(b) || len(b) >= inboundMTU {
+		return false // pion refuses it, or drops it as possibly truncated
 	}
 	client, ok := udpKey(from)
 	if !ok {

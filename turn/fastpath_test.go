@@ -2,10 +2,17 @@ package turn
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/pion/stun/v2"
+	"github.com/pion/turn/v3"
+
+	"github.com/metal-stream/metal/internal/pionlog"
 )
 
 // relayEcho sends n datagrams through relay to each of the peers (tagged
@@ -96,7 +103,7 @@ func TestChannelDataTakesTheFastPath(t *testing.T) {
 // unknown channel or client, a binding whose relay is closed or expired.
 func TestFastPathLeavesToPion(t *testing.T) {
 	q := newQuotas(0, 0, nil)
-	ch := newChannels(q, time.Minute)
+	ch := newChannels(q, time.Minute, nil)
 	client := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -149,5 +156,94 @@ func TestFastPathLeavesToPion(t *testing.T) {
 	relay.Close()
 	if ch.relay(data, client) {
 		t.Error("closed relay: relayed by the fast path")
+	}
+}
+
+// TestFastPathNeverLearnsARefusedPeer: a ChannelBind pion never answers
+// (sent before any allocation, to the relay's own address) must not be
+// matched to a later success answer that reuses its transaction ID for an
+// allowed peer: the fast path learns the request pion answered, and checks
+// the peer against the filter again. The refused address receives nothing.
+func TestFastPathNeverLearnsARefusedPeer(t *testing.T) {
+	s := startServer(t, func(c *Config) { allowStreamers(c); c.AllocationKbps = 0 })
+	u, p := creds(t, time.Hour)
+	uc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := turn.NewClient(&turn.ClientConfig{
+		TURNServerAddr: s.Addr().String(), STUNServerAddr: s.Addr().String(),
+		Username: u, Password: p, Realm: "metal", Conn: uc,
+		LoggerFactory: pionlog.Factory{Log: slog.New(slog.NewTextHandler(io.Discard, nil))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); uc.Close() })
+	refused, err := net.ListenPacket("udp4", relayIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refused.Close()
+	bad := refused.LocalAddr().(*net.UDPAddr)
+	good := echoPeer(t, streamIP)
+	bind := func(id [stun.TransactionIDSize]byte, peer *net.UDPAddr, extra ...stun.Setter) *stun.Message {
+		m, err := stun.Build(append([]stun.Setter{stun.NewTransactionIDSetter(id), stun.NewType(stun.MethodChannelBind, stun.ClassRequest),
+			rawAttr{stun.AttrChannelNumber, []byte{0x40, 0x01, 0, 0}},
+			setterFunc(func(m *stun.Message) error {
+				return (&stun.XORMappedAddress{IP: peer.IP, Port: peer.Port}).AddToAs(m, stun.AttrXORPeerAddress)
+			})}, extra...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	var reused, probe [stun.TransactionIDSize]byte
+	copy(reused[:], "reused-id-01")
+	copy(probe[:], "nonce-probe1")
+	if _, err := uc.WriteTo(bind(reused, bad).Raw, s.Addr()); err != nil { // no allocation yet: no answer
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := c.Allocate(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.PerformTransaction(bind(probe, good), s.Addr(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nonce stun.Nonce
+	if err := nonce.GetFrom(res.Msg); err != nil {
+		t.Fatalf("no nonce in %v", res.Msg)
+	}
+	res, err = c.PerformTransaction(bind(reused, good, stun.NewUsername(u), stun.NewRealm("metal"), nonce,
+		stun.NewLongTermIntegrity(u, "metal", p), stun.Fingerprint), s.Addr(), false)
+	if err != nil || res.Msg.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("ChannelBind to an allowed peer: %v %v", res.Msg, err)
+	}
+	ck, _ := udpKey(uc.LocalAddr())
+	s.fast.mu.Lock()
+	bd, ok := s.fast.bound[chanKey{ck, 0x4001}]
+	s.fast.mu.Unlock()
+	if !ok || bd.peer.String() != good.String() {
+		t.Fatalf("learned binding %v (%v), want the peer pion bound, %v", bd.peer, ok, good)
+	}
+	if _, err := uc.WriteTo([]byte{0x40, 0x01, 0, 5, 'h', 'e', 'l', 'l', 'o'}, s.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	_ = refused.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 100)
+	if n, from, err := refused.ReadFrom(buf); err == nil {
+		t.Fatalf("the refused address %v received %q from %v", bad, buf[:n], from)
+	}
+
+	// And learn itself refuses what the filter refuses.
+	ch := newChannels(s.gen.q, time.Minute, func(net.IP) bool { return false })
+	ch.learn(bindRequest{key: chanKey{ck, 0x4002}, peer: good, at: time.Now()}, uc.LocalAddr(), nil)
+	if len(ch.bound) != 0 {
+		t.Fatal("learned a binding the filter refuses")
 	}
 }

@@ -118,9 +118,10 @@ func (q *quotas) request(msg *stun.Message, src net.Addr) bool {
 // maxPending bounds Allocate requests waiting for pion's answer.
 const maxPending = 4096
 
-// answered sees pion's answer to a client; a successful Allocate makes the
-// relay port the requester's, an error frees the request's place.
-func (q *quotas) answered(msg *stun.Message) {
+// answered sees pion's answer to the client to; a successful Allocate
+// makes the relay port the requester's (the answer must go to the client
+// that asked), an error frees the request's place.
+func (q *quotas) answered(msg *stun.Message, to net.Addr) {
 	if msg.Type == stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse) {
 		q.mu.Lock()
 		delete(q.pending, msg.TransactionID)
@@ -137,8 +138,8 @@ func (q *quotas) answered(msg *stun.Message) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	o, ok := q.pending[msg.TransactionID]
-	if !ok {
-		return
+	if !ok || (to != nil && clientKey(to) != o.key) {
+		return // not the answer to that client's request
 	}
 	delete(q.pending, msg.TransactionID)
 	if _, taken := q.byPort[relayed.Port]; taken {

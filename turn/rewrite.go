@@ -149,6 +149,10 @@ type fixingPacketConn struct {
 	lifetime time.Duration // see capLifetime
 	q        *quotas
 	ch       *channels // the ChannelData fast path (fastpath.go); nil: pion relays all
+
+	bmu     sync.Mutex
+	bind    bindRequest // the ChannelBind request read last, if hasBind
+	hasBind bool
 }
 
 func (c *fixingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
@@ -165,7 +169,10 @@ func (c *fixingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		n = capLifetime(p, n, c.lifetime)
 		if c.ch != nil {
-			c.ch.request(p[:n], addr)
+			r, ok := parseBind(p[:n], addr)
+			c.bmu.Lock()
+			c.bind, c.hasBind = r, ok
+			c.bmu.Unlock()
 		}
 		if refusal := c.v.inspect(p[:n], addr, c.secret, c.m, c.q); refusal != nil {
 			_, _ = c.PacketConn.WriteTo(refusal, addr)
@@ -211,13 +218,13 @@ func stunClass(b []byte) stun.MessageClass {
 }
 
 // answered shows the quota table pion's Allocate answers.
-func answered(q *quotas, p []byte) {
+func answered(q *quotas, p []byte, to net.Addr) {
 	if q == nil || len(p) < 2 || p[0] != 0x01 || (p[1] != 0x03 && p[1] != 0x13) { // Allocate success, error
 		return
 	}
 	msg := &stun.Message{Raw: append([]byte(nil), p...)}
 	if msg.Decode() == nil {
-		q.answered(msg)
+		q.answered(msg, to)
 	}
 }
 
@@ -238,9 +245,15 @@ func forged(b []byte, secret string) bool {
 }
 
 func (c *fixingPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	answered(c.q, p)
-	if c.ch != nil {
-		c.ch.answered(p, addr, c.PacketConn)
+	answered(c.q, p, addr)
+	if c.ch != nil && len(p) >= 20 && p[0] == 0x01 && p[1] == 0x09 { // ChannelBind success
+		c.bmu.Lock()
+		r, ok := c.bind, c.hasBind
+		c.hasBind = false
+		c.bmu.Unlock()
+		if ok && isBindSuccess(p, r.id) {
+			c.ch.learn(r, addr, c.PacketConn)
+		}
 	}
 	if _, err := c.PacketConn.WriteTo(c.v.fix(p, addr), addr); err != nil {
 		return 0, err
@@ -428,7 +441,7 @@ func (c *fixingConn) Write(p []byte) (int, error) {
 	// A client that never reads must not hold pion's loop (and its
 	// connection's place) forever.
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	answered(c.q, p)
+	answered(c.q, p, c.RemoteAddr())
 	if _, err := c.Conn.Write(c.v.fix(p, c.RemoteAddr())); err != nil {
 		return 0, err
 	}

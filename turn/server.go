@@ -235,7 +235,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return false
 	}
 	var pcs []turn.PacketConnConfig
-	s.fast = newChannels(s.gen.q, channelBindTimeout)
+	s.fast = newChannels(s.gen.q, channelBindTimeout, s.filter.Allow)
 	fast := s.fast
 	for _, c := range s.udp {
 		pcs = append(pcs, turn.PacketConnConfig{PacketConn: &fixingPacketConn{PacketConn: newBatchConn(c), v: v, secret: s.cfg.Secret, m: s.m, lifetime: s.cfg.AllocationLifetime, q: s.gen.q, ch: fast}, RelayAddressGenerator: s.gen, PermissionHandler: permit})
