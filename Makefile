@@ -60,7 +60,8 @@ lint-terraform:
 ## testdata/fuzz runs in every `go test` too). Minimization is off
 ## (-fuzzminimizetime 0): Go's minimizer can stall far past -fuzztime
 ## (golang/go#48820, #52569); a crasher is written as found. `timeout` bounds
-## each run whatever the fuzzer does, and says so when it fires.
+## each run whatever the fuzzer does (compiling included: keep FUZZTIME
+## under two minutes), and says so when it fires.
 FUZZTIME ?= 10s
 FUZZ = timeout -k 10s 180s $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 0 -fuzz
 fuzz:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -183,5 +184,32 @@ func TestGatewayTokensOnClustersWithACLs(t *testing.T) {
 	}
 	if _, _, err := c.Nomad.Jobs().Info(s.JobID(st.ID), &nomad.QueryOptions{Namespace: sessNS}); err != nil {
 		t.Fatalf("the session job is not in the session namespace: %v", err)
+	}
+
+	// terraform destroy: the gateway reads its own job (stopped) in the
+	// module's namespace, then purges every session job and key with its
+	// token; the session namespace can then be deleted.
+	own := localcluster.SleepJob("metal-gateway", metalNS)
+	if _, _, err := c.Nomad.Jobs().Register(own, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := gw.Jobs().Info("metal-gateway", &nomad.QueryOptions{Namespace: metalNS}); err != nil {
+		t.Errorf("gateway token cannot read its own job (the teardown reads whether it is stopped): %v", err)
+	}
+	tctx, tcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer tcancel()
+	if n, err := s.Teardown(tctx); err != nil || n < 1 {
+		t.Fatalf("teardown with the gateway's token: removed %d, %v", n, err)
+	}
+	for retries := 0; ; retries++ {
+		_, err := c.Nomad.Namespaces().Delete(sessNS, nil)
+		if err == nil {
+			break
+		}
+		if retries < 10 && strings.Contains(err.Error(), "has non-terminal jobs") {
+			time.Sleep(5 * time.Second)
+			continue
+		}
+		t.Fatalf("delete the session namespace after the teardown: %v", err)
 	}
 }

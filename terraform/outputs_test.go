@@ -1,6 +1,7 @@
 package terraform
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -26,7 +27,8 @@ func TestGatewayURLIsWhereTheGatewayListens(t *testing.T) {
 	}
 	instance := func(addr, node string, port int) cty.Value {
 		return cty.ObjectVal(map[string]cty.Value{
-			"address": cty.StringVal(addr), "node_address": cty.StringVal(node), "port": cty.NumberIntVal(int64(port)),
+			// The provider (~> 2.20) gives the port as a string.
+			"address": cty.StringVal(addr), "node_address": cty.StringVal(node), "port": cty.StringVal(strconv.Itoa(port)),
 		})
 	}
 	eval := func(publicURL string, instances ...cty.Value) string {

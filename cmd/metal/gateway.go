@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -140,37 +140,51 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	// Nomad signals the task after it has stored the job as stopped, so
+	// the job, read as soon as the signal comes (in parallel with the
+	// shutdown), says which shutdown this is.
+	job := os.Getenv("NOMAD_JOB_ID")
+	stopped := make(chan bool, 1)
+	if *teardown && job != "" {
+		go func() {
+			<-ctx.Done()
+			qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			stopped <- jobStopped(qctx, log, nc, job, os.Getenv("NOMAD_NAMESPACE"))
+		}()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sched.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
 	err = g.Wait()
-	if job := os.Getenv("NOMAD_JOB_ID"); *teardown && job != "" && ctx.Err() != nil {
-		// Nomad signals the task after it has stored the job as stopped, so
-		// the job says which shutdown this is. The job's kill_timeout
-		// leaves the time this takes.
-		tctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	if *teardown && job != "" && ctx.Err() != nil && <-stopped {
+		// Within the job's 30 s kill_timeout: the shutdown above takes at
+		// most 10 s.
+		tctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		teardownIfStopped(tctx, log, nc, sched, job, os.Getenv("NOMAD_NAMESPACE"))
+		n, terr := sched.Teardown(tctx)
+		if terr != nil {
+			log.Error("teardown: sessions left behind", "job", job, "removed", n, "err", terr)
+		} else {
+			log.Info("teardown: job stopped, every session job and key purged", "job", job, "removed", n)
+		}
 	}
 	return err
 }
 
-// teardownIfStopped purges the sessions when the gateway's own job is
-// stopped or gone; a restart, a rescheduled allocation or a job update
-// leaves them to the gateways that follow.
-func teardownIfStopped(ctx context.Context, log *slog.Logger, nc *nomad.Client, sched *scheduler.Scheduler, job, namespace string) {
+// jobStopped reports whether the gateway's own job is stopped or gone; a
+// restart, a rescheduled allocation or a job update leaves it running, and
+// its sessions to the gateways that follow. When Nomad cannot tell, the
+// sessions stay.
+func jobStopped(ctx context.Context, log *slog.Logger, nc *nomad.Client, job, namespace string) bool {
 	j, _, err := nc.Jobs().Info(job, (&nomad.QueryOptions{Namespace: namespace}).WithContext(ctx))
+	var ue nomad.UnexpectedResponseError
 	switch {
-	case err != nil && !strings.Contains(err.Error(), "404"):
-		log.Warn("teardown: cannot tell whether job is stopped; sessions left running", "job", job, "err", err)
-		return
-	case err == nil && (j.Stop == nil || !*j.Stop):
-		return // restarted, rescheduled or updated: the next gateway takes over
+	case err != nil && errors.As(err, &ue) && ue.StatusCode() == 404:
+		return true
+	case err != nil:
+		log.Warn("teardown: cannot tell whether the job is stopped; sessions left running", "job", job, "err", err)
+		return false
 	}
-	n, err := sched.Teardown(ctx)
-	if err != nil {
-		log.Error("teardown: sessions left behind", "job", job, "removed", n, "err", err)
-		return
-	}
-	log.Info("teardown: job stopped, every session job and key purged", "job", job, "removed", n)
+	return j.Stop != nil && *j.Stop
 }
