@@ -93,17 +93,38 @@ func (md *Media) tickFPS() {
 	md.m.fps.Set(float64(now - md.lastSecond.Swap(now)))
 }
 
-// RequestKeyframe asks for a key frame, at most one per 250 ms: a PLI storm
+// keyframeGap is the least time between two forced key frames: a PLI storm
 // from several peers must not turn the stream into key frames only.
+const keyframeGap = 250 * time.Millisecond
+
+// RequestKeyframe asks for a key frame. At most one is forced per
+// keyframeGap; a request inside the gap is never dropped but coalesced into
+// one forced at the gap's end, so a peer that joined or lost a frame just
+// after another one's key frame still gets its own.
 func (md *Media) RequestKeyframe() {
 	md.mu.Lock()
 	defer md.mu.Unlock()
 	md.m.keyframeRequests.Inc()
-	if md.enc == nil || time.Since(md.lastKey) < 250*time.Millisecond {
+	if md.enc == nil {
 		return
 	}
-	md.lastKey = time.Now()
-	md.enc.ForceKeyframe()
+	wait := keyframeGap - time.Since(md.lastKey)
+	if wait <= 0 {
+		md.lastKey = time.Now()
+		md.enc.ForceKeyframe()
+		return
+	}
+	if md.keyPending {
+		return // one is on its way, after this request
+	}
+	md.keyPending = true
+	time.AfterFunc(wait, func() {
+		md.mu.Lock()
+		defer md.mu.Unlock()
+		md.keyPending = false
+		md.lastKey = time.Now()
+		md.enc.ForceKeyframe()
+	})
 }
 
 // SetBitrate applies a congestion-control target, clamped to the configured
