@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -95,6 +96,7 @@ func watchJobs(t testing.TB, c *localcluster.Cluster) (stop func() int) {
 	held := map[string]bool{}
 	seen := map[string]bool{} // evaluations already counted (they update)
 	most := 0
+	var mostHeld []string // the jobs held at the most, for the failure message
 	var streamErr error
 	done := make(chan struct{})
 	go func() {
@@ -124,7 +126,10 @@ func watchJobs(t testing.TB, c *localcluster.Cluster) (stop func() int) {
 				case "job-deregister":
 					delete(held, ev.JobID)
 				}
-				most = max(most, len(held))
+				if len(held) > most {
+					most, mostHeld = len(held), slices.Sorted(maps.Keys(held))
+					t.Logf("Nomad holds %d session jobs: %v (eval %s, %s, index %d)", most, mostHeld, ev.ID[:8], ev.TriggeredBy, e.Index)
+				}
 			}
 		}
 	}()

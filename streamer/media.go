@@ -21,12 +21,13 @@ const h264Fmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-i
 // Media holds the local tracks every peer shares and drives the encoder:
 // key frames on request, bitrate from congestion control.
 type Media struct {
-	Video, Audio *webrtc.TrackLocalStaticSample
-	encoderName  string
-	fps          int
-	minKbps      int
-	maxKbps      int
-	m            *metrics
+	Video       *videoTrack
+	Audio       *webrtc.TrackLocalStaticSample
+	encoderName string
+	fps         int
+	minKbps     int
+	maxKbps     int
+	m           *metrics
 
 	mu         sync.Mutex
 	enc        Encoder
@@ -43,7 +44,7 @@ func newMedia(encoder string, cfg Config, m *metrics) (*Media, error) {
 	if Codec(encoder) == "video/VP8" {
 		codec = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
 	}
-	video, err := webrtc.NewTrackLocalStaticSample(codec, "video", "metal")
+	video, err := newVideoTrack(codec)
 	if err != nil {
 		return nil, err
 	}
@@ -64,8 +65,9 @@ func (md *Media) setEncoder(e Encoder) {
 	md.mu.Unlock()
 }
 
-// writeVideo sends one encoded frame to every peer.
-func (md *Media) writeVideo(data []byte, dur, latency time.Duration) {
+// writeVideo sends one encoded frame to every peer, stamped with its
+// capture PTS (see videoTrack).
+func (md *Media) writeVideo(data []byte, pts, dur, latency time.Duration) {
 	if dur <= 0 {
 		dur = time.Second / time.Duration(md.fps)
 	}
@@ -74,7 +76,7 @@ func (md *Media) writeVideo(data []byte, dur, latency time.Duration) {
 	if latency > 0 {
 		md.m.encodeLatency.Observe(latency.Seconds())
 	}
-	_ = md.Video.WriteSample(media.Sample{Data: data, Duration: dur})
+	_ = md.Video.writeFrame(data, pts, dur)
 }
 
 func (md *Media) writeAudio(data []byte, dur time.Duration) {

@@ -214,7 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 			if s.ready.CompareAndSwap(false, true) {
 				s.log.Info("first video frame encoded")
 			}
-			s.media.writeVideo(smp.Data, smp.Duration, smp.Latency)
+			s.media.writeVideo(smp.Data, smp.PTS, smp.Duration, smp.Latency)
 			if s.OnEncoded != nil && smp.Latency > 0 {
 				s.OnEncoded(smp.Latency)
 			}

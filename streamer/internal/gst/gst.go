@@ -33,6 +33,9 @@ type Sample struct {
 	// Latency is the time from capture (the buffer's running-time stamp) to
 	// the moment the encoded sample reached the appsink.
 	Latency time.Duration
+	// PTS is the frame's timestamp as it entered the encoder (running
+	// time), -1 when unknown: frames dropped before the encoder leave gaps.
+	PTS time.Duration
 }
 
 // Pipeline is a running GStreamer pipeline ending in an appsink named "sink".
@@ -101,7 +104,7 @@ func (pl *Pipeline) newSample(sink *app.Sink) gst.FlowReturn {
 	if buf == nil {
 		return gst.FlowOK
 	}
-	out := Sample{Data: buf.Bytes(), Duration: durationOf(buf.Duration())}
+	out := Sample{Data: buf.Bytes(), Duration: durationOf(buf.Duration()), PTS: -1}
 	pts := gst.ClockTimeNone
 	pl.mu.Lock()
 	if len(pl.inPTS) > 0 {
@@ -109,6 +112,7 @@ func (pl *Pipeline) newSample(sink *app.Sink) gst.FlowReturn {
 	}
 	pl.mu.Unlock()
 	if pts != gst.ClockTimeNone {
+		out.PTS = time.Duration(pts)
 		if clock := pl.p.GetPipelineClock(); clock != nil {
 			running := int64(clock.GetTime()) - int64(pl.p.GetBaseTime())
 			if d := running - int64(pts); d >= 0 {

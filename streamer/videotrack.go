@@ -1,0 +1,81 @@
+package streamer
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+)
+
+// videoTrack is the video every peer shares. Its RTP timestamps come from
+// each frame's capture PTS (90 kHz), not from summed frame durations: a
+// frame the leaky queue dropped before the encoder leaves its gap in the
+// RTP clock, which so never falls behind the capture clock (pion's
+// TrackLocalStaticSample advances the clock by each sample's duration
+// after sending it, so a gap would show one frame late, and summed nominal
+// durations drift slow with every drop).
+type videoTrack struct {
+	*webrtc.TrackLocalStaticRTP
+	write func(*rtp.Packet) error // the track's WriteRTP; tests replace it
+
+	mu     sync.Mutex
+	pk     rtp.Packetizer
+	start  uint32        // the RTP timestamp of PTS first
+	first  time.Duration // the first frame's PTS
+	last   uint32        // the last frame's RTP timestamp
+	frames int
+}
+
+// rtpOutboundMTU is pion's payload size for its sample tracks.
+const rtpOutboundMTU = 1200
+
+func newVideoTrack(codec webrtc.RTPCodecCapability) (*videoTrack, error) {
+	t, err := webrtc.NewTrackLocalStaticRTP(codec, "video", "metal")
+	if err != nil {
+		return nil, err
+	}
+	var pay rtp.Payloader = &codecs.H264Payloader{}
+	if codec.MimeType == webrtc.MimeTypeVP8 {
+		pay = &codecs.VP8Payloader{EnablePictureID: true}
+	}
+	// SSRC and payload type are each peer's, set by WriteRTP per binding.
+	v := &videoTrack{TrackLocalStaticRTP: t, start: rand.Uint32(),
+		pk: rtp.NewPacketizer(rtpOutboundMTU, 0, 0, pay, rtp.NewRandomSequencer(), 90000)}
+	v.write = t.WriteRTP
+	return v, nil
+}
+
+// writeFrame sends one encoded frame: at its PTS when known (pts >= 0),
+// else dur after the previous frame.
+func (v *videoTrack) writeFrame(data []byte, pts, dur time.Duration) error {
+	v.mu.Lock()
+	var ts uint32
+	switch {
+	case v.frames == 0 && pts >= 0:
+		v.first, ts = pts, v.start
+	case v.frames == 0:
+		v.first, ts = -1, v.start
+	case pts >= 0 && v.first >= 0 && pts > v.first:
+		ts = v.start + uint32((pts-v.first)*90000/time.Second)
+	default:
+		ts = v.last + uint32(dur*90000/time.Second)
+	}
+	if v.frames > 0 && int32(ts-v.last) <= 0 {
+		ts = v.last + 1 // never backwards, never twice: a new frame is a new timestamp
+	}
+	v.frames++
+	v.last = ts
+	packets := v.pk.Packetize(data, 0)
+	v.mu.Unlock()
+	var first error
+	for _, p := range packets {
+		p.Timestamp = ts
+		if err := v.write(p); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
