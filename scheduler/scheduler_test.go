@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -61,10 +62,16 @@ func newScheduler(t *testing.T, mutate func(*Config)) (*Scheduler, func()) {
 // called (as a SIGTERM would end it) or the test ends.
 func startScheduler(t *testing.T, cfg Config, nc *nomad.Client) (*Scheduler, func()) {
 	t.Helper()
-	s, err := New(cfg, nc, clustertest.Cluster(t).Consul, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	logs := &syncBuffer{}
+	s, err := New(cfg, nc, clustertest.Cluster(t).Consul, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("scheduler log:\n%s", logs.String())
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = s.Run(ctx); close(done) }()
@@ -291,4 +298,22 @@ func TestSweepRemovesOrphansBothWays(t *testing.T) {
 	if got, _ := s.Get(lost); got.State != StateFailed || got.Reason != ReasonJobGone {
 		t.Fatalf("session without its job past the grace: %+v, want failed: %s", got, ReasonJobGone)
 	}
+}
+
+// syncBuffer collects a scheduler's log for a failing test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

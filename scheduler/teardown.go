@@ -22,12 +22,15 @@ func (s *Scheduler) Teardown(ctx context.Context) (int, error) {
 	for {
 		n, err := s.teardownPass(ctx)
 		total += n
-		if err != nil {
+		switch {
+		case err != nil && ctx.Err() != nil:
 			return total, err
-		}
-		if n == 0 {
+		case err != nil: // a passing failure (Nomad busy): pass again
+			s.log.Warn("teardown pass", "err", err)
+			empty = 0
+		case n == 0:
 			empty++
-		} else {
+		default:
 			empty = 0
 		}
 		if empty == 2 {

@@ -111,7 +111,7 @@ func (md *Media) RequestKeyframe() {
 		return
 	}
 	wait := keyframeGap - time.Since(md.lastKey)
-	if wait <= 0 {
+	if wait <= 0 && !md.keyPending {
 		md.lastKey = time.Now()
 		md.enc.ForceKeyframe()
 		return
@@ -119,6 +119,7 @@ func (md *Media) RequestKeyframe() {
 	if md.keyPending {
 		return // one is on its way, after this request
 	}
+	wait = max(wait, 0)
 	md.keyPending = true
 	time.AfterFunc(wait, func() {
 		md.mu.Lock()

@@ -21,6 +21,8 @@ type videoTrack struct {
 	*webrtc.TrackLocalStaticRTP
 	write func(*rtp.Packet) error // the track's WriteRTP; tests replace it
 
+	// writeFrame's only caller is the encoder's appsink callback, one frame
+	// at a time; mu keeps the clock consistent all the same.
 	mu     sync.Mutex
 	pk     rtp.Packetizer
 	start  uint32        // the RTP timestamp of PTS first
@@ -42,7 +44,7 @@ func newVideoTrack(codec webrtc.RTPCodecCapability) (*videoTrack, error) {
 		pay = &codecs.VP8Payloader{EnablePictureID: true}
 	}
 	// SSRC and payload type are each peer's, set by WriteRTP per binding.
-	v := &videoTrack{TrackLocalStaticRTP: t, start: rand.Uint32(),
+	v := &videoTrack{TrackLocalStaticRTP: t, start: rand.Uint32(), first: -1,
 		pk: rtp.NewPacketizer(rtpOutboundMTU, 0, 0, pay, rtp.NewRandomSequencer(), 90000)}
 	v.write = t.WriteRTP
 	return v, nil
@@ -54,17 +56,20 @@ func (v *videoTrack) writeFrame(data []byte, pts, dur time.Duration) error {
 	v.mu.Lock()
 	var ts uint32
 	switch {
-	case v.frames == 0 && pts >= 0:
-		v.first, ts = pts, v.start
-	case v.frames == 0:
-		v.first, ts = -1, v.start
 	case pts >= 0 && v.first >= 0 && pts > v.first:
-		ts = v.start + uint32((pts-v.first)*90000/time.Second)
+		ts = v.start + ticks(pts-v.first)
+	case v.frames == 0:
+		ts = v.start
 	default:
-		ts = v.last + uint32(dur*90000/time.Second)
+		ts = v.last + ticks(dur)
 	}
 	if v.frames > 0 && int32(ts-v.last) <= 0 {
-		ts = v.last + 1 // never backwards, never twice: a new frame is a new timestamp
+		ts = v.last + max(ticks(dur), 1) // never backwards, never twice
+	}
+	if pts >= 0 && (v.first < 0 || ts != v.start+ticks(pts-v.first)) {
+		// The first PTS, or PTS that went back (a pipeline reset): the
+		// clock is anchored again here.
+		v.first, v.start = pts, ts
 	}
 	v.frames++
 	v.last = ts
@@ -78,4 +83,9 @@ func (v *videoTrack) writeFrame(data []byte, pts, dur time.Duration) error {
 		}
 	}
 	return first
+}
+
+// ticks is d on the 90 kHz video clock, without overflow for days.
+func ticks(d time.Duration) uint32 {
+	return uint32(int64(d/time.Second)*90000 + int64(d%time.Second)*90000/int64(time.Second))
 }

@@ -57,4 +57,26 @@ func TestRTPTimestampsFollowCapturePTS(t *testing.T) {
 	if d, want := got[len(got)-1].Timestamp-order[len(order)-1], uint32(frame*90000/time.Second); d != want {
 		t.Errorf("a frame without PTS came %d ticks after the last, want %d", d, want)
 	}
+
+	// PTS that go back (a pipeline reset): the clock goes on forward and
+	// follows the new PTS from there.
+	before := got[len(got)-1].Timestamp
+	for _, p := range []time.Duration{0, frame, 3 * frame} {
+		if err := v.writeFrame(big, p, frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ts []uint32
+	for _, p := range got {
+		if len(ts) == 0 || ts[len(ts)-1] != p.Timestamp {
+			ts = append(ts, p.Timestamp)
+		}
+	}
+	ts = ts[len(ts)-3:]
+	if int32(ts[0]-before) <= 0 {
+		t.Errorf("after a PTS reset the clock went from %d to %d", before, ts[0])
+	}
+	if d1, d2 := ts[1]-ts[0], ts[2]-ts[1]; d1 != ticks(frame) || d2 != ticks(3*frame)-ticks(frame) {
+		t.Errorf("after a PTS reset frames are %d and %d ticks apart, want %d and %d", d1, d2, ticks(frame), ticks(3*frame)-ticks(frame))
+	}
 }

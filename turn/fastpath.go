@@ -111,8 +111,8 @@ func parseBind(b []byte, from net.Addr) (r bindRequest, ok bool) {
 		return r, false
 	}
 	ch, err := msg.Get(stun.AttrChannelNumber)
-	if err != nil || len(ch) < 2 {
-		return r, false
+	if err != nil || len(ch) < 2 || ch[0] < 0x40 || ch[0] > 0x7F {
+		return r, false // RFC 8656 channels are 0x4000-0x7FFF; pion does not check
 	}
 	var peer stun.XORMappedAddress
 	if peer.GetFromAs(msg, stun.AttrXORPeerAddress) != nil {
@@ -151,11 +151,16 @@ func (t *channels) learn(r bindRequest, to net.Addr, out net.PacketConn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.gcLocked(r.at)
-	if _, have := t.bound[r.key]; !have {
+	if old, have := t.bound[r.key]; !have || old.relay != relay {
 		if t.perRelay[relay] >= maxBindingsPerRelay {
 			return
 		}
 		t.perRelay[relay]++
+		if have { // the client's previous relay, closed: its count moves
+			if t.perRelay[old.relay]--; t.perRelay[old.relay] <= 0 {
+				delete(t.perRelay, old.relay)
+			}
+		}
 	}
 	t.bound[r.key] = binding{relay: relay, peer: r.peer, until: until}
 	// A channel binding is a permission for as long (pion delivers on a

@@ -162,8 +162,15 @@ func (c *fixingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			return n, addr, err
 		}
 		if !stun.IsMessage(p[:n]) {
-			if c.ch != nil && c.ch.relay(p[:n], addr) {
-				continue
+			if c.ch != nil {
+				// Whatever pion answers next is not a ChannelBind's: the
+				// request slot holds only the request pion is handling.
+				c.bmu.Lock()
+				c.hasBind = false
+				c.bmu.Unlock()
+				if c.ch.relay(p[:n], addr) {
+					continue
+				}
 			}
 			return n, addr, err
 		}
