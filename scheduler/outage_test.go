@@ -100,6 +100,7 @@ func TestNomadOutageQueuesNotFails(t *testing.T) {
 			_, _, _ = c.Nomad.Jobs().Deregister(j, true, nil)
 		}
 		_, _ = c.Consul.KV().DeleteTree("metal-test/", nil)
+		waitNoLiveAllocs(t, c.Nomad)
 	})
 	s, _ := startScheduler(t, cfg, nc)
 	ctx := context.Background()
