@@ -2,17 +2,12 @@ package turn
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v2"
-	"github.com/pion/turn/v3"
-
-	"github.com/metal-stream/metal/internal/pionlog"
 )
 
 // relayEcho sends n datagrams through relay to each of the peers (tagged
@@ -171,18 +166,7 @@ func TestFastPathNeverLearnsARefusedPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := turn.NewClient(&turn.ClientConfig{
-		TURNServerAddr: s.Addr().String(), STUNServerAddr: s.Addr().String(),
-		Username: u, Password: p, Realm: "metal", Conn: uc,
-		LoggerFactory: pionlog.Factory{Log: slog.New(slog.NewTextHandler(io.Discard, nil))},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); uc.Close() })
+	c := newTURNClientOn(t, s, uc, u, p)
 	refused, err := net.ListenPacket("udp4", relayIP+":0")
 	if err != nil {
 		t.Fatal(err)

@@ -33,6 +33,13 @@ func newTURNClient(t *testing.T, s *Server, transport, user, pass string) *turn.
 		}
 		conn = uc
 	}
+	return newTURNClientOn(t, s, conn, user, pass)
+}
+
+// newTURNClientOn is a listening pion client of s on conn, closed (conn too)
+// when the test ends.
+func newTURNClientOn(t *testing.T, s *Server, conn net.PacketConn, user, pass string) *turn.Client {
+	t.Helper()
 	c, err := turn.NewClient(&turn.ClientConfig{
 		TURNServerAddr: s.Addr().String(), STUNServerAddr: s.Addr().String(),
 		Username: user, Password: pass, Realm: "metal", Conn: conn,
