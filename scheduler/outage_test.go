@@ -12,6 +12,7 @@ import (
 
 	nomad "github.com/hashicorp/nomad/api"
 
+	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 	"github.com/metal-stream/metal/jobs"
 )
@@ -100,7 +101,9 @@ func TestNomadOutageQueuesNotFails(t *testing.T) {
 			_, _, _ = c.Nomad.Jobs().Deregister(j, true, nil)
 		}
 		_, _ = c.Consul.KV().DeleteTree("metal-test/", nil)
-		waitNoLiveAllocs(t, c.Nomad)
+		if err := localcluster.WaitNoRunningAllocs(context.Background(), c.Nomad); err != nil {
+			t.Errorf("allocations still live after the test: %v", err)
+		}
 	})
 	s, _ := startScheduler(t, cfg, nc)
 	ctx := context.Background()

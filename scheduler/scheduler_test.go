@@ -15,6 +15,7 @@ import (
 
 	nomad "github.com/hashicorp/nomad/api"
 
+	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 	"github.com/metal-stream/metal/jobs"
 )
@@ -50,7 +51,11 @@ func newScheduler(t *testing.T, mutate func(*Config)) (*Scheduler, func()) {
 			_, _, _ = c.Nomad.Jobs().Deregister(j, true, nil)
 		}
 		_, _ = c.Consul.KV().DeleteTree("metal-test/", nil)
-		waitNoLiveAllocs(t, c.Nomad)
+		// A purged job's allocations hold their CPU until their tasks
+		// stop: the next test's placement would find the node exhausted.
+		if err := localcluster.WaitNoRunningAllocs(context.Background(), c.Nomad); err != nil {
+			t.Errorf("allocations still live after the test: %v", err)
+		}
 	})
 	s, stop := startScheduler(t, cfg, c.Nomad)
 	for !s.Ready() || !s.Leading() {
@@ -317,29 +322,4 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
-}
-
-// waitNoLiveAllocs waits until no allocation runs or waits to: a purged
-// job's allocations hold their CPU until their tasks have stopped, and the
-// next test's placement would find the node exhausted ("cpu exhausted").
-func waitNoLiveAllocs(t *testing.T, nc *nomad.Client) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		allocs, _, err := nc.Allocations().List(&nomad.QueryOptions{Namespace: "*"})
-		live := 0
-		for _, a := range allocs {
-			if a.ClientStatus == nomad.AllocClientStatusRunning || a.ClientStatus == nomad.AllocClientStatusPending {
-				live++
-			}
-		}
-		if err == nil && live == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("allocations still live after the test: %d (%v)", live, err)
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

@@ -184,10 +184,6 @@ type back struct {
 	until  time.Time
 }
 
-// maxBacks bounds the bindings one relay socket follows; past it, pion
-// relays the rest.
-const maxBacks = 64
-
 // bindBack adds (or refreshes) the channel to peer.
 func (c *cappedConn) bindBack(peer *net.UDPAddr, b back) {
 	key, ok := udpKey(peer)
@@ -205,7 +201,7 @@ func (c *cappedConn) bindBack(peer *net.UDPAddr, b back) {
 			}
 		}
 	}
-	if len(next) > maxBacks {
+	if len(next) > maxBindingsPerRelay {
 		return
 	}
 	c.backs.Store(&next)
@@ -227,7 +223,7 @@ func (c *cappedConn) sendBack(b []byte, from net.Addr) bool {
 		return false
 	}
 	if len(c.scratch) < 4+len(b) {
-		c.scratch = make([]byte, 4+max(len(b), 1600))
+		c.scratch = make([]byte, 4+max(len(b), inboundMTU))
 	}
 	c.scratch[0], c.scratch[1] = byte(r.number>>8), byte(r.number)
 	c.scratch[2], c.scratch[3] = byte(len(b)>>8), byte(len(b))

@@ -132,22 +132,7 @@ func TestRelayToAllowedPeer(t *testing.T) {
 	if got := relay.LocalAddr().(*net.UDPAddr); got.IP.String() != relayIP || got.Port < 49160 || got.Port > 49559 {
 		t.Fatalf("relay address %v, want %s in 49160-49559", got, relayIP)
 	}
-	peer := echoPeer(t, streamIP)
-	for i := range 5 {
-		msg := []byte(fmt.Sprintf("frame %d", i))
-		if _, err := relay.WriteTo(msg, peer); err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 1500)
-		_ = relay.SetReadDeadline(time.Now().Add(3 * time.Second))
-		n, from, err := relay.ReadFrom(buf)
-		if err != nil {
-			t.Fatalf("no echo through the relay: %v", err)
-		}
-		if string(buf[:n]) != string(msg) || from.String() != peer.String() {
-			t.Fatalf("got %q from %v, want %q from %v", buf[:n], from, msg, peer)
-		}
-	}
+	relayEcho(t, relay, []*net.UDPAddr{echoPeer(t, streamIP)}, 5)
 }
 
 // TestRelayRefusesInternalPeers: the relay must never become a way into the
