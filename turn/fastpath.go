@@ -228,8 +228,8 @@ func (c *cappedConn) sendBack(b []byte, from net.Addr) bool {
 	c.scratch[0], c.scratch[1] = byte(r.number>>8), byte(r.number)
 	c.scratch[2], c.scratch[3] = byte(len(b)>>8), byte(len(b))
 	copy(c.scratch[4:], b)
+	c.g.backHits.Add(1) // before the write: the client may read it first
 	_, _ = r.out.WriteTo(c.scratch[:4+len(b)], r.client)
-	c.g.backHits.Add(1)
 	return true
 }
 
@@ -270,7 +270,7 @@ func (t *channels) relay(b []byte, from net.Addr) bool {
 	if !ok || bd.relay.closed.Load() || !time.Now().Before(bd.until) {
 		return false
 	}
+	t.hits.Add(1) // before the write: the peer's echo may come back first
 	_, _ = bd.relay.WriteTo(b[4:4+size], bd.peer)
-	t.hits.Add(1)
 	return true
 }
