@@ -3,6 +3,8 @@ package streamer
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/pion/sdp/v3"
 
 	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/token"
@@ -32,12 +35,20 @@ func waitPlaying(t *testing.T, tab context.Context, w, h int) {
 
 // TestBrowserDecodesFrames opens the player page in Chromium at 720p30 and
 // 1080p30 and checks that H.264 frames of the right size decode, and that
-// Opus audio decodes too.
+// Opus audio decodes too. At 720p x264 sends what the NVENC branch sends
+// (High, the same level, the same fmtp), so the chain after the encoder a
+// GPU's stream takes is the one Chromium decodes here. Both check that the
+// playout-delay extension is in Chromium's offer and kept in the answer.
 func TestBrowserDecodesFrames(t *testing.T) {
 	browser := browsertest.New(t)
-	for _, res := range []struct{ w, h int }{{1280, 720}, {1920, 1080}} {
-		t.Run(fmt.Sprintf("%dp30", res.h), func(t *testing.T) {
-			r := startStreamer(t, func(c *Config) { c.Width, c.Height, c.FPS = res.w, res.h, 30 })
+	for _, res := range []struct {
+		w, h    int
+		profile string
+	}{{1280, 720, ProfileHigh}, {1920, 1080, "auto"}} {
+		t.Run(fmt.Sprintf("%dp30 %s", res.h, res.profile), func(t *testing.T) {
+			r := startStreamer(t, func(c *Config) {
+				c.Width, c.Height, c.FPS, c.Encoder, c.H264Profile = res.w, res.h, 30, EncoderX264, res.profile
+			})
 			tab := browsertest.Tab(t, browser)
 			if err := chromedp.Do(tab, chromedp.Navigate(r.playerURL(t, token.RoleOwner))); err != nil {
 				t.Fatal(err)
@@ -47,15 +58,85 @@ func TestBrowserDecodesFrames(t *testing.T) {
 			if err != nil || codec != "video/H264" {
 				t.Fatalf("negotiated codec %q (%v), want video/H264", codec, err)
 			}
+			// The answer's fmtp is the one the stream's branch chooses for
+			// Chromium's offer; at 720p, the one the NVENC branch would.
+			offer, err := browsertest.Eval[string](tab, `metal.state.pc.localDescription.sdp`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			answer, err := browsertest.Eval[string](tab, `metal.state.pc.remoteDescription.sdp`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var d sdp.SessionDescription
+			if err := d.UnmarshalString(offer); err != nil {
+				t.Fatal(err)
+			}
+			stream := r.branch
+			if res.profile == ProfileHigh {
+				nv, err := buildBranch(EncoderNVH264, videoParams{Width: res.w, Height: res.h, FPS: 30, Kbps: r.cfg.StartKbps, Profile: "auto"},
+					&fakeGPU{t: t, props: nvh264encProps})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if nv.Profile != stream.Profile || nv.LevelIdc != stream.LevelIdc {
+					t.Fatalf("x264 sends %s level %d, NVENC would send %s level %d", stream.Profile, stream.LevelIdc, nv.Profile, nv.LevelIdc)
+				}
+				stream = nv
+			}
+			want, err := answerFmtp(&d, stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// pion's answer repeats the offer's fmtp for the codec it
+			// matched (the offer's level too: with level asymmetry Chromium
+			// decodes the stream's higher one); its profile is the one
+			// answerFmtp chose.
+			plid := want[strings.LastIndex(want, "=")+1:]
+			if !regexp.MustCompile(`a=fmtp:\d+ [^\r]*packetization-mode=1;profile-level-id=` + plid[:4]).MatchString(answer) {
+				t.Fatalf("the answer lacks H.264 profile %s (%s):\n%s", plid[:4], want, answer)
+			}
+			// Chromium decodes it as that profile (its codec stats name
+			// the fmtp it offered for the payload type the answer chose).
+			got, err := browsertest.Eval[string](tab, `metal.state.pc.getStats().then(r => { let f = ""; r.forEach(s => { if (s.type === "codec" && s.mimeType === "video/H264") f = s.sdpFmtpLine; }); return f; })`)
+			if err != nil || !strings.Contains(got, "profile-level-id="+plid[:4]) {
+				t.Fatalf("Chromium's H.264 codec has fmtp %q (%v), want profile %s", got, err, plid[:4])
+			}
+			for side, sd := range map[string]string{"Chromium's offer": offer, "the answer": answer} {
+				if !strings.Contains(sd, PlayoutDelayURI) {
+					t.Fatalf("%s lacks the playout-delay extension:\n%s", side, sd)
+				}
+			}
 			audio := `metal.state.pc.getStats().then(r => { let n = 0; r.forEach(s => { if (s.type === "inbound-rtp" && s.kind === "audio") n = s.totalSamplesReceived - (s.concealedSamples || 0); }); return n > 48000; })`
 			if err := browsertest.WaitTrue(tab, `window.__a || (`+audio+`.then(v => window.__a = v), false)`, 20*time.Second); err != nil {
 				t.Fatalf("audio did not decode: %v", err)
 			}
-			if h, _ := health(t, r.URL()); h.Peers != 1 {
-				t.Fatalf("healthz peers = %d, want 1", h.Peers)
+			if h, _ := health(t, r.URL()); h.Peers != 1 || h.Fmtp != r.branch.Fmtp() || h.NotChosen != nil {
+				t.Fatalf("healthz peers = %d, fmtp %q, not chosen %v; want 1, %q and none (x264 was asked for)", h.Peers, h.Fmtp, h.NotChosen, r.branch.Fmtp())
 			}
 		})
 	}
+}
+
+// sameFmtp compares two fmtp lines as parameter sets.
+func sameFmtp(a, b string) bool {
+	set := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, kv := range strings.Split(s, ";") {
+			m[strings.ToLower(strings.TrimSpace(kv))] = true
+		}
+		return m
+	}
+	sa, sb := set(a), set(b)
+	if len(sa) != len(sb) {
+		return false
+	}
+	for k := range sa {
+		if !sb[k] {
+			return false
+		}
+	}
+	return true
 }
 
 // TestBrowserInputReachesX sends real mouse and key events to Chromium and

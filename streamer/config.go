@@ -26,8 +26,12 @@ type Config struct {
 	Display string
 	// Width, Height and FPS of the capture and encode.
 	Width, Height, FPS int
-	// Encoder is "auto" (nvh264enc, then x264enc, then vp8enc) or one name.
+	// Encoder is "auto" (nvcudah264enc, nvh264enc, x264enc, then vp8enc),
+	// "nvenc" (either NVENC element, nothing else) or one element.
 	Encoder string
+	// H264Profile is "auto" (High on NVENC, constrained baseline on x264),
+	// "high" or "constrained-baseline".
+	H264Profile string
 	// StartKbps, MinKbps and MaxKbps bound congestion control.
 	StartKbps, MinKbps, MaxKbps int
 	// Audio enables the Opus track from a PulseAudio null sink.
@@ -60,6 +64,7 @@ func DefaultConfig() Config {
 		Height:           720,
 		FPS:              30,
 		Encoder:          "auto",
+		H264Profile:      "auto",
 		StartKbps:        4000,
 		MinKbps:          300,
 		MaxKbps:          20000,
@@ -93,9 +98,15 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("-fps %d: want 1..120 (30 and 60 are tested)", c.FPS))
 	}
 	switch c.Encoder {
-	case "auto", EncoderNVH264, EncoderX264, EncoderVP8:
+	case "auto", EncoderNVENC, EncoderNVCUDAH264, EncoderNVH264, EncoderX264, EncoderVP8:
 	default:
-		errs = append(errs, fmt.Errorf("-encoder %q: want auto, %s, %s or %s", c.Encoder, EncoderNVH264, EncoderX264, EncoderVP8))
+		errs = append(errs, fmt.Errorf("-encoder %q: want auto, %s, %s, %s, %s or %s", c.Encoder,
+			EncoderNVENC, EncoderNVCUDAH264, EncoderNVH264, EncoderX264, EncoderVP8))
+	}
+	switch c.H264Profile {
+	case "auto", ProfileHigh, ProfileConstrainedBaseline:
+	default:
+		errs = append(errs, fmt.Errorf("-h264-profile %q: want auto, %s or %s", c.H264Profile, ProfileHigh, ProfileConstrainedBaseline))
 	}
 	if c.MinKbps <= 0 || c.MinKbps > c.StartKbps || c.StartKbps > c.MaxKbps {
 		errs = append(errs, fmt.Errorf("bitrates: want 0 < -min-kbps (%d) <= -start-kbps (%d) <= -max-kbps (%d)", c.MinKbps, c.StartKbps, c.MaxKbps))

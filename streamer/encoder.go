@@ -3,78 +3,262 @@ package streamer
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 )
 
-// Video encoders in order of preference.
+// Video encoders. The two NVENC elements are the same hardware through two
+// GStreamer implementations: nvcudah264enc (GStreamer 1.22+) takes CUDA
+// memory natively, nvh264enc is the older one every nvcodec build has.
 const (
-	EncoderNVH264 = "nvh264enc"
-	EncoderX264   = "x264enc"
-	EncoderVP8    = "vp8enc"
+	EncoderNVCUDAH264 = "nvcudah264enc"
+	EncoderNVH264     = "nvh264enc"
+	EncoderX264       = "x264enc"
+	EncoderVP8        = "vp8enc"
+	// EncoderNVENC asks for either NVENC element and nothing else: what a
+	// job placed on an NVENC slot runs, so the encoder it advertises is
+	// the one running or the streamer fails.
+	EncoderNVENC = "nvenc"
 )
+
+func isNVENC(enc string) bool { return enc == EncoderNVCUDAH264 || enc == EncoderNVH264 }
 
 // EncoderProbe is what encoder selection needs from GStreamer.
 type EncoderProbe interface {
 	HasElement(name string) bool
-	// Probe runs a short test pipeline through the encoder.
-	Probe(encoder string) error
+	// Properties reports which of names the element has.
+	Properties(element string, names []string) (map[string]bool, error)
+	// CheckPads validates the caps before and after an element against its
+	// registered pad templates.
+	CheckPads(element, sinkCaps, srcCaps string) error
+	// Probe runs a short test pipeline through a branch.
+	Probe(desc string) error
 }
 
-// ChooseEncoder picks the encoder: the preferred one when not "auto", else
-// NVENC only if the element exists AND a test pipeline through it runs (the
-// nvcodec plugin can register nvh264enc on a GPU without NVENC, such as
-// H100), then x264, then VP8.
-func ChooseEncoder(prefer string, p EncoderProbe, log *slog.Logger) (string, error) {
-	if prefer != "" && prefer != "auto" {
-		if !p.HasElement(prefer) {
-			return "", fmt.Errorf("%w: %s is not installed", ErrNoEncoder, prefer)
-		}
-		if err := p.Probe(prefer); err != nil {
-			return "", fmt.Errorf("%w: %s: %v", ErrNoEncoder, prefer, err)
-		}
-		return prefer, nil
-	}
-	for _, enc := range []string{EncoderNVH264, EncoderX264, EncoderVP8} {
-		if !p.HasElement(enc) {
-			log.Info("encoder not available", "encoder", enc, "reason", "element not registered")
-			continue
-		}
-		if err := p.Probe(enc); err != nil {
-			log.Info("encoder not available", "encoder", enc, "reason", err)
-			continue
-		}
-		return enc, nil
-	}
-	return "", ErrNoEncoder
+// videoParams is what an encoder branch is built for.
+type videoParams struct {
+	Width, Height, FPS, Kbps int
+	// Profile is the H.264 profile: "auto" (High on NVENC, constrained
+	// baseline on x264), ProfileHigh or ProfileConstrainedBaseline.
+	Profile string
 }
 
-// Codec is the RTP codec an encoder produces.
-func Codec(encoder string) string {
-	if encoder == EncoderVP8 {
+// prop is one encoder property. Optional ones are left out, and logged,
+// where the element lacks them (nvh264enc registers bframes and
+// vbv-buffer-size only on GPUs that support them).
+type prop struct {
+	name, value string
+	optional    bool
+}
+
+// branch is the encoder part of the video pipeline: conversion from the
+// captured frames to what the encoder takes, the encoder (named "enc", so
+// bitrate and key frames are driven at run time) and, for H.264, the caps
+// naming its profile and level and the parser that hands whole access units
+// with SPS/PPS before every key frame to the appsink.
+type branch struct {
+	Encoder string
+	Convert string // raw capture → InCaps
+	InCaps  string
+	Props   []prop
+	OutCaps string
+	// Profile, Level and LevelIdc for H.264; Profile is "" for VP8.
+	Profile  string
+	Level    string
+	LevelIdc byte
+	// Dropped are the optional properties the element lacks.
+	Dropped []string
+}
+
+// Codec is the RTP codec the branch produces.
+func (b branch) Codec() string {
+	if b.Profile == "" {
 		return "video/VP8"
 	}
 	return "video/H264"
 }
 
-// encoderDesc is the encoder part of a pipeline, named "enc" so bitrate and
-// key frames can be driven at run time, with caps that WebRTC browsers decode
-// (H.264 constrained baseline, Annex B byte stream).
-func encoderDesc(encoder string, fps, kbps int) string {
-	gop := fps * 2
-	switch encoder {
-	case EncoderNVH264:
-		return fmt.Sprintf("videoconvert ! video/x-raw,format=NV12 ! "+
-			"nvh264enc name=enc preset=low-latency-hq rc-mode=cbr zerolatency=true bframes=0 gop-size=%d bitrate=%d ! "+
-			"h264parse config-interval=-1 ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au", gop, kbps)
-	case EncoderX264:
-		return fmt.Sprintf("videoconvert ! video/x-raw,format=I420 ! "+
-			"x264enc name=enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max=%d bitrate=%d "+
-			"vbv-buf-capacity=200 sliced-threads=true aud=false byte-stream=true ! "+
-			"video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au", gop, kbps)
-	default:
-		return fmt.Sprintf("videoconvert ! video/x-raw,format=I420 ! "+
-			"vp8enc name=enc deadline=1 cpu-used=8 end-usage=cbr target-bitrate=%d keyframe-max-dist=%d "+
-			"error-resilient=partitions lag-in-frames=0 threads=2", kbps*1000, gop)
+// Fmtp is the SDP fmtp of the branch's stream.
+func (b branch) Fmtp() string {
+	if b.Profile == "" {
+		return ""
 	}
+	return h264Fmtp(b.Profile, b.LevelIdc)
+}
+
+// desc is the branch in gst-launch syntax.
+func (b branch) desc() string {
+	var enc strings.Builder
+	enc.WriteString(b.Encoder + " name=enc")
+	for _, p := range b.Props {
+		fmt.Fprintf(&enc, " %s=%s", p.name, p.value)
+	}
+	d := b.Convert + " ! " + b.InCaps + " ! " + enc.String() + " ! " + b.OutCaps
+	if b.Profile != "" {
+		d += " ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
+	}
+	return d
+}
+
+// infiniteGOP is x264's X264_KEYINT_MAX_INFINITE: no periodic key frame,
+// only those forced on connect and on PLI/FIR.
+const infiniteGOP = 1 << 30
+
+// buildBranch describes enc's branch for v, checked against the element as
+// registered: its properties and its pad templates.
+func buildBranch(enc string, v videoParams, p EncoderProbe) (branch, error) {
+	b := branch{Encoder: enc}
+	// A VBV of about one frame: the encoder never lets a frame (a key frame
+	// included) exceed what the link drains in one frame period, so nothing
+	// queues behind a burst.
+	frameKbits := max(1, v.Kbps/max(1, v.FPS))
+	frameMs := max(1, 1000/max(1, v.FPS))
+	switch enc {
+	case EncoderNVCUDAH264, EncoderNVH264:
+		if v.Profile == ProfileConstrainedBaseline {
+			return b, fmt.Errorf("%s does not offer constrained-baseline (its profiles are main, high and high-4:4:4); use -h264-profile high or auto", enc)
+		}
+		b.Profile = ProfileHigh
+		b.Convert, b.InCaps = "videoconvert n-threads=0", "video/x-raw,format=NV12"
+		if p.HasElement("cudaupload") && p.HasElement("cudaconvert") {
+			// Colour conversion on the GPU; the encoder reads CUDA memory.
+			gpuIn := "video/x-raw(memory:CUDAMemory),format=NV12"
+			if p.CheckPads(enc, gpuIn, "") == nil {
+				b.Convert, b.InCaps = "cudaupload ! cudaconvert", gpuIn
+			}
+		}
+		if enc == EncoderNVH264 {
+			b.Props = []prop{
+				{name: "preset", value: "low-latency-hq"},
+				{name: "rc-mode", value: "cbr"},
+				{name: "zerolatency", value: "true"},
+				{name: "gop-size", value: "-1"},
+				{name: "bitrate", value: fmt.Sprint(v.Kbps)},
+				{name: "aud", value: "false"},
+				{name: "bframes", value: "0", optional: true},
+				{name: "rc-lookahead", value: "0", optional: true},
+				{name: "vbv-buffer-size", value: fmt.Sprint(frameKbits), optional: true},
+			}
+		} else {
+			b.Props = []prop{
+				{name: "preset", value: "low-latency-hq"},
+				{name: "rc-mode", value: "cbr"},
+				{name: "zero-reorder-delay", value: "true", optional: true},
+				{name: "gop-size", value: "-1"},
+				{name: "b-frames", value: "0", optional: true},
+				{name: "bitrate", value: fmt.Sprint(v.Kbps)},
+				{name: "aud", value: "false", optional: true},
+				{name: "rc-lookahead", value: "0", optional: true},
+				{name: "vbv-buffer-size", value: fmt.Sprint(frameKbits), optional: true},
+				{name: "repeat-sequence-header", value: "true", optional: true},
+			}
+		}
+	case EncoderX264:
+		b.Profile = ProfileConstrainedBaseline
+		if v.Profile == ProfileHigh {
+			b.Profile = ProfileHigh
+		}
+		b.Convert, b.InCaps = "videoconvert n-threads=0", "video/x-raw,format=NV12"
+		b.Props = []prop{
+			{name: "tune", value: "zerolatency"},
+			{name: "speed-preset", value: "ultrafast"},
+			{name: "bframes", value: "0"},
+			{name: "key-int-max", value: fmt.Sprint(infiniteGOP)},
+			{name: "bitrate", value: fmt.Sprint(v.Kbps)},
+			{name: "vbv-buf-capacity", value: fmt.Sprint(frameMs)},
+			{name: "sliced-threads", value: "true"},
+			{name: "aud", value: "false"},
+			{name: "byte-stream", value: "true"},
+		}
+		if b.Profile == ProfileHigh {
+			// ultrafast turns off the tools that make a stream High; the
+			// 8x8 transform and CABAC make it High in its SPS too, as
+			// NVENC's is, so the chain after the encoder meets what a GPU
+			// sends.
+			b.Props = append(b.Props, prop{name: "option-string", value: "8x8dct=1:cabac=1"})
+		}
+	case EncoderVP8:
+		b.Convert, b.InCaps = "videoconvert n-threads=0", "video/x-raw,format=I420"
+		b.Props = []prop{
+			{name: "deadline", value: "1"},
+			{name: "cpu-used", value: "8"},
+			{name: "end-usage", value: "cbr"},
+			{name: "target-bitrate", value: fmt.Sprint(v.Kbps * 1000)},
+			{name: "keyframe-max-dist", value: fmt.Sprint(v.FPS * 2)},
+			{name: "error-resilient", value: "partitions"},
+			{name: "lag-in-frames", value: "0"},
+			{name: "threads", value: "2"},
+		}
+		b.OutCaps = "video/x-vp8"
+	default:
+		return b, fmt.Errorf("unknown encoder %q", enc)
+	}
+	if b.Profile != "" {
+		b.Level, b.LevelIdc = h264Level(v.Width, v.Height, v.FPS)
+		b.OutCaps = fmt.Sprintf("video/x-h264,profile=%s,level=(string)%s,stream-format=byte-stream,alignment=au",
+			h264Profiles[b.Profile].caps, b.Level)
+	}
+	names := make([]string, len(b.Props))
+	for i, pr := range b.Props {
+		names[i] = pr.name
+	}
+	has, err := p.Properties(enc, names)
+	if err != nil {
+		return b, err
+	}
+	kept := b.Props[:0]
+	for _, pr := range b.Props {
+		switch {
+		case has[pr.name]:
+			kept = append(kept, pr)
+		case pr.optional:
+			b.Dropped = append(b.Dropped, pr.name)
+		default:
+			return b, fmt.Errorf("%s has no property %q", enc, pr.name)
+		}
+	}
+	b.Props = kept
+	if err := p.CheckPads(enc, b.InCaps, b.OutCaps); err != nil {
+		return b, err
+	}
+	return b, nil
+}
+
+// candidates are the encoders tried for prefer, in order.
+func candidates(prefer string) []string {
+	switch prefer {
+	case "", "auto":
+		return []string{EncoderNVCUDAH264, EncoderNVH264, EncoderX264, EncoderVP8}
+	case EncoderNVENC:
+		return []string{EncoderNVCUDAH264, EncoderNVH264}
+	default:
+		return []string{prefer}
+	}
+}
+
+// ChooseEncoder picks the encoder branch: the first of prefer's candidates
+// that is registered, whose branch fits the element's properties and pad
+// templates, and through which a test pipeline at the configured size runs
+// (the nvcodec plugin can register its encoders on a GPU without NVENC,
+// such as H100, or without a driver). skipped says why each encoder tried
+// before it was not chosen; it is logged and served in /healthz.
+func ChooseEncoder(prefer string, v videoParams, p EncoderProbe, log *slog.Logger) (b branch, skipped map[string]string, err error) {
+	skipped = map[string]string{}
+	for _, enc := range candidates(prefer) {
+		if !p.HasElement(enc) {
+			skipped[enc] = "element not registered (no GStreamer plugin for it, or, for NVENC, no NVIDIA driver with CUDA)"
+		} else if b, err = buildBranch(enc, v, p); err != nil {
+			skipped[enc] = err.Error()
+		} else if err = p.Probe(probePipeline(b, v)); err != nil {
+			skipped[enc] = "test pipeline failed: " + err.Error()
+		} else {
+			if len(b.Dropped) > 0 {
+				log.Info("encoder lacks optional properties", "encoder", enc, "left_out", b.Dropped)
+			}
+			return b, skipped, nil
+		}
+		log.Info("encoder not chosen", "encoder", enc, "reason", skipped[enc])
+	}
+	return branch{}, skipped, fmt.Errorf("%w: tried %s: %v", ErrNoEncoder, strings.Join(candidates(prefer), ", "), skipped)
 }
 
 // bitrateProperty is the encoder property and value for kbps.
@@ -87,17 +271,18 @@ func bitrateProperty(encoder string, kbps int) (string, string) {
 
 // videoPipeline captures display at the configured size and rate and ends in
 // an appsink named "sink".
-func videoPipeline(display string, encoder string, w, h, fps, kbps int) string {
+func videoPipeline(display string, b branch, v videoParams) string {
 	return fmt.Sprintf("ximagesrc display-name=%s use-damage=false show-pointer=true ! "+
 		"video/x-raw,framerate=%d/1 ! queue max-size-buffers=1 leaky=downstream ! videoscale ! video/x-raw,width=%d,height=%d ! %s ! "+
 		"appsink name=sink sync=false max-buffers=2 drop=true emit-signals=false",
-		display, fps, w, h, encoderDesc(encoder, fps, kbps))
+		display, v.FPS, v.Width, v.Height, b.desc())
 }
 
-// probePipeline is the short test pipeline for an encoder.
-func probePipeline(encoder string) string {
-	return fmt.Sprintf("videotestsrc num-buffers=3 ! video/x-raw,width=320,height=240,framerate=30/1 ! %s ! appsink name=sink sync=false",
-		encoderDesc(encoder, 30, 1000))
+// probePipeline is the short test pipeline for a branch: three frames at
+// the configured size, so the level the caps name is the one that runs.
+func probePipeline(b branch, v videoParams) string {
+	return fmt.Sprintf("videotestsrc num-buffers=3 ! video/x-raw,format=BGRx,width=%d,height=%d,framerate=%d/1 ! %s ! appsink name=sink sync=false",
+		v.Width, v.Height, v.FPS, b.desc())
 }
 
 // audioPipeline captures a PulseAudio source and encodes 10 ms Opus frames.

@@ -1,69 +1,316 @@
 package streamer
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/metal-stream/metal/streamer/internal/gst"
 )
 
-type fakeProbe struct {
-	has    map[string]bool
+// The pad templates GStreamer 1.22's nvh264enc registers on an NVENC GPU
+// (its documentation caps, captured on an RTX 2080). No machine here has
+// NVENC, so the NVENC branch is checked against these with GStreamer's own
+// caps intersection; on a GPU, CheckPads reads the real ones.
+const (
+	nvh264encSink = "video/x-raw, format=(string){ NV12, YV12, I420, BGRA, RGBA, Y444, VUYA }, width=(int)[ 145, 4096 ], height=(int)[ 49, 4096 ], framerate=(fraction)[ 0/1, 2147483647/1 ], interlace-mode=(string)progressive; " +
+		"video/x-raw(memory:GLMemory), format=(string){ NV12, YV12, I420, BGRA, RGBA, Y444, VUYA }, width=(int)[ 145, 4096 ], height=(int)[ 49, 4096 ], framerate=(fraction)[ 0/1, 2147483647/1 ], interlace-mode=(string)progressive; " +
+		"video/x-raw(memory:CUDAMemory), format=(string){ NV12, YV12, I420, BGRA, RGBA, Y444, VUYA }, width=(int)[ 145, 4096 ], height=(int)[ 49, 4096 ], framerate=(fraction)[ 0/1, 2147483647/1 ], interlace-mode=(string)progressive"
+	nvh264encSrc = "video/x-h264, width=(int)[ 145, 4096 ], height=(int)[ 49, 4096 ], framerate=(fraction)[ 0/1, 2147483647/1 ], stream-format=(string)byte-stream, alignment=(string)au, profile=(string){ main, high, high-4:4:4, baseline }"
+)
+
+// nvh264encProps are its properties on such a GPU (bframes, rc-lookahead
+// and vbv-buffer-size are conditional on the GPU's capabilities).
+var nvh264encProps = map[string]bool{"preset": true, "rc-mode": true, "zerolatency": true, "gop-size": true,
+	"bitrate": true, "aud": true, "bframes": true, "rc-lookahead": true, "vbv-buffer-size": true}
+
+// fakeGPU is GStreamer as a GPU machine with NVENC registers it: the real
+// GStreamer here for every other element, the templates above for
+// nvh264enc. broken encoders fail their test pipeline (an H100: the plugin
+// registers nvh264enc, no session opens).
+type fakeGPU struct {
+	t      *testing.T
+	has    map[string]bool // elements registered; nil means "as GStreamer here, plus nvh264enc"
+	props  map[string]bool // nvh264enc's properties
 	broken map[string]bool
+	probed []string
 }
 
-func (f fakeProbe) HasElement(n string) bool { return f.has[n] }
-func (f fakeProbe) Probe(n string) error {
-	if f.broken[n] {
-		return errors.New("could not open encoder session")
+func (f *fakeGPU) HasElement(n string) bool {
+	if f.has != nil {
+		return f.has[n]
+	}
+	return n == EncoderNVH264 || n == "cudaupload" || n == "cudaconvert" || gst.HasElement(n)
+}
+
+func (f *fakeGPU) Properties(el string, names []string) (map[string]bool, error) {
+	if el == EncoderNVH264 {
+		return f.props, nil
+	}
+	return gst.Properties(el, names)
+}
+
+func (f *fakeGPU) CheckPads(el, sinkCaps, srcCaps string) error {
+	if el != EncoderNVH264 {
+		return gst.CheckPads(el, sinkCaps, srcCaps)
+	}
+	for _, side := range [][2]string{{sinkCaps, nvh264encSink}, {srcCaps, nvh264encSrc}} {
+		if side[0] == "" {
+			continue
+		}
+		ok, err := gst.CanIntersect(side[0], side[1])
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if !ok {
+			return errors.New("nvh264enc's pad template does not allow " + side[0])
+		}
 	}
 	return nil
 }
 
+func (f *fakeGPU) Probe(desc string) error {
+	f.probed = append(f.probed, desc)
+	for enc := range f.broken {
+		if strings.Contains(desc, enc+" name=enc") {
+			return errors.New("could not open encoder session")
+		}
+	}
+	if strings.Contains(desc, EncoderNVH264) {
+		return nil // no NVENC here to run it
+	}
+	return gst.Probe(desc, 10*time.Second)
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+var p720 = videoParams{Width: 1280, Height: 720, FPS: 30, Kbps: 4000, Profile: "auto"}
+
 func TestChooseEncoder(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	all := map[string]bool{EncoderNVH264: true, EncoderX264: true, EncoderVP8: true}
+	all := map[string]bool{EncoderNVCUDAH264: false, EncoderNVH264: true, EncoderX264: true, EncoderVP8: true}
 	tests := []struct {
-		name   string
-		prefer string
-		probe  fakeProbe
-		want   string
-		err    bool
+		name    string
+		prefer  string
+		f       *fakeGPU
+		want    string
+		skipped []string
+		err     bool
 	}{
-		{"nvenc works", "auto", fakeProbe{has: all}, EncoderNVH264, false},
-		{"nvenc registered but no encoder (H100)", "auto", fakeProbe{has: all, broken: map[string]bool{EncoderNVH264: true}}, EncoderX264, false},
-		{"no nvcodec plugin", "auto", fakeProbe{has: map[string]bool{EncoderX264: true, EncoderVP8: true}}, EncoderX264, false},
-		{"only vp8", "auto", fakeProbe{has: map[string]bool{EncoderVP8: true}}, EncoderVP8, false},
-		{"nothing", "auto", fakeProbe{}, "", true},
-		{"forced x264", EncoderX264, fakeProbe{has: all}, EncoderX264, false},
-		{"forced nvenc absent", EncoderNVH264, fakeProbe{has: map[string]bool{EncoderX264: true}}, "", true},
+		{"nvenc works", "auto", &fakeGPU{has: all}, EncoderNVH264, []string{EncoderNVCUDAH264}, false},
+		{"nvenc registered but no encoder (H100)", "auto", &fakeGPU{has: all, broken: map[string]bool{EncoderNVH264: true}}, EncoderX264, []string{EncoderNVCUDAH264, EncoderNVH264}, false},
+		{"no nvcodec plugin", "auto", &fakeGPU{has: map[string]bool{EncoderX264: true, EncoderVP8: true}}, EncoderX264, []string{EncoderNVCUDAH264, EncoderNVH264}, false},
+		{"nvenc lacks a required property", "auto", &fakeGPU{has: all, props: map[string]bool{"preset": true}}, EncoderX264, []string{EncoderNVCUDAH264, EncoderNVH264}, false},
+		{"only vp8", "auto", &fakeGPU{has: map[string]bool{EncoderVP8: true}}, EncoderVP8, []string{EncoderNVCUDAH264, EncoderNVH264, EncoderX264}, false},
+		{"nothing", "auto", &fakeGPU{has: map[string]bool{}}, "", nil, true},
+		{"forced x264", EncoderX264, &fakeGPU{has: all}, EncoderX264, nil, false},
+		{"nvenc or nothing, on a GPU without it", EncoderNVENC, &fakeGPU{has: all, broken: map[string]bool{EncoderNVH264: true}}, "", nil, true},
+		{"forced nvenc absent", EncoderNVH264, &fakeGPU{has: map[string]bool{EncoderX264: true}}, "", nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ChooseEncoder(tt.prefer, tt.probe, log)
-			if (err != nil) != tt.err || got != tt.want {
-				t.Fatalf("ChooseEncoder = %q, %v; want %q, err=%v", got, err, tt.want, tt.err)
+			tt.f.t = t
+			if tt.f.props == nil {
+				tt.f.props = nvh264encProps
+			}
+			b, skipped, err := ChooseEncoder(tt.prefer, p720, tt.f, quiet)
+			if (err != nil) != tt.err || b.Encoder != tt.want {
+				t.Fatalf("ChooseEncoder = %q, %v; want %q, err=%v", b.Encoder, err, tt.want, tt.err)
 			}
 			if err != nil && !errors.Is(err, ErrNoEncoder) {
 				t.Fatalf("error %v does not wrap ErrNoEncoder", err)
+			}
+			for _, enc := range tt.skipped {
+				if skipped[enc] == "" {
+					t.Errorf("no reason given for skipping %s: %v", enc, skipped)
+				}
+			}
+			if !tt.err && len(skipped) != len(tt.skipped) {
+				t.Errorf("skipped %v, want reasons for exactly %v", skipped, tt.skipped)
 			}
 		})
 	}
 }
 
+// TestNVENCBranchNegotiates: the NVENC branch asks nvh264enc for a profile
+// its source template offers, converts on the GPU into memory its sink
+// template takes, and carries the low-latency settings; constrained
+// baseline (the old branch) is refused by the template check, which is what
+// made every GPU fall back to x264.
+func TestNVENCBranchNegotiates(t *testing.T) {
+	f := &fakeGPU{t: t, props: nvh264encProps}
+	b, err := buildBranch(EncoderNVH264, p720, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := b.desc()
+	for _, want := range []string{
+		"cudaupload ! cudaconvert ! video/x-raw(memory:CUDAMemory),format=NV12 ! nvh264enc name=enc",
+		"preset=low-latency-hq", "rc-mode=cbr", "zerolatency=true", "bframes=0", "gop-size=-1", "bitrate=4000",
+		"vbv-buffer-size=133", "aud=false",
+		"video/x-h264,profile=high,level=(string)3.1", "h264parse config-interval=-1",
+	} {
+		if !strings.Contains(d, want) {
+			t.Errorf("NVENC branch lacks %q: %s", want, d)
+		}
+	}
+	if got, want := b.Fmtp(), "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f"; got != want {
+		t.Errorf("fmtp %q, want %q", got, want)
+	}
+	// The old branch's caps do not intersect the template.
+	if err := f.CheckPads(EncoderNVH264, "", "video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au"); err == nil {
+		t.Error("constrained baseline passed nvh264enc's template check")
+	}
+	if _, err := buildBranch(EncoderNVH264, videoParams{Width: 1280, Height: 720, FPS: 30, Kbps: 4000, Profile: ProfileConstrainedBaseline}, f); err == nil {
+		t.Error("an NVENC branch was built for constrained baseline")
+	}
+	// Without the conditional properties (a GPU without custom VBV or
+	// B-frames), they are left out rather than failing the pipeline.
+	f.props = map[string]bool{"preset": true, "rc-mode": true, "zerolatency": true, "gop-size": true, "bitrate": true, "aud": true}
+	b, err = buildBranch(EncoderNVH264, p720, f)
+	if err != nil || strings.Contains(b.desc(), "vbv-buffer-size") || len(b.Dropped) != 3 {
+		t.Errorf("conditional properties: %v, dropped %v, %s", err, b.Dropped, b.desc())
+	}
+	// Without CUDA conversion elements, conversion stays on the CPU, to NV12.
+	f.has = map[string]bool{EncoderNVH264: true}
+	f.props = nvh264encProps
+	if b, err = buildBranch(EncoderNVH264, p720, f); err != nil || !strings.HasPrefix(b.desc(), "videoconvert n-threads=0 ! video/x-raw,format=NV12 ! nvh264enc") {
+		t.Errorf("CPU conversion: %v, %s", err, b.desc())
+	}
+}
+
+// TestH264Levels: the level is the lowest that holds the size and rate.
+func TestH264Levels(t *testing.T) {
+	for _, tt := range []struct {
+		w, h, fps int
+		want      string
+	}{
+		{640, 360, 30, "3.1"}, {1280, 720, 30, "3.1"}, {1280, 720, 60, "3.2"}, {1920, 1080, 30, "4"},
+		{1920, 1080, 60, "4.2"}, {2560, 1440, 60, "5.1"}, {3840, 2160, 30, "5.1"}, {3840, 2160, 60, "5.2"},
+	} {
+		if got, _ := h264Level(tt.w, tt.h, tt.fps); got != tt.want {
+			t.Errorf("%dx%d@%d: level %s, want %s", tt.w, tt.h, tt.fps, got, tt.want)
+		}
+	}
+}
+
+// sps finds the first SPS in an Annex B access unit: profile_idc,
+// constraint flags and level_idc.
+func sps(au []byte) (profile, flags, level byte, ok bool) {
+	for i := 0; i+7 < len(au); i++ {
+		if au[i] == 0 && au[i+1] == 0 && au[i+2] == 1 && au[i+3]&0x1f == 7 {
+			return au[i+4], au[i+5], au[i+6], true
+		}
+	}
+	return 0, 0, 0, false
+}
+
+// TestX264EmitsWhatNVENCWould: x264's branch with -h264-profile high emits
+// the profile and level (in its SPS, not only its caps) that the NVENC
+// branch asks for at the same size and rate, with the same fmtp; so the
+// chain after the encoder, tested with x264 (here and in Chromium), is the
+// chain a GPU's stream takes. Constrained baseline stays x264's default.
+func TestX264EmitsWhatNVENCWould(t *testing.T) {
+	for _, v := range []videoParams{
+		{Width: 1280, Height: 720, FPS: 30, Kbps: 4000, Profile: ProfileHigh},
+		{Width: 1920, Height: 1080, FPS: 60, Kbps: 8000, Profile: ProfileHigh},
+		{Width: 1280, Height: 720, FPS: 30, Kbps: 4000, Profile: "auto"},
+	} {
+		f := &fakeGPU{t: t, props: nvh264encProps}
+		nv, err := buildBranch(EncoderNVH264, v, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, err := buildBranch(EncoderX264, v, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantProfile, wantFlags := byte(100), byte(0)
+		if v.Profile == "auto" {
+			wantProfile, wantFlags = 66, 0x40 // constraint_set1: constrained baseline
+			if x.Profile != ProfileConstrainedBaseline {
+				t.Fatalf("x264's default profile is %s", x.Profile)
+			}
+		} else if x.Fmtp() != nv.Fmtp() {
+			t.Errorf("%+v: x264 fmtp %q, NVENC fmtp %q", v, x.Fmtp(), nv.Fmtp())
+		}
+		au := firstAccessUnit(t, probePipeline(x, v))
+		p, flags, level, ok := sps(au)
+		if !ok {
+			t.Fatalf("%+v: no SPS in the first access unit", v)
+		}
+		if p != wantProfile || flags&0x40 != wantFlags || level != x.LevelIdc {
+			t.Errorf("%+v: SPS profile_idc %d flags %#x level_idc %d; want %d, %#x, %d", v, p, flags, level, wantProfile, wantFlags, x.LevelIdc)
+		}
+	}
+}
+
+func firstAccessUnit(t *testing.T, desc string) []byte {
+	t.Helper()
+	got := make(chan []byte, 1)
+	pl, err := gst.Launch(desc, func(s gst.Sample) {
+		select {
+		case got <- s.Data:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pl.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() { _ = pl.Wait(ctx) }()
+	select {
+	case au := <-got:
+		return au
+	case <-ctx.Done():
+		t.Fatalf("no access unit from %s", desc)
+		return nil
+	}
+}
+
+// TestBranchesFitGStreamer: every branch this machine can run is checked
+// against the element as registered (properties, pad templates) and runs.
+func TestBranchesFitGStreamer(t *testing.T) {
+	for _, enc := range []string{EncoderX264, EncoderVP8} {
+		b, skipped, err := ChooseEncoder(enc, p720, gstProbe{}, quiet)
+		if err != nil || b.Encoder != enc {
+			t.Fatalf("%s: %v %v", enc, err, skipped)
+		}
+		if len(b.Dropped) != 0 {
+			t.Errorf("%s lacks %v", enc, b.Dropped)
+		}
+	}
+	// What no machine here has is not chosen, with the reason.
+	b, skipped, err := ChooseEncoder("auto", p720, gstProbe{}, quiet)
+	if err != nil || b.Encoder != EncoderX264 || skipped[EncoderNVH264] == "" {
+		t.Fatalf("auto chose %q (%v), not chosen: %v", b.Encoder, err, skipped)
+	}
+	if err := gst.CheckPads(EncoderX264, "video/x-raw(memory:CUDAMemory),format=NV12", ""); err == nil {
+		t.Error("x264enc's template took CUDA memory")
+	}
+}
+
 func TestPipelineDescriptions(t *testing.T) {
-	d := videoPipeline(":9", EncoderX264, 1920, 1080, 60, 5000)
+	v := videoParams{Width: 1920, Height: 1080, FPS: 60, Kbps: 6000, Profile: "auto"}
+	b, err := buildBranch(EncoderX264, v, gstProbe{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := videoPipeline(":9", b, v)
 	for _, want := range []string{"ximagesrc display-name=:9", "framerate=60/1", "width=1920,height=1080",
-		"tune=zerolatency", "speed-preset=ultrafast", "bframes=0", "bitrate=5000", "appsink name=sink", "profile=constrained-baseline"} {
+		"videoconvert n-threads=0 ! video/x-raw,format=NV12", "tune=zerolatency", "speed-preset=ultrafast", "bframes=0",
+		"key-int-max=1073741824", "vbv-buf-capacity=16", "bitrate=6000", "appsink name=sink",
+		"profile=constrained-baseline,level=(string)4.2"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("x264 pipeline lacks %q: %s", want, d)
 		}
 	}
 	if p, v := bitrateProperty(EncoderVP8, 2000); p != "target-bitrate" || v != "2000000" {
 		t.Errorf("vp8 bitrate property = %s=%s", p, v)
-	}
-	if !strings.Contains(encoderDesc(EncoderNVH264, 30, 1), "zerolatency=true") {
-		t.Error("nvenc not in zero-latency mode")
 	}
 }

@@ -100,7 +100,7 @@ func FuzzCheckOffer(f *testing.F) {
 		r.mu.Unlock()
 		switch {
 		case rec.Code == http.StatusCreated:
-			if checkOffer(b) != nil {
+			if checkOfferErr(b, r.branch) != nil {
 				t.Fatalf("answered an offer checkOffer refuses")
 			}
 			id := strings.TrimPrefix(rec.Header().Get("Location"), "/whep/")
@@ -115,7 +115,7 @@ func FuzzCheckOffer(f *testing.F) {
 			if peers != 0 || pending != 0 {
 				t.Fatalf("a refused offer (%d) left %d peers and %d reserved slots", rec.Code, peers, pending)
 			}
-			if spentThis && (len(b) > maxOfferBytes || checkOffer(b) != nil) {
+			if spentThis && (len(b) > maxOfferBytes || checkOfferErr(b, r.branch) != nil) {
 				t.Fatalf("a body refused before WebRTC spent its token (%d spent)", spent)
 			}
 		}
@@ -128,4 +128,9 @@ func claimsID(t *testing.T, s *token.Signer, tok string) string {
 		t.Fatal(err)
 	}
 	return c.ID
+}
+
+func checkOfferErr(b []byte, stream branch) error {
+	_, err := checkOffer(b, stream)
+	return err
 }

@@ -29,7 +29,7 @@ func (k *keyRecorder) forced() []time.Time {
 // are not dropped but served by one key frame at the end of the gap; a
 // storm never forces more than one per gap.
 func TestKeyframeRequestsAreCoalescedNotDropped(t *testing.T) {
-	md, err := newMedia(EncoderX264, DefaultConfig(), newMetrics())
+	md, err := newMedia(branch{Encoder: EncoderX264, Profile: ProfileConstrainedBaseline, LevelIdc: 31}, DefaultConfig(), newMetrics())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,15 +15,13 @@ type Encoder interface {
 	SetProperty(name, value string)
 }
 
-// H.264 as browsers decode it: constrained baseline, packetization mode 1.
-const h264Fmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-
 // Media holds the local tracks every peer shares and drives the encoder:
 // key frames on request, bitrate from congestion control.
 type Media struct {
 	Video       *videoTrack
 	Audio       *webrtc.TrackLocalStaticSample
 	encoderName string
+	branch      branch
 	fps         int
 	minKbps     int
 	maxKbps     int
@@ -39,9 +37,9 @@ type Media struct {
 	lastSecond atomic.Uint64
 }
 
-func newMedia(encoder string, cfg Config, m *metrics) (*Media, error) {
-	codec := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: h264Fmtp}
-	if Codec(encoder) == "video/VP8" {
+func newMedia(b branch, cfg Config, m *metrics) (*Media, error) {
+	codec := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: b.Fmtp()}
+	if b.Codec() == "video/VP8" {
 		codec = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
 	}
 	video, err := newVideoTrack(codec)
@@ -54,7 +52,7 @@ func newMedia(encoder string, cfg Config, m *metrics) (*Media, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Media{Video: video, Audio: audio, encoderName: encoder, fps: cfg.FPS,
+	return &Media{Video: video, Audio: audio, encoderName: b.Encoder, branch: b, fps: cfg.FPS,
 		minKbps: cfg.MinKbps, maxKbps: cfg.MaxKbps, kbps: cfg.StartKbps, m: m}, nil
 }
 

@@ -43,18 +43,27 @@ type peer struct {
 // api builds a WebRTC API for one peer: codecs, the playout-delay extension,
 // NACK, RTCP reports, TWCC and a Google congestion controller whose estimate
 // drives the encoder bitrate.
-func (s *Server) api(estimators chan<- cc.BandwidthEstimator) (*webrtc.API, error) {
+func (s *Server) api(estimators chan<- cc.BandwidthEstimator, fmtp string) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
+	// The one video codec this stream is, with the fmtp answerFmtp chose
+	// from the peer's offer (a profile whose decoders take the stream, at
+	// its level), so what is negotiated is what is sent.
+	s.mu.Lock()
+	stream := s.branch
+	s.mu.Unlock()
+	video := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: videoFeedback}
+	videoPT := webrtc.PayloadType(96)
+	if stream.Codec() == "video/H264" {
+		video = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp,
+			RTCPFeedback: videoFeedback}
+		videoPT = 102
+	}
 	codecs := []struct {
 		c  webrtc.RTPCodecCapability
 		pt webrtc.PayloadType
 		t  webrtc.RTPCodecType
 	}{
-		{webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: h264Fmtp,
-			RTCPFeedback: videoFeedback}, 102, webrtc.RTPCodecTypeVideo},
-		{webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
-			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f", RTCPFeedback: videoFeedback}, 104, webrtc.RTPCodecTypeVideo},
-		{webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: videoFeedback}, 96, webrtc.RTPCodecTypeVideo},
+		{video, videoPT, webrtc.RTPCodecTypeVideo},
 		{webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2,
 			SDPFmtpLine: "minptime=10;useinbandfec=1"}, 111, webrtc.RTPCodecTypeAudio},
 	}
@@ -100,9 +109,9 @@ var videoFeedback = []webrtc.RTCPFeedback{
 
 // newPeer answers offer for a peer with role. It waits for ICE gathering so
 // the answer carries every candidate (WHEP without trickle).
-func (s *Server) newPeer(ctx context.Context, id string, role token.Role, offer string) (*peer, string, error) {
+func (s *Server) newPeer(ctx context.Context, id string, role token.Role, offer, fmtp string) (*peer, string, error) {
 	estimators := make(chan cc.BandwidthEstimator, 1)
-	api, err := s.api(estimators)
+	api, err := s.api(estimators, fmtp)
 	if err != nil {
 		return nil, "", err
 	}

@@ -42,6 +42,8 @@ type Server struct {
 	input   Injector
 	display string
 	encoder string
+	branch  branch
+	skipped map[string]string // encoders not chosen, and why
 	ready   atomic.Bool
 
 	mu       sync.Mutex
@@ -198,18 +200,22 @@ func (s *Server) Run(ctx context.Context) error {
 	s.input = inj
 
 	// Encoder and video.
-	s.encoder, err = ChooseEncoder(s.cfg.Encoder, s.probe, s.log)
+	vp := videoParams{Width: s.cfg.Width, Height: s.cfg.Height, FPS: s.cfg.FPS, Kbps: s.cfg.StartKbps, Profile: s.cfg.H264Profile}
+	b, skipped, err := ChooseEncoder(s.cfg.Encoder, vp, s.probe, s.log)
+	s.mu.Lock()
+	s.encoder, s.branch, s.skipped = b.Encoder, b, skipped
+	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	s.metrics.encoder.WithLabelValues(s.encoder).Set(1)
-	s.log.Info("video encoder", "encoder", s.encoder, "codec", Codec(s.encoder),
-		"resolution", fmt.Sprintf("%dx%d", s.cfg.Width, s.cfg.Height), "fps", s.cfg.FPS)
-	if s.media, err = newMedia(s.encoder, s.cfg, s.metrics); err != nil {
+	s.log.Info("video encoder", "encoder", s.encoder, "codec", b.Codec(), "fmtp", b.Fmtp(),
+		"resolution", fmt.Sprintf("%dx%d", s.cfg.Width, s.cfg.Height), "fps", s.cfg.FPS, "not_chosen", skipped)
+	if s.media, err = newMedia(b, s.cfg, s.metrics); err != nil {
 		return err
 	}
 	s.metrics.targetBitrate.Set(float64(s.cfg.StartKbps * 1000))
-	video, err := gst.Launch(videoPipeline(s.display, s.encoder, s.cfg.Width, s.cfg.Height, s.cfg.FPS, s.cfg.StartKbps),
+	video, err := gst.Launch(videoPipeline(s.display, b, vp),
 		func(smp gst.Sample) {
 			if s.ready.CompareAndSwap(false, true) {
 				s.log.Info("first video frame encoded")
@@ -330,9 +336,15 @@ type Health struct {
 	Session string `json:"session"`
 	Encoder string `json:"encoder"`
 	Codec   string `json:"codec"`
-	Width   int    `json:"width"`
-	Height  int    `json:"height"`
-	FPS     int    `json:"fps"`
+	// Fmtp is the H.264 stream's SDP fmtp (profile and level).
+	Fmtp string `json:"fmtp,omitempty"`
+	// NotChosen says why each encoder preferred to the one running was not
+	// chosen (an NVENC element not registered, or one that could not open
+	// an encoder session).
+	NotChosen map[string]string `json:"not_chosen,omitempty"`
+	Width     int               `json:"width"`
+	Height    int               `json:"height"`
+	FPS       int               `json:"fps"`
 	// Peers are the owner's connected browsers (what keeps a session
 	// "connected" and alive); Viewers the spectators'.
 	Peers      int    `json:"peers"`
@@ -345,7 +357,8 @@ type Health struct {
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
-	h := Health{Status: "starting", Session: s.cfg.SessionID, Encoder: s.encoder, Codec: Codec(s.encoder),
+	h := Health{Status: "starting", Session: s.cfg.SessionID, Encoder: s.encoder, Codec: s.branch.Codec(),
+		Fmtp: s.branch.Fmtp(), NotChosen: s.skipped,
 		Width: s.cfg.Width, Height: s.cfg.Height, FPS: s.cfg.FPS, GPU: os.Getenv("NVIDIA_VISIBLE_DEVICES")}
 	h.Peers, h.Viewers = s.countLocked()
 	s.mu.Unlock()
@@ -419,4 +432,10 @@ func (s *Server) closePeers() {
 type gstProbe struct{}
 
 func (gstProbe) HasElement(name string) bool { return gst.HasElement(name) }
-func (gstProbe) Probe(enc string) error      { return gst.Probe(probePipeline(enc), 5*time.Second) }
+func (gstProbe) Probe(desc string) error     { return gst.Probe(desc, 5*time.Second) }
+func (gstProbe) Properties(el string, names []string) (map[string]bool, error) {
+	return gst.Properties(el, names)
+}
+func (gstProbe) CheckPads(el, sinkCaps, srcCaps string) error {
+	return gst.CheckPads(el, sinkCaps, srcCaps)
+}

@@ -87,7 +87,11 @@ func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusRequestEntityTooLarge, "SDP offer larger than %d bytes", maxOfferBytes)
 		return
 	}
-	if err := checkOffer(body); err != nil {
+	s.mu.Lock()
+	stream := s.branch
+	s.mu.Unlock()
+	fmtp, err := checkOffer(body, stream)
+	if err != nil {
 		httpError(w, http.StatusBadRequest, "invalid SDP offer: %v", err)
 		return
 	}
@@ -126,7 +130,7 @@ func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
 	id := newID()
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	p, answer, err := s.newPeer(ctx, id, claims.Role, string(body))
+	p, answer, err := s.newPeer(ctx, id, claims.Role, string(body), fmtp)
 	if err != nil {
 		if errors.Is(err, errBadOffer) {
 			httpError(w, http.StatusBadRequest, "invalid SDP offer: %v", err)
@@ -245,13 +249,13 @@ func (s *Server) whepPatch(w http.ResponseWriter, _ *http.Request) {
 
 // checkOffer parses the offer so that a malformed one gets a precise error
 // before any WebRTC state is created.
-func checkOffer(b []byte) error {
+func checkOffer(b []byte, stream branch) (fmtp string, err error) {
 	if len(strings.TrimSpace(string(b))) == 0 {
-		return errors.New("empty body")
+		return "", errors.New("empty body")
 	}
 	var d sdp.SessionDescription
 	if err := d.UnmarshalString(string(b)); err != nil {
-		return err
+		return "", err
 	}
 	video := false
 	for _, m := range d.MediaDescriptions {
@@ -260,9 +264,12 @@ func checkOffer(b []byte) error {
 		}
 	}
 	if !video {
-		return errors.New("no video m-line: add a recvonly video transceiver")
+		return "", errors.New("no video m-line: add a recvonly video transceiver")
 	}
-	return nil
+	if stream.Encoder == "" {
+		return "", nil // no stream yet
+	}
+	return answerFmtp(&d, stream)
 }
 
 // cors lets the gateway's player page (another origin) call WHEP. Tokens,
