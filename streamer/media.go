@@ -1,6 +1,7 @@
 package streamer
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,9 @@ type Media struct {
 
 	frames     atomic.Uint64
 	lastSecond atomic.Uint64
+
+	queue      chan frame
+	writeFrame func(data []byte, pts, dur time.Duration) error // the video track's; a test's
 }
 
 func newMedia(b branch, cfg Config, m *metrics) (*Media, error) {
@@ -53,7 +57,8 @@ func newMedia(b branch, cfg Config, m *metrics) (*Media, error) {
 		return nil, err
 	}
 	return &Media{Video: video, Audio: audio, encoderName: b.Encoder, branch: b, fps: cfg.FPS,
-		minKbps: cfg.MinKbps, maxKbps: cfg.MaxKbps, kbps: cfg.StartKbps, m: m}, nil
+		minKbps: cfg.MinKbps, maxKbps: cfg.MaxKbps, kbps: cfg.StartKbps, m: m,
+		queue: make(chan frame, sendQueue), writeFrame: video.writeFrame}, nil
 }
 
 // setEncoder attaches the running pipeline.
@@ -63,8 +68,21 @@ func (md *Media) setEncoder(e Encoder) {
 	md.mu.Unlock()
 }
 
-// writeVideo sends one encoded frame to every peer, stamped with its
-// capture PTS (see videoTrack).
+// frame is an encoded frame on its way from the encoder to the peers.
+type frame struct {
+	data     []byte
+	pts, dur time.Duration
+}
+
+// sendQueue is how many encoded frames may wait for the sender. Past it
+// (the sender stalled: a slow peer, a starved CPU) the newest frame is
+// dropped, and since every later frame refers to it, a key frame is asked
+// for.
+const sendQueue = 4
+
+// writeVideo hands one encoded frame, stamped with its capture PTS (see
+// videoTrack), to the sender; it never waits on packetising, encryption or
+// the network, so the encoder's streaming thread goes on to the next frame.
 func (md *Media) writeVideo(data []byte, pts, dur, latency time.Duration) {
 	if dur <= 0 {
 		dur = time.Second / time.Duration(md.fps)
@@ -74,7 +92,25 @@ func (md *Media) writeVideo(data []byte, pts, dur, latency time.Duration) {
 	if latency > 0 {
 		md.m.encodeLatency.Observe(latency.Seconds())
 	}
-	_ = md.Video.writeFrame(data, pts, dur)
+	select {
+	case md.queue <- frame{data, pts, dur}:
+	default:
+		md.m.framesDropped.Inc()
+		md.RequestKeyframe()
+	}
+}
+
+// send writes queued frames to every peer (packetise, encrypt, send) until
+// ctx ends: the one place frames leave, in order.
+func (md *Media) send(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case f := <-md.queue:
+			_ = md.writeFrame(f.data, f.pts, f.dur)
+		}
+	}
 }
 
 func (md *Media) writeAudio(data []byte, dur time.Duration) {

@@ -20,6 +20,7 @@ type metrics struct {
 	peers            prometheus.Gauge
 	inputMessages    *prometheus.CounterVec
 	keyframeRequests prometheus.Counter
+	framesDropped    prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -48,9 +49,11 @@ func newMetrics() *metrics {
 			Name: "metal_streamer_input_messages_total", Help: "Data-channel input messages by result."}, []string{"result"}),
 		keyframeRequests: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "metal_streamer_keyframe_requests_total", Help: "Key frames requested (connect, PLI, FIR)."}),
+		framesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "metal_streamer_frames_dropped_total", Help: "Encoded frames dropped because the sender fell behind (each asks for a key frame)."}),
 	}
 	m.reg.MustRegister(m.frames, m.fps, m.encodeLatency, m.targetBitrate, m.rtt, m.loss, m.encoder,
-		m.peers, m.inputMessages, m.keyframeRequests,
+		m.peers, m.inputMessages, m.keyframeRequests, m.framesDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -233,6 +233,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return video.Wait(gctx) })
+	g.Go(func() error { return s.media.send(gctx) })
 
 	// Audio.
 	if s.cfg.Audio {

@@ -1,0 +1,77 @@
+package streamer
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestEncoderNeverWaitsOnTheNetwork: the encoder's callback (writeVideo)
+// returns at once while the sender is stuck (a slow peer, a starved CPU);
+// frames past the queue are dropped and counted, with a key frame asked
+// for, since later frames refer to them; once the sender moves again it
+// writes what it kept, in order.
+func TestEncoderNeverWaitsOnTheNetwork(t *testing.T) {
+	md, err := newMedia(branch{Encoder: EncoderX264, Profile: ProfileConstrainedBaseline, LevelIdc: 31}, DefaultConfig(), newMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &keyRecorder{}
+	md.setEncoder(rec)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var sent []time.Duration
+	md.writeFrame = func(_ []byte, pts, _ time.Duration) error {
+		<-release
+		mu.Lock()
+		sent = append(sent, pts)
+		mu.Unlock()
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = md.send(ctx) }()
+
+	const n = 20
+	done := make(chan struct{})
+	go func() {
+		for i := range n {
+			md.writeVideo([]byte{0, 0, 0, 1, 0x41}, time.Duration(i)*time.Millisecond, 0, 0)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("writeVideo waited on a stalled sender")
+	}
+	dropped := int(testutil.ToFloat64(md.m.framesDropped))
+	if dropped < n-sendQueue-1 {
+		t.Fatalf("%d of %d frames dropped with the sender stalled, want at least %d", dropped, n, n-sendQueue-1)
+	}
+	if len(rec.forced()) == 0 {
+		t.Error("no key frame asked for after dropping frames")
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got := append([]time.Duration(nil), sent...)
+		mu.Unlock()
+		if len(got) == n-dropped {
+			for i := 1; i < len(got); i++ {
+				if got[i] <= got[i-1] {
+					t.Fatalf("frames sent out of order: %v", got)
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sent %d frames, want the %d kept", len(got), n-dropped)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
