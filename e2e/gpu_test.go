@@ -91,8 +91,9 @@ func startCluster(t testing.TB, o localcluster.Options) *localcluster.Cluster {
 // instances (encoder slots), and NVIDIA_VISIBLE_DEVICES as the streamer
 // itself reports it.
 type placement struct {
-	slots []string
-	env   string
+	slots   []string
+	env     string
+	encoder string
 }
 
 // placementOf reads a running session's slot from Nomad, the source of
@@ -127,11 +128,11 @@ func placementOf(t *testing.T, c *localcluster.Cluster, session string) placemen
 		if err == nil && len(svcs) == 1 {
 			resp, err := client.Get(fmt.Sprintf("http://%s:%d/healthz", svcs[0].ServiceAddress, svcs[0].ServicePort))
 			if err == nil {
-				var h struct{ GPU string }
+				var h struct{ GPU, Encoder string }
 				err = json.NewDecoder(resp.Body).Decode(&h)
 				resp.Body.Close()
 				if err == nil {
-					p.env = h.GPU
+					p.env, p.encoder = h.GPU, h.Encoder
 					return p
 				}
 			}
@@ -179,7 +180,9 @@ func TestGPUSlotsShareGPUs(t *testing.T) {
 	}, 4)
 	// GPU slots, not CPU, are the limit here; the streamers show a still
 	// desktop (no demo scene) so that nine of them fit on two cores.
-	g := startGatewayOn(t, c, "auto", 5, "-streamer-cpu", "100", "-streamer-memory", "96", "-streamer-demo=false")
+	// Fake GPUs have no NVENC: the streamers are told x264 (with -gpu a
+	// streamer runs NVENC or exits).
+	g := startGatewayOn(t, c, "auto", 5, "-streamer-cpu", "100", "-streamer-memory", "96", "-streamer-demo=false", "-streamer-encoder", "x264enc")
 
 	var ids []string
 	for i := range 8 {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/scheduler"
 )
@@ -33,7 +34,7 @@ func TestRealGPU(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nomad with the device plugin (no GPU fingerprinted?): %v", err)
 	}
-	defer c.Stop(context.Background())
+	t.Cleanup(func() { c.Stop(context.Background()) }) // after the gateway's cleanup, which purges its jobs
 	nodes, _, err := c.Nomad.Nodes().List(nil)
 	if err != nil || len(nodes) == 0 {
 		t.Fatal(err)
@@ -55,8 +56,37 @@ func TestRealGPU(t *testing.T) {
 			}
 		}
 	}
-	fmt.Printf("GPU CHECK encoder slots Nomad may place streams on: %d\n", scheduler.EncoderGPUs(node.NodeResources.Devices))
+	slots := scheduler.EncoderGPUs(node.NodeResources.Devices)
+	fmt.Printf("GPU CHECK encoder slots Nomad may place streams on: %d\n", slots)
+	if slots == 0 {
+		// An H100, H200 or A100 (or a GPU whose driver lacks the encoder
+		// library): Metal never places a stream here.
+		fmt.Printf("GPU CHECK no NVENC on this machine: no session is placed on its GPUs; a streamer here encodes with x264\n")
+		printStreamerEncoder(t)
+		return
+	}
 
+	// A session through the gateway, as a player starts one: Nomad places
+	// it on an encoder slot, the streamer is told NVENC (nvenc: NVENC or
+	// exit), and Chromium decodes it.
+	g := startGatewayOn(t, c, "auto", 1)
+	browser := browsertest.New(t)
+	tab := open(t, browser, g.playerLink(t, "gpu-check"))
+	waitFrames(t, tab, 30)
+	id := sessionOf(t, tab)
+	p := placementOf(t, c, id)
+	if len(p.slots) != 1 || !strings.HasPrefix(p.slots[0], p.env) {
+		t.Fatalf("session %s on slots %v with NVIDIA_VISIBLE_DEVICES %q: want one slot of that GPU", id, p.slots, p.env)
+	}
+	if p.encoder != "nvcudah264enc" && p.encoder != "nvh264enc" {
+		t.Fatalf("the streamer on %s runs %q, want an NVENC encoder", p.slots[0], p.encoder)
+	}
+	fmt.Printf("GPU CHECK session placed on %s, streamer encoder %s, Chromium decodes it\n", p.slots[0], p.encoder)
+}
+
+// printStreamerEncoder starts a streamer on this machine with the encoder
+// chosen automatically and prints the one it picks, with why NVENC was not.
+func printStreamerEncoder(t *testing.T) {
 	bin := os.Getenv("METAL_BIN")
 	if bin == "" {
 		bin = metalBinary(t)
@@ -73,11 +103,17 @@ func TestRealGPU(t *testing.T) {
 	for time.Now().Before(deadline) {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
 		if err == nil {
-			var h struct{ Status, Encoder string }
+			var h struct {
+				Status, Encoder string
+				NotChosen       map[string]string `json:"not_chosen"`
+			}
 			_ = json.NewDecoder(resp.Body).Decode(&h)
 			resp.Body.Close()
 			if h.Status == "ok" {
 				fmt.Printf("GPU CHECK streamer encoder on this machine: %s\n", h.Encoder)
+				for enc, why := range h.NotChosen {
+					fmt.Printf("GPU CHECK not chosen: %s: %s\n", enc, why)
+				}
 				return
 			}
 		}

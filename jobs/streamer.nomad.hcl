@@ -57,6 +57,17 @@ variable "gpu" {
   default     = true
 }
 
+variable "encoder" {
+  type        = string
+  description = "Video encoder: empty for nvenc (NVENC or fail) with gpu, x264enc without; or one of nvenc, nvcudah264enc, nvh264enc, x264enc, vp8enc. The service's encoder meta is this, and the streamer runs it or exits."
+  default     = ""
+
+  validation {
+    condition     = contains(["", "nvenc", "nvcudah264enc", "nvh264enc", "x264enc", "vp8enc"], var.encoder)
+    error_message = "The encoder must be empty, nvenc, nvcudah264enc, nvh264enc, x264enc or vp8enc."
+  }
+}
+
 variable "resolution" {
   type        = string
   description = "Capture and encode size, WIDTHxHEIGHT."
@@ -143,8 +154,15 @@ locals {
   cpu         = var.cpu > 0 ? var.cpu : local.reservation.cpu
   memory      = var.memory > 0 ? var.memory : local.reservation.memory
 
+  # What the streamer runs: NVENC (either element) on an NVENC slot, x264
+  # elsewhere, and nothing else: a streamer that cannot open the encoder it
+  # was given exits with the reason instead of falling back, so the
+  # service's "encoder" meta is always the encoder running.
+  encoder = var.encoder != "" ? var.encoder : (var.gpu ? "nvenc" : "x264enc")
+
   args = [
     "streamer",
+    "-encoder", local.encoder,
     "-listen", "${NOMAD_IP_http}:${NOMAD_PORT_http}",
     "-ice-port", "${NOMAD_PORT_webrtc}",
     "-session", var.session_id,
@@ -195,7 +213,7 @@ job "metal-streamer" {
 
       meta {
         session = var.session_id
-        encoder = var.gpu ? "nvh264enc" : "x264enc"
+        encoder = local.encoder
       }
 
       check {

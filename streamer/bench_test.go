@@ -82,6 +82,9 @@ func benchOnce(b *testing.B, browser context.Context, name string, w, h, fps int
 	var enc []float64
 	r := startStreamer(b, func(cfg *Config) {
 		cfg.Width, cfg.Height, cfg.FPS, cfg.Audio, cfg.PlayoutDelayZero = w, h, fps, false, pd0
+		if enc := os.Getenv("METAL_BENCH_ENCODER"); enc != "" {
+			cfg.Encoder = enc // tools/gpu-check.sh: nvenc
+		}
 	}, func(s *Server) {
 		s.OnEncoded = func(d time.Duration) {
 			mu.Lock()
@@ -146,6 +149,9 @@ func benchOnce(b *testing.B, browser context.Context, name string, w, h, fps int
 	b.ReportMetric(cpu, "cpu-%")
 	b.ReportMetric(fpsDecoded, "fps-decoded")
 	b.ReportMetric(float64(len(g2g)), "g2g-samples")
+	fmt.Printf("encoder %s (%s): %s glass-to-glass p50 %.1f ms p95 %.1f ms, capture-to-encoded p50 %.1f ms p95 %.1f ms, %.1f fps decoded\n",
+		r.Encoder(), r.branch.Fmtp(), name, benchout.Percentile(g2g, 50), benchout.Percentile(g2g, 95),
+		benchout.Percentile(encCopy, 50), benchout.Percentile(encCopy, 95), fpsDecoded)
 }
 
 // BenchmarkStreamsPerBox starts more and more 720p30 streamers (each its own

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # GPU check: one command, well under 10 minutes, for a machine with an NVIDIA
 # GPU and driver. It runs Metal's device plugin through a real Nomad against
-# the real driver, prints what Nomad fingerprints (an H100, H200 or A100 must
-# show nvenc_h264=false, so no stream is placed there), and prints which
-# encoder the streamer picks on the machine.
+# the real driver and prints what Nomad fingerprints (an H100, H200 or A100
+# must show nvenc_h264=false, so no stream is placed there). On a GPU with
+# NVENC (T4, A10, L4, L40S, RTX) it then starts a session through the
+# gateway as a player does: Nomad places it on an encoder slot, the streamer
+# runs NVENC (or fails), Chromium decodes it; and it prints glass-to-glass
+# and capture-to-encoded at 720p30 and 720p60 with the encoder named. Without
+# NVENC it prints "no NVENC on this machine", the encoder a streamer picks
+# (x264enc) and why NVENC was not chosen, and the same figures for x264.
 #
 #   tools/gpu-check.sh            # builds what it needs (Go, module proxy)
 #   METAL_GPU_CHECK_PREBUILT=1 tools/gpu-check.sh   # uses bin/ as carried
@@ -23,9 +28,17 @@ if [[ ${METAL_GPU_CHECK_PREBUILT:-0} != 1 ]]; then
 	tools/build.sh nomad consul nvidia-plugin
 	go build -o bin/metal ./cmd/metal
 	go test -c -tags gpucheck -o bin/e2e.test ./e2e
+	go test -c -o bin/streamer.test ./streamer
 fi
 export METAL_NOMAD_BIN=$root/bin/nomad METAL_CONSUL_BIN=$root/bin/consul
 export METAL_NVIDIA_PLUGIN_DIR=$root/bin/plugins METAL_BIN=$root/bin/metal
 # The e2e binary moves itself into a private network namespace when root.
-(cd e2e && timeout 480 ../bin/e2e.test -test.run '^TestRealGPU$' -test.v -test.count=1 2>&1) | grep -E 'GPU CHECK|encoder|PASS|FAIL|ok|---'
+out=$(mktemp)
+(cd e2e && timeout 300 ../bin/e2e.test -test.run '^TestRealGPU$' -test.v -test.count=1 2>&1) | tee "$out" | grep -E 'GPU CHECK|PASS|FAIL|ok|---'
+encoder=nvenc
+if grep -q 'GPU CHECK no NVENC' "$out"; then encoder=x264enc; fi
+rm -f "$out"
+echo "==> figures with $encoder (720p30 and 720p60, playout-delay 0, 6 s each)"
+(cd streamer && METAL_BENCH_ENCODER=$encoder timeout 200 ../bin/streamer.test -test.run '^$' \
+	-test.bench 'BenchmarkStreamer/720p(30|60)-pd0$' -test.benchtime 1x 2>&1) | grep -E '^encoder|FAIL'
 echo "==> GPU check finished in $(($(date +%s) - start))s"

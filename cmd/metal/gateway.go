@@ -46,6 +46,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	gpu := fs.Bool("gpu", true, "streams require an NVIDIA GPU with NVENC")
 	loopback := fs.Bool("streamer-loopback", false, "streamers offer 127.0.0.1 candidates (development)")
 	demo := fs.Bool("streamer-demo", false, "streamers draw the demo scene")
+	encoder := fs.String("streamer-encoder", "", "streamers' encoder; empty runs nvenc with -gpu, x264enc without (the job's encoder variable)")
 	resolution := fs.String("resolution", "1280x720", "stream resolution: 1280x720 or 1920x1080")
 	fps := fs.Int("fps", 60, "stream frame rate: 30 or 60")
 	cpu := fs.Int("streamer-cpu", 0, "CPU (MHz) each streamer reserves; 0 takes the job's table for the resolution and fps")
@@ -89,7 +90,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	sc.JobVars = map[string]any{
 		"driver": *driver, "metal_binary": *binary, "image": *image, "gpu": *gpu, "loopback": *loopback,
 		"demo": *demo, "resolution": *resolution, "fps": *fps, "idle_timeout": idle.String(),
-		"cpu": *cpu, "memory": *memory,
+		"cpu": *cpu, "memory": *memory, "encoder": *encoder,
 	}
 
 	ncfg := nomad.DefaultConfig()
