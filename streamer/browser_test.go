@@ -239,3 +239,62 @@ func waitX(t *testing.T, what string, ok func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestBrowserDrawsTheCursor: the player draws the X cursor (image and
+// hotspot from XFixes) as the video's CSS cursor, follows each change the
+// desktop makes, hides it when the application hides it, and spectators get
+// it too; the capture leaves the pointer out.
+func TestBrowserDrawsTheCursor(t *testing.T) {
+	browser := browsertest.New(t)
+	r := startStreamer(t, func(c *Config) { c.Encoder = EncoderX264 })
+	if r.showPointer {
+		t.Fatal("the capture draws the pointer although XFixes is there")
+	}
+	xd, err := x11.Open(r.display)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xd.Close()
+	owner := browsertest.Tab(t, browser)
+	viewer := browsertest.Tab(t, browser)
+	for _, c := range []struct {
+		tab  context.Context
+		role token.Role
+	}{{owner, token.RoleOwner}, {viewer, token.RoleViewer}} {
+		if err := chromedp.Do(c.tab, chromedp.Navigate(r.playerURL(t, c.role))); err != nil {
+			t.Fatal(err)
+		}
+		waitPlaying(t, c.tab, 1280, 720)
+	}
+	// Xvfb's root cursor at first, then the crosshair a desktop sets: each
+	// a PNG as big as X says, with X's hotspot.
+	last := uint64(0)
+	for _, step := range []func(){func() {}, func() { xd.DefineRootCursor(34) /* XC_crosshair */ }} {
+		step()
+		for _, tab := range []context.Context{owner, viewer} {
+			expr := fmt.Sprintf(`metal.cursor && metal.cursor.serial > %d && !metal.cursor.hidden && document.getElementById("video").style.cursor.startsWith('url("data:image/png;base64,')`, last)
+			if err := browsertest.WaitTrue(tab, expr, 10*time.Second); err != nil {
+				t.Fatalf("cursor after change %d: %v", last, err)
+			}
+		}
+		m, err := browsertest.Eval[cursorMessage](owner, `metal.cursor`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size, err := browsertest.Eval[[]int](owner, `new Promise(ok => { const i = new Image(); i.onload = () => ok([i.width, i.height]); i.src = metal.cursor.image; })`)
+		if err != nil || len(size) != 2 || size[0] == 0 || m.HotX < 0 || m.HotX >= size[0] || m.HotY < 0 || m.HotY >= size[1] {
+			t.Fatalf("cursor image %v (%v) with hotspot %d,%d", size, err, m.HotX, m.HotY)
+		}
+		style, _ := browsertest.Eval[string](owner, `document.getElementById("video").style.cursor`)
+		if !strings.HasSuffix(style, fmt.Sprintf(" %d %d, default", m.HotX, m.HotY)) {
+			t.Fatalf("CSS cursor %q lacks hotspot %d %d", style[max(0, len(style)-40):], m.HotX, m.HotY)
+		}
+		last = m.Serial
+	}
+	xd.BlankRootCursor()
+	for _, tab := range []context.Context{owner, viewer} {
+		if err := browsertest.WaitTrue(tab, `metal.cursor.hidden && document.getElementById("video").style.cursor === "none"`, 10*time.Second); err != nil {
+			t.Fatalf("hidden cursor: %v", err)
+		}
+	}
+}

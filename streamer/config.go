@@ -38,6 +38,9 @@ type Config struct {
 	Audio bool
 	// Demo draws a moving scene with a frame code on the display.
 	Demo bool
+	// RemoteCursor sends the X cursor to the players, who draw it at input
+	// latency, and keeps it out of the capture; false captures it.
+	RemoteCursor bool
 
 	// SessionID is the session this streamer serves; tokens for another
 	// session are refused.
@@ -70,6 +73,7 @@ func DefaultConfig() Config {
 		MaxKbps:          20000,
 		Audio:            true,
 		Demo:             true,
+		RemoteCursor:     true,
 		SessionID:        "local",
 		IdleTimeout:      0,
 		PlayoutDelayZero: true,

@@ -270,12 +270,13 @@ func bitrateProperty(encoder string, kbps int) (string, string) {
 }
 
 // videoPipeline captures display at the configured size and rate and ends in
-// an appsink named "sink".
-func videoPipeline(display string, b branch, v videoParams) string {
-	return fmt.Sprintf("ximagesrc display-name=%s use-damage=false show-pointer=true ! "+
+// an appsink named "sink". showPointer draws the pointer into the video;
+// without it the player draws it (cursor.go).
+func videoPipeline(display string, b branch, v videoParams, showPointer bool) string {
+	return fmt.Sprintf("ximagesrc display-name=%s use-damage=false show-pointer=%t ! "+
 		"video/x-raw,framerate=%d/1 ! queue max-size-buffers=1 leaky=downstream ! videoscale ! video/x-raw,width=%d,height=%d ! %s ! "+
 		"appsink name=sink sync=false max-buffers=2 drop=true emit-signals=false",
-		display, v.FPS, v.Width, v.Height, b.desc())
+		display, showPointer, v.FPS, v.Width, v.Height, b.desc())
 }
 
 // probePipeline is the short test pipeline for a branch: three frames at

@@ -301,8 +301,8 @@ func TestPipelineDescriptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := videoPipeline(":9", b, v)
-	for _, want := range []string{"ximagesrc display-name=:9", "framerate=60/1", "width=1920,height=1080",
+	d := videoPipeline(":9", b, v, false)
+	for _, want := range []string{"ximagesrc display-name=:9 use-damage=false show-pointer=false", "framerate=60/1", "width=1920,height=1080",
 		"videoconvert n-threads=0 ! video/x-raw,format=NV12", "tune=zerolatency", "speed-preset=ultrafast", "bframes=0",
 		"key-int-max=1073741824", "vbv-buf-capacity=16", "bitrate=6000", "appsink name=sink",
 		"profile=constrained-baseline,level=(string)4.2"} {

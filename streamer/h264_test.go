@@ -37,7 +37,9 @@ func TestAnswerFmtp(t *testing.T) {
 	high := branch{Encoder: EncoderNVH264, Profile: ProfileHigh, LevelIdc: 42}
 	cb := branch{Encoder: EncoderX264, Profile: ProfileConstrainedBaseline, LevelIdc: 31}
 	vp8 := branch{Encoder: EncoderVP8}
-	pm1 := func(plid string) string { return "H264 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + plid }
+	pm1 := func(plid string) string {
+		return "H264 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + plid
+	}
 	debian := []string{pm1("42e01f"), pm1("f4001f"), pm1("42001f"), pm1("4d001f"), "VP8"}
 	for _, tt := range []struct {
 		name   string

@@ -248,6 +248,16 @@ func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
 		_ = dc.Close()
 		return
 	}
+	// The cursor, as soon as the channel is open (pion calls this at once
+	// if it already is); later changes follow from setCursor.
+	dc.OnOpen(func() {
+		s.mu.Lock()
+		b := s.cursor
+		s.mu.Unlock()
+		if b != nil {
+			_ = dc.SendText(string(b))
+		}
+	})
 	reply := func(err error) {
 		// Refusals are answered at a bounded rate: a flood of bad or
 		// view-only messages costs the streamer no more than that.

@@ -44,7 +44,11 @@ type Server struct {
 	encoder string
 	branch  branch
 	skipped map[string]string // encoders not chosen, and why
-	ready   atomic.Bool
+	cursor  []byte            // the latest cursor message
+	// showPointer is true when the capture draws the pointer (no XFIXES,
+	// or -remote-cursor=false) instead of the player.
+	showPointer bool
+	ready       atomic.Bool
 
 	mu       sync.Mutex
 	peers    map[string]*peer
@@ -215,7 +219,21 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.metrics.targetBitrate.Set(float64(s.cfg.StartKbps * 1000))
-	video, err := gst.Launch(videoPipeline(s.display, b, vp),
+	// The cursor goes to the players; the capture draws it only where it
+	// cannot (no XFIXES) or the operator asked for that.
+	s.showPointer = true
+	if s.cfg.RemoteCursor {
+		cctx, ccancel := context.WithCancel(ctx)
+		wait, err := x11.WatchCursor(cctx, s.display, s.setCursor)
+		if err != nil {
+			ccancel()
+			s.log.Warn("the capture draws the pointer: it cannot be sent to players", "err", err)
+		} else {
+			s.showPointer = false
+			cleanup = append(cleanup, func() { ccancel(); wait() })
+		}
+	}
+	video, err := gst.Launch(videoPipeline(s.display, b, vp, s.showPointer),
 		func(smp gst.Sample) {
 			if s.ready.CompareAndSwap(false, true) {
 				s.log.Info("first video frame encoded")

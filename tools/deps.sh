@@ -9,7 +9,7 @@ pkgs=(
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 	gstreamer1.0-plugins-ugly gstreamer1.0-x gstreamer1.0-pulseaudio
 	# streamer: display, input injection and audio
-	xvfb x11-utils x11-apps xdotool libx11-dev libxtst-dev pulseaudio
+	xvfb x11-utils x11-apps xdotool libx11-dev libxtst-dev libxfixes-dev pulseaudio
 	# browser tests
 	chromium fonts-dejavu-core
 	# TURN comparison and network-namespace tests

@@ -27,6 +27,7 @@ func runStreamer(ctx context.Context, log *slog.Logger, args []string) error {
 	res := fs.String("resolution", fmt.Sprintf("%dx%d", cfg.Width, cfg.Height), "capture and encode size, WIDTHxHEIGHT (1280x720 or 1920x1080)")
 	fs.IntVar(&cfg.FPS, "fps", cfg.FPS, "frames per second (30 or 60)")
 	fs.StringVar(&cfg.Encoder, "encoder", cfg.Encoder, "video encoder: auto (NVENC, then x264enc, then vp8enc), nvenc (NVENC or fail), nvcudah264enc, nvh264enc, x264enc or vp8enc")
+	fs.BoolVar(&cfg.RemoteCursor, "remote-cursor", cfg.RemoteCursor, "send the X cursor to players, who draw it at input latency, and keep it out of the capture")
 	fs.StringVar(&cfg.H264Profile, "h264-profile", cfg.H264Profile, "H.264 profile: auto (high on NVENC, constrained-baseline on x264), high or constrained-baseline")
 	fs.IntVar(&cfg.StartKbps, "start-kbps", cfg.StartKbps, "initial video bitrate, kbit/s")
 	fs.IntVar(&cfg.MinKbps, "min-kbps", cfg.MinKbps, "lowest bitrate congestion control may choose, kbit/s")

@@ -56,6 +56,12 @@
       try {
         const m = JSON.parse(e.data);
         if (m.type === "error") { window.metal.lastInputError = m.error; console.warn("input refused:", m.error); }
+        // The X cursor, drawn by the browser at input latency (the capture
+        // leaves it out); hidden when the application hides it.
+        if (m.type === "cursor") {
+          window.metal.cursor = m;
+          video.style.cursor = m.hidden ? "none" : `url(${m.image}) ${m.hot_x} ${m.hot_y}, default`;
+        }
       } catch (_) { /* ignore */ }
     };
     pc.ontrack = (e) => {

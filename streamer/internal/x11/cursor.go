@@ -1,0 +1,173 @@
+package x11
+
+/*
+#cgo pkg-config: x11 xfixes
+#include <stdlib.h>
+#include <X11/Xlib.h>
+#include <X11/cursorfont.h>
+#include <X11/extensions/Xfixes.h>
+
+static int metal_xfixes_event_base(Display *d) {
+	int ev, err;
+	if (!XFixesQueryExtension(d, &ev, &err)) return -1;
+	return ev;
+}
+
+static void metal_watch_cursor(Display *d) {
+	XFixesSelectCursorInput(d, DefaultRootWindow(d), XFixesDisplayCursorNotifyMask);
+	XFlush(d);
+}
+
+// metal_cursor_changed drains the queued events and reports whether one
+// was a cursor change.
+static int metal_cursor_changed(Display *d, int base) {
+	int changed = 0;
+	XEvent ev;
+	while (XPending(d) > 0) {
+		XNextEvent(d, &ev);
+		if (ev.type == base + XFixesCursorNotify) changed = 1;
+	}
+	return changed;
+}
+
+// metal_cursor_rgba copies the cursor image into out (w*h*4 bytes, RGBA,
+// not premultiplied) and returns its size and hotspot; 0 when there is
+// none or it is larger than max pixels.
+static int metal_cursor_rgba(Display *d, unsigned char *out, int max, int *w, int *h, int *hx, int *hy, unsigned long *serial) {
+	XFixesCursorImage *img = XFixesGetCursorImage(d);
+	if (!img) return 0;
+	if ((int)img->width * (int)img->height > max) { XFree(img); return 0; }
+	*w = img->width; *h = img->height; *hx = img->xhot; *hy = img->yhot; *serial = img->cursor_serial;
+	for (int i = 0; i < *w * *h; i++) {
+		unsigned long p = img->pixels[i]; // ARGB32, premultiplied, in a long
+		unsigned int a = (p >> 24) & 0xff, r = (p >> 16) & 0xff, g = (p >> 8) & 0xff, b = p & 0xff;
+		if (a > 0 && a < 255) { r = r * 255 / a; g = g * 255 / a; b = b * 255 / a; }
+		out[4*i] = r > 255 ? 255 : r; out[4*i+1] = g > 255 ? 255 : g; out[4*i+2] = b > 255 ? 255 : b; out[4*i+3] = a;
+	}
+	XFree(img);
+	return 1;
+}
+
+static void metal_define_root_cursor(Display *d, unsigned int shape) {
+	Cursor c = XCreateFontCursor(d, shape);
+	XDefineCursor(d, DefaultRootWindow(d), c);
+	XFreeCursor(d, c);
+	XFlush(d);
+}
+
+static void metal_blank_root_cursor(Display *d) {
+	char zero = 0;
+	XColor black = {0};
+	Pixmap p = XCreateBitmapFromData(d, DefaultRootWindow(d), &zero, 1, 1);
+	Cursor c = XCreatePixmapCursor(d, p, p, &black, &black, 0, 0);
+	XDefineCursor(d, DefaultRootWindow(d), c);
+	XFreeCursor(d, c);
+	XFreePixmap(d, p);
+	XFlush(d);
+}
+*/
+import "C"
+
+import (
+	"context"
+	"fmt"
+	"time"
+	"unsafe"
+)
+
+// Cursor is the X pointer's image: RGBA (not premultiplied), its size and
+// hotspot. Hidden is true when every pixel is transparent (an application
+// hiding the pointer defines such a cursor).
+type Cursor struct {
+	Width, Height int
+	HotX, HotY    int
+	Serial        uint64
+	RGBA          []byte
+	Hidden        bool
+}
+
+// maxCursorPixels bounds the images read (X allows large cursors; browsers
+// draw at most 128×128).
+const maxCursorPixels = 256 * 256
+
+// cursorPoll is how often queued cursor events are read: a change reaches
+// the player within this, at input latency rather than video latency.
+const cursorPoll = 8 * time.Millisecond
+
+// WatchCursor calls onChange with the display's cursor, then again each
+// time XFixes reports it changed, until ctx ends. It uses its own
+// connection, opened before it returns: an error means the display has no
+// XFIXES (and the capture should draw the pointer itself).
+func WatchCursor(ctx context.Context, name string, onChange func(Cursor)) (wait func(), err error) {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	d := C.XOpenDisplay(cname)
+	if d == nil {
+		return nil, fmt.Errorf("open X display %q", name)
+	}
+	base := C.metal_xfixes_event_base(d)
+	if base < 0 {
+		C.XCloseDisplay(d)
+		return nil, fmt.Errorf("X display %q has no XFIXES extension", name)
+	}
+	C.metal_watch_cursor(d)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer C.XCloseDisplay(d)
+		buf := (*C.uchar)(C.malloc(C.size_t(maxCursorPixels * 4)))
+		defer C.free(unsafe.Pointer(buf))
+		read := func() {
+			var w, h, hx, hy C.int
+			var serial C.ulong
+			if C.metal_cursor_rgba(d, buf, maxCursorPixels, &w, &h, &hx, &hy, &serial) == 0 {
+				return
+			}
+			c := Cursor{Width: int(w), Height: int(h), HotX: int(hx), HotY: int(hy), Serial: uint64(serial),
+				RGBA: C.GoBytes(unsafe.Pointer(buf), w*h*4)}
+			c.Hidden = true
+			for i := 3; i < len(c.RGBA); i += 4 {
+				if c.RGBA[i] != 0 {
+					c.Hidden = false
+					break
+				}
+			}
+			onChange(c)
+		}
+		read()
+		t := time.NewTicker(cursorPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if C.metal_cursor_changed(d, base) != 0 {
+					read()
+				}
+			}
+		}
+	}()
+	return func() { <-done }, nil
+}
+
+// DefineRootCursor sets the root window's cursor to a cursor-font shape
+// (X11/cursorfont.h: 34 is XC_crosshair): what a desktop does, and how
+// tests change the cursor.
+func (x *Display) DefineRootCursor(shape uint) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.d != nil {
+		C.metal_define_root_cursor(x.d, C.uint(shape))
+	}
+}
+
+// BlankRootCursor sets a fully transparent root cursor: how applications
+// (games, video players) hide the pointer.
+func (x *Display) BlankRootCursor() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.d != nil {
+		C.metal_blank_root_cursor(x.d)
+	}
+}
