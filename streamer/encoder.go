@@ -69,8 +69,11 @@ type branch struct {
 	Dropped []string
 }
 
-// Codec is the RTP codec the branch produces.
+// Codec is the RTP codec the branch produces ("" before one is chosen).
 func (b branch) Codec() string {
+	if b.Encoder == "" {
+		return ""
+	}
 	if b.Profile == "" {
 		return "video/VP8"
 	}
@@ -139,9 +142,11 @@ func buildBranch(enc string, v videoParams, p EncoderProbe) (branch, error) {
 				{name: "vbv-buffer-size", value: fmt.Sprint(frameKbits), optional: true},
 			}
 		} else {
+			// nvcudah264enc (GStreamer 1.22's new NVENC element) spells
+			// rate control rate-control and zero latency zero-reorder-delay.
 			b.Props = []prop{
 				{name: "preset", value: "low-latency-hq"},
-				{name: "rc-mode", value: "cbr"},
+				{name: "rate-control", value: "cbr"},
 				{name: "zero-reorder-delay", value: "true", optional: true},
 				{name: "gop-size", value: "-1"},
 				{name: "b-frames", value: "0", optional: true},
@@ -261,12 +266,30 @@ func ChooseEncoder(prefer string, v videoParams, p EncoderProbe, log *slog.Logge
 	return branch{}, skipped, fmt.Errorf("%w: tried %s: %v", ErrNoEncoder, strings.Join(candidates(prefer), ", "), skipped)
 }
 
-// bitrateProperty is the encoder property and value for kbps.
-func bitrateProperty(encoder string, kbps int) (string, string) {
-	if encoder == EncoderVP8 {
-		return "target-bitrate", fmt.Sprint(kbps * 1000)
+// bitrateProperties are the encoder properties to set, in order, for a
+// new target of kbps at fps: the bitrate, and for NVENC first its VBV
+// (in kbits), so the buffer stays about one frame as the bitrate moves
+// (x264's is in milliseconds and needs no change). vbv is false where the
+// element lacks vbv-buffer-size.
+func bitrateProperties(b branch, kbps, fps int) [][2]string {
+	switch {
+	case b.Encoder == EncoderVP8:
+		return [][2]string{{"target-bitrate", fmt.Sprint(kbps * 1000)}}
+	case isNVENC(b.Encoder) && b.has("vbv-buffer-size"):
+		return [][2]string{{"vbv-buffer-size", fmt.Sprint(max(1, kbps/max(1, fps)))}, {"bitrate", fmt.Sprint(kbps)}}
+	default:
+		return [][2]string{{"bitrate", fmt.Sprint(kbps)}}
 	}
-	return "bitrate", fmt.Sprint(kbps)
+}
+
+// has reports whether the branch sets property name.
+func (b branch) has(name string) bool {
+	for _, p := range b.Props {
+		if p.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // videoPipeline captures display at the configured size and rate and ends in

@@ -23,6 +23,16 @@ const (
 	nvh264encSrc = "video/x-h264, width=(int)[ 145, 4096 ], height=(int)[ 49, 4096 ], framerate=(fraction)[ 0/1, 2147483647/1 ], stream-format=(string)byte-stream, alignment=(string)au, profile=(string){ main, high, high-4:4:4, baseline }"
 )
 
+// nvcudah264enc's (GStreamer 1.22, "since 1.22"), documentation caps.
+const (
+	nvcudaSink = "video/x-raw(memory:CUDAMemory), format=(string){ NV12, YV12, I420, NV16, Y444, VUYA, RGBA, RGBx, BGRA, BGRx, RGB10A2_LE, Y444_16LE }, width=(int)[ 160, 4096 ], height=(int)[ 64, 4096 ], framerate=(fraction)[ 0/1, 2147483647/1 ], interlace-mode=(string)progressive; " +
+		"video/x-raw, format=(string){ NV12, YV12, I420, NV16, Y444, VUYA, RGBA, RGBx, BGRA, BGRx, RGB10A2_LE, Y444_16LE }, width=(int)[ 160, 4096 ], height=(int)[ 64, 4096 ], framerate=(fraction)[ 0/1, 2147483647/1 ], interlace-mode=(string)progressive"
+	nvcudaSrc = "video/x-h264, width=(int)[ 160, 4096 ], height=(int)[ 64, 4096 ], stream-format=(string){ avc, byte-stream }, alignment=(string)au, profile=(string){ main, high, high-4:4:4, baseline, constrained-baseline }"
+)
+
+var nvcudaProps = map[string]bool{"preset": true, "rate-control": true, "zero-reorder-delay": true, "gop-size": true,
+	"b-frames": true, "bitrate": true, "aud": true, "rc-lookahead": true, "vbv-buffer-size": true, "repeat-sequence-header": true}
+
 // nvh264encProps are its properties on such a GPU (bframes, rc-lookahead
 // and vbv-buffer-size are conditional on the GPU's capabilities).
 var nvh264encProps = map[string]bool{"preset": true, "rc-mode": true, "zerolatency": true, "gop-size": true,
@@ -44,21 +54,29 @@ func (f *fakeGPU) HasElement(n string) bool {
 	if f.has != nil {
 		return f.has[n]
 	}
-	return n == EncoderNVH264 || n == "cudaupload" || n == "cudaconvert" || gst.HasElement(n)
+	return isNVENC(n) || n == "cudaupload" || n == "cudaconvert" || gst.HasElement(n)
 }
 
 func (f *fakeGPU) Properties(el string, names []string) (map[string]bool, error) {
-	if el == EncoderNVH264 {
+	switch el {
+	case EncoderNVH264:
 		return f.props, nil
+	case EncoderNVCUDAH264:
+		return nvcudaProps, nil
 	}
 	return gst.Properties(el, names)
 }
 
 func (f *fakeGPU) CheckPads(el, sinkCaps, srcCaps string) error {
-	if el != EncoderNVH264 {
+	sink, src := nvh264encSink, nvh264encSrc
+	switch el {
+	case EncoderNVH264:
+	case EncoderNVCUDAH264:
+		sink, src = nvcudaSink, nvcudaSrc
+	default:
 		return gst.CheckPads(el, sinkCaps, srcCaps)
 	}
-	for _, side := range [][2]string{{sinkCaps, nvh264encSink}, {srcCaps, nvh264encSrc}} {
+	for _, side := range [][2]string{{sinkCaps, sink}, {srcCaps, src}} {
 		if side[0] == "" {
 			continue
 		}
@@ -80,7 +98,7 @@ func (f *fakeGPU) Probe(desc string) error {
 			return errors.New("could not open encoder session")
 		}
 	}
-	if strings.Contains(desc, EncoderNVH264) {
+	if strings.Contains(desc, EncoderNVH264) || strings.Contains(desc, EncoderNVCUDAH264) {
 		return nil // no NVENC here to run it
 	}
 	return gst.Probe(desc, 10*time.Second)
@@ -100,6 +118,8 @@ func TestChooseEncoder(t *testing.T) {
 		skipped []string
 		err     bool
 	}{
+		{"nvcudah264enc first", "auto", &fakeGPU{}, EncoderNVCUDAH264, nil, false},
+		{"nvcudah264enc broken, nvh264enc works", EncoderNVENC, &fakeGPU{broken: map[string]bool{EncoderNVCUDAH264: true}}, EncoderNVH264, []string{EncoderNVCUDAH264}, false},
 		{"nvenc works", "auto", &fakeGPU{has: all}, EncoderNVH264, []string{EncoderNVCUDAH264}, false},
 		{"nvenc registered but no encoder (H100)", "auto", &fakeGPU{has: all, broken: map[string]bool{EncoderNVH264: true}}, EncoderX264, []string{EncoderNVCUDAH264, EncoderNVH264}, false},
 		{"no nvcodec plugin", "auto", &fakeGPU{has: map[string]bool{EncoderX264: true, EncoderVP8: true}}, EncoderX264, []string{EncoderNVCUDAH264, EncoderNVH264}, false},
@@ -159,6 +179,22 @@ func TestNVENCBranchNegotiates(t *testing.T) {
 	}
 	if got, want := b.Fmtp(), "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f"; got != want {
 		t.Errorf("fmtp %q, want %q", got, want)
+	}
+	cuda, err := buildBranch(EncoderNVCUDAH264, p720, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"cudaupload ! cudaconvert ! video/x-raw(memory:CUDAMemory),format=NV12 ! nvcudah264enc name=enc",
+		"preset=low-latency-hq", "rate-control=cbr", "zero-reorder-delay=true", "b-frames=0", "gop-size=-1",
+		"vbv-buffer-size=133", "repeat-sequence-header=true", "video/x-h264,profile=high,level=(string)3.1",
+	} {
+		if !strings.Contains(cuda.desc(), want) {
+			t.Errorf("nvcudah264enc branch lacks %q: %s", want, cuda.desc())
+		}
+	}
+	if cuda.Fmtp() != b.Fmtp() || len(cuda.Dropped) != 0 {
+		t.Errorf("nvcudah264enc fmtp %q (dropped %v), nvh264enc %q", cuda.Fmtp(), cuda.Dropped, b.Fmtp())
 	}
 	// The old branch's caps do not intersect the template.
 	if err := f.CheckPads(EncoderNVH264, "", "video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au"); err == nil {
@@ -310,7 +346,15 @@ func TestPipelineDescriptions(t *testing.T) {
 			t.Errorf("x264 pipeline lacks %q: %s", want, d)
 		}
 	}
-	if p, v := bitrateProperty(EncoderVP8, 2000); p != "target-bitrate" || v != "2000000" {
-		t.Errorf("vp8 bitrate property = %s=%s", p, v)
+	if p := bitrateProperties(branch{Encoder: EncoderVP8}, 2000, 30); len(p) != 1 || p[0] != [2]string{"target-bitrate", "2000000"} {
+		t.Errorf("vp8 bitrate properties = %v", p)
+	}
+	nv, err := buildBranch(EncoderNVH264, p720, &fakeGPU{t: t, props: nvh264encProps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// NVENC's VBV (kbits) follows the bitrate, set before it: one frame.
+	if p := bitrateProperties(nv, 1200, 30); len(p) != 2 || p[0] != [2]string{"vbv-buffer-size", "40"} || p[1] != [2]string{"bitrate", "1200"} {
+		t.Errorf("nvenc bitrate properties = %v", p)
 	}
 }

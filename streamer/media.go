@@ -19,14 +19,13 @@ type Encoder interface {
 // Media holds the local tracks every peer shares and drives the encoder:
 // key frames on request, bitrate from congestion control.
 type Media struct {
-	Video       *videoTrack
-	Audio       *webrtc.TrackLocalStaticSample
-	encoderName string
-	branch      branch
-	fps         int
-	minKbps     int
-	maxKbps     int
-	m           *metrics
+	Video   *videoTrack
+	Audio   *webrtc.TrackLocalStaticSample
+	branch  branch
+	fps     int
+	minKbps int
+	maxKbps int
+	m       *metrics
 
 	mu         sync.Mutex
 	enc        Encoder
@@ -38,6 +37,7 @@ type Media struct {
 	lastSecond atomic.Uint64
 
 	queue      chan frame
+	dropping   atomic.Bool // a frame was dropped: drop until a key frame
 	writeFrame func(data []byte, pts, dur time.Duration) error // the video track's; a test's
 }
 
@@ -56,7 +56,7 @@ func newMedia(b branch, cfg Config, m *metrics) (*Media, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Media{Video: video, Audio: audio, encoderName: b.Encoder, branch: b, fps: cfg.FPS,
+	return &Media{Video: video, Audio: audio, branch: b, fps: cfg.FPS,
 		minKbps: cfg.MinKbps, maxKbps: cfg.MaxKbps, kbps: cfg.StartKbps, m: m,
 		queue: make(chan frame, sendQueue), writeFrame: video.writeFrame}, nil
 }
@@ -92,12 +92,38 @@ func (md *Media) writeVideo(data []byte, pts, dur, latency time.Duration) {
 	if latency > 0 {
 		md.m.encodeLatency.Observe(latency.Seconds())
 	}
+	// After a drop, every frame up to the next key frame refers to one the
+	// browser never gets: those are dropped too (the RTP sequence stays
+	// contiguous, so the browser would not ask for a repair and would show
+	// the damage until then).
+	key := isKeyFrame(md.branch.Codec(), data)
+	if md.dropping.Load() && !key {
+		md.m.framesDropped.Inc()
+		return
+	}
 	select {
 	case md.queue <- frame{data, pts, dur}:
+		md.dropping.Store(false)
 	default:
 		md.m.framesDropped.Inc()
+		md.dropping.Store(true)
 		md.RequestKeyframe()
 	}
+}
+
+// isKeyFrame reports whether an encoded frame starts a new picture chain:
+// an H.264 access unit with an IDR slice (NAL type 5), or a VP8 key frame
+// (bit 0 of its first byte clear).
+func isKeyFrame(codec string, data []byte) bool {
+	if codec == "video/VP8" {
+		return len(data) > 0 && data[0]&1 == 0
+	}
+	for i := 0; i+3 < len(data); i++ {
+		if data[i] == 0 && data[i+1] == 0 && data[i+2] == 1 && data[i+3]&0x1f == 5 {
+			return true
+		}
+	}
+	return false
 }
 
 // send writes queued frames to every peer (packetise, encrypt, send) until
@@ -174,8 +200,9 @@ func (md *Media) SetBitrate(bps int) {
 		return
 	}
 	md.kbps = kbps
-	name, value := bitrateProperty(md.encoderName, kbps)
-	md.enc.SetProperty(name, value)
+	for _, p := range bitrateProperties(md.branch, kbps, md.fps) {
+		md.enc.SetProperty(p[0], p[1])
+	}
 	md.m.targetBitrate.Set(float64(kbps * 1000))
 }
 

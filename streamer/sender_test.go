@@ -35,7 +35,7 @@ func TestEncoderNeverWaitsOnTheNetwork(t *testing.T) {
 	defer cancel()
 	go func() { _ = md.send(ctx) }()
 
-	const n = 20
+	n := 20
 	done := make(chan struct{})
 	go func() {
 		for i := range n {
@@ -55,7 +55,28 @@ func TestEncoderNeverWaitsOnTheNetwork(t *testing.T) {
 	if len(rec.forced()) == 0 {
 		t.Error("no key frame asked for after dropping frames")
 	}
+	// Until a key frame, every frame after a drop is dropped too: it refers
+	// to what the browser never got.
+	before := int(testutil.ToFloat64(md.m.framesDropped))
+	md.writeVideo([]byte{0, 0, 0, 1, 0x41}, time.Duration(n)*time.Millisecond, 0, 0)
+	if got := int(testutil.ToFloat64(md.m.framesDropped)); got != before+1 {
+		t.Fatalf("a P-frame after a drop was not dropped (%d → %d)", before, got)
+	}
 	close(release)
+	// A key frame (SPS, PPS, IDR) ends that, once the queue has drained.
+	for until := time.Now().Add(5 * time.Second); len(md.queue) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(until) {
+			t.Fatal("the sender did not drain its queue")
+		}
+	}
+	key := []byte{0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0, 0, 0, 1, 0x65, 0x88}
+	md.writeVideo(key, time.Duration(n+1)*time.Millisecond, 0, 0)
+	md.writeVideo([]byte{0, 0, 0, 1, 0x41}, time.Duration(n+2)*time.Millisecond, 0, 0)
+	dropped = int(testutil.ToFloat64(md.m.framesDropped))
+	if md.dropping.Load() || dropped != before+1 {
+		t.Fatalf("after a key frame: dropping %v, %d dropped (want %d)", md.dropping.Load(), dropped, before+1)
+	}
+	n += 3
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		mu.Lock()
