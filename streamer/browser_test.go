@@ -272,7 +272,7 @@ func TestBrowserDrawsTheCursor(t *testing.T) {
 	for _, step := range []func(){func() {}, func() { xd.DefineRootCursor(34) /* XC_crosshair */ }} {
 		step()
 		for _, tab := range []context.Context{owner, viewer} {
-			expr := fmt.Sprintf(`metal.cursor && metal.cursor.serial > %d && !metal.cursor.hidden && document.getElementById("video").style.cursor.startsWith('url("data:image/png;base64,')`, last)
+			expr := fmt.Sprintf(`metal.cursor && metal.cursor.seq > %d && !metal.cursor.hidden && document.getElementById("video").style.cursor.startsWith('url("data:image/png;base64,')`, last)
 			if err := browsertest.WaitTrue(tab, expr, 10*time.Second); err != nil {
 				t.Fatalf("cursor after change %d: %v", last, err)
 			}
@@ -289,11 +289,19 @@ func TestBrowserDrawsTheCursor(t *testing.T) {
 		if !strings.HasSuffix(style, fmt.Sprintf(" %d %d, default", m.HotX, m.HotY)) {
 			t.Fatalf("CSS cursor %q lacks hotspot %d %d", style[max(0, len(style)-40):], m.HotX, m.HotY)
 		}
-		last = m.Serial
+		last = m.Seq
+	}
+	// The spectator sees the pointer where it is: an image at its position.
+	xd.MoveTo(320, 180)
+	if err := browsertest.WaitTrue(viewer, `metal.pointer && Math.abs(metal.pointer.x - 0.25) < 0.01 && Math.abs(metal.pointer.y - 0.25) < 0.01 && !document.getElementById("remote-pointer").hidden`, 10*time.Second); err != nil {
+		t.Fatalf("spectator's pointer: %v", err)
+	}
+	if p, _ := browsertest.Eval[bool](owner, `!!metal.pointer`); p {
+		t.Error("the player got pointer positions (its own mouse is the pointer)")
 	}
 	xd.BlankRootCursor()
 	for _, tab := range []context.Context{owner, viewer} {
-		if err := browsertest.WaitTrue(tab, `metal.cursor.hidden && document.getElementById("video").style.cursor === "none"`, 10*time.Second); err != nil {
+		if err := browsertest.WaitTrue(tab, `metal.cursor.hidden && document.getElementById("video").style.cursor === "none" && document.getElementById("remote-pointer").hidden`, 10*time.Second); err != nil {
 			t.Fatalf("hidden cursor: %v", err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/metal-stream/metal/internal/token"
 	"github.com/metal-stream/metal/streamer/internal/x11"
 )
 
@@ -17,22 +18,40 @@ import (
 // input channel whenever they change, and once when the channel opens. The
 // player sets them as the video element's CSS cursor, so the pointer moves
 // at input latency (the browser's own) instead of video latency, and the
-// capture excludes it (ximagesrc show-pointer=false).
+// capture excludes it (ximagesrc show-pointer=false). Spectators, whose
+// own mouse moves nothing on the desktop, also get the pointer's position
+// and draw the image there.
 
 // cursorMessage is the X cursor as the player draws it.
 type cursorMessage struct {
-	Type   string `json:"type"`            // "cursor"
-	Image  string `json:"image,omitempty"` // PNG data URL; empty when hidden
+	Type string `json:"type"` // "cursor"
+	// Image is a PNG data URL; empty when hidden, or when X's image is too
+	// large (the player draws its default pointer).
+	Image  string `json:"image,omitempty"`
 	HotX   int    `json:"hot_x"`
 	HotY   int    `json:"hot_y"`
 	Hidden bool   `json:"hidden"` // the application hid the pointer
-	Serial uint64 `json:"serial"`
+	// Seq orders the messages (the one sent when a channel opens may cross
+	// a newer one): the player ignores one older than it has drawn.
+	Seq uint64 `json:"seq"`
 }
 
-// encodeCursor is c as a cursor message.
-func encodeCursor(c x11.Cursor) ([]byte, error) {
-	m := cursorMessage{Type: "cursor", HotX: c.HotX, HotY: c.HotY, Hidden: c.Hidden, Serial: c.Serial}
-	if !c.Hidden {
+// pointerMessage is where the pointer is, as a fraction of the screen, for
+// spectators.
+type pointerMessage struct {
+	Type string  `json:"type"` // "pointer"
+	X    float64 `json:"x"`
+	Y    float64 `json:"y"`
+}
+
+// maxBuffered is how much may wait in a peer's channel before cursor and
+// pointer messages to it are skipped (an animated cursor, a slow link).
+const maxBuffered = 256 << 10
+
+// encodeCursor is c as cursor message number seq.
+func encodeCursor(c x11.Cursor, seq uint64) ([]byte, error) {
+	m := cursorMessage{Type: "cursor", HotX: c.HotX, HotY: c.HotY, Hidden: c.Hidden, Seq: seq}
+	if !c.Hidden && c.RGBA != nil {
 		img := &image.NRGBA{Pix: c.RGBA, Stride: 4 * c.Width, Rect: image.Rect(0, 0, c.Width, c.Height)}
 		var buf bytes.Buffer
 		if err := png.Encode(&buf, img); err != nil {
@@ -46,12 +65,20 @@ func encodeCursor(c x11.Cursor) ([]byte, error) {
 // setCursor keeps the cursor for peers that connect later and sends it to
 // every peer whose input channel is open.
 func (s *Server) setCursor(c x11.Cursor) {
-	b, err := encodeCursor(c)
+	s.mu.Lock()
+	s.cursorSeq++
+	seq := s.cursorSeq
+	s.mu.Unlock()
+	b, err := encodeCursor(c, seq)
 	if err != nil {
 		s.log.Warn("cursor image not encoded", "err", err)
 		return
 	}
 	s.mu.Lock()
+	if seq < s.cursorSeq {
+		s.mu.Unlock()
+		return // a newer one is on its way (setCursor has one caller; all the same)
+	}
 	s.cursor = b
 	peers := make([]*peer, 0, len(s.peers))
 	for _, p := range s.peers {
@@ -63,12 +90,29 @@ func (s *Server) setCursor(c x11.Cursor) {
 	}
 }
 
-// sendText sends on the peer's input channel, if it is open.
+// movePointer sends the pointer's position to every spectator.
+func (s *Server) movePointer(x, y int) {
+	b, _ := json.Marshal(pointerMessage{Type: "pointer", X: float64(x) / float64(s.cfg.Width), Y: float64(y) / float64(s.cfg.Height)})
+	s.mu.Lock()
+	viewers := make([]*peer, 0, len(s.peers))
+	for _, p := range s.peers {
+		if p.role != token.RoleOwner {
+			viewers = append(viewers, p)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range viewers {
+		p.sendText(b)
+	}
+}
+
+// sendText sends on the peer's input channel, if it is open and not
+// backed up.
 func (p *peer) sendText(b []byte) {
 	p.inputMu.Lock()
 	dc := p.inputDC
 	p.inputMu.Unlock()
-	if dc != nil && dc.ReadyState() == webrtc.DataChannelStateOpen {
+	if dc != nil && dc.ReadyState() == webrtc.DataChannelStateOpen && dc.BufferedAmount() < maxBuffered {
 		_ = dc.SendText(string(b))
 	}
 }

@@ -37,7 +37,7 @@ type Media struct {
 	lastSecond atomic.Uint64
 
 	queue      chan frame
-	dropping   atomic.Bool // a frame was dropped: drop until a key frame
+	dropping   atomic.Bool                                     // a frame was dropped: drop until a key frame
 	writeFrame func(data []byte, pts, dur time.Duration) error // the video track's; a test's
 }
 

@@ -38,13 +38,14 @@ type Server struct {
 	udpMux   *ice.MultiUDPMuxDefault
 	settings webrtc.SettingEngine
 
-	media   *Media
-	input   Injector
-	display string
-	encoder string
-	branch  branch
-	skipped map[string]string // encoders not chosen, and why
-	cursor  []byte            // the latest cursor message
+	media     *Media
+	input     Injector
+	display   string
+	encoder   string
+	branch    branch
+	skipped   map[string]string // encoders not chosen, and why
+	cursor    []byte            // the latest cursor message
+	cursorSeq uint64            // its number
 	// showPointer is true when the capture draws the pointer (no XFIXES,
 	// or -remote-cursor=false) instead of the player.
 	showPointer bool
@@ -172,6 +173,9 @@ func (s *Server) OwnerURL(ttl time.Duration) (string, error) {
 // Run starts the display, audio, and pipelines, then serves until ctx ends
 // or the idle timeout passes (then it returns nil, so the process exits 0).
 func (s *Server) Run(ctx context.Context) error {
+	// Whatever Run started ends when it returns, an early error included.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if s.httpLn == nil {
 		if err := s.Listen(); err != nil {
 			return err
@@ -224,7 +228,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.showPointer = true
 	if s.cfg.RemoteCursor {
 		cctx, ccancel := context.WithCancel(ctx)
-		wait, err := x11.WatchCursor(cctx, s.display, s.setCursor)
+		wait, err := x11.WatchCursor(cctx, s.display, s.setCursor, s.movePointer)
 		if err != nil {
 			ccancel()
 			s.log.Warn("the capture draws the pointer: it cannot be sent to players", "err", err)

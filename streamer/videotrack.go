@@ -21,8 +21,8 @@ type videoTrack struct {
 	*webrtc.TrackLocalStaticRTP
 	write func(*rtp.Packet) error // the track's WriteRTP; tests replace it
 
-	// writeFrame's only caller is the encoder's appsink callback, one frame
-	// at a time; mu keeps the clock consistent all the same.
+	// writeFrame's only caller is Media's sender goroutine, one frame at a
+	// time; mu keeps the clock consistent all the same.
 	mu     sync.Mutex
 	pk     rtp.Packetizer
 	start  uint32        // the RTP timestamp of PTS first

@@ -18,6 +18,7 @@
 <video id="video" autoplay playsinline muted tabindex="0"></video>
 <div id="status">Loading…</div>
 <div id="stats" hidden></div>
+<img id="remote-pointer" alt="" hidden>
 <div id="bar">
   <button id="unmute" title="Turn sound on or off">Sound off</button>
   <button id="lock" title="Capture the mouse for games (Esc releases it)">Lock mouse</button>
@@ -38,6 +39,33 @@
     window.metal.status = text;
   }
 
+  // The remote pointer: CSS cursor for the player; an image at the
+  // pointer's position for spectators.
+  const pointerEl = document.getElementById("remote-pointer");
+  const cursor = { seq: 0, hx: 0, hy: 0 };
+  const pngURL = /^data:image\/png;base64,[A-Za-z0-9+/]*={0,2}$/;
+  function drawCursor(m) {
+    cursor.seq = Number(m.seq);
+    window.metal.cursor = m;
+    const img = typeof m.image === "string" && pngURL.test(m.image) ? m.image : "";
+    cursor.hx = Math.max(0, Math.min(255, m.hot_x | 0));
+    cursor.hy = Math.max(0, Math.min(255, m.hot_y | 0));
+    cursor.hidden = !!m.hidden;
+    video.style.cursor = m.hidden ? "none" : img ? `url("${img}") ${cursor.hx} ${cursor.hy}, default` : "default";
+    if (img) pointerEl.src = img; else pointerEl.removeAttribute("src");
+    if (m.hidden || !img) pointerEl.hidden = true;
+  }
+  function movePointer(x, y) {
+    if (!(x >= 0 && x <= 1 && y >= 0 && y <= 1)) return;
+    window.metal.pointer = { x, y };
+    // Where the frame is drawn inside the element (object-fit: contain).
+    const r = video.getBoundingClientRect(), vw = video.videoWidth || 1, vh = video.videoHeight || 1;
+    const scale = Math.min(r.width / vw, r.height / vh), w = vw * scale, h = vh * scale;
+    const left = r.left + (r.width - w) / 2 + x * w - cursor.hx, top = r.top + (r.height - h) / 2 + y * h - cursor.hy;
+    pointerEl.style.transform = `translate(${left}px, ${top}px)`;
+    pointerEl.hidden = cursor.hidden || !pointerEl.getAttribute("src");
+  }
+
   async function connect() {
     if (state.stopped) return;
     // The streamer's own page (a laptop link) carries a token; the gateway's
@@ -45,6 +73,7 @@
     // and forwards the offer.
     if (!cfg.token && !cfg.gateway) { setStatus("No session token: open the link you were given."); return; }
     state.connectStartedAt = performance.now();
+    cursor.seq = 0; // a new streamer (a failover) numbers from 1
     setStatus(state.retries ? `Reconnecting (try ${state.retries + 1})…` : "Connecting…");
     const pc = new RTCPeerConnection({ iceServers: cfg.iceServers, iceTransportPolicy: cfg.iceTransportPolicy });
     state.pc = pc;
@@ -57,11 +86,11 @@
         const m = JSON.parse(e.data);
         if (m.type === "error") { window.metal.lastInputError = m.error; console.warn("input refused:", m.error); }
         // The X cursor, drawn by the browser at input latency (the capture
-        // leaves it out); hidden when the application hides it.
-        if (m.type === "cursor") {
-          window.metal.cursor = m;
-          video.style.cursor = m.hidden ? "none" : `url(${m.image}) ${m.hot_x} ${m.hot_y}, default`;
-        }
+        // leaves it out); hidden when the application hides it. Messages
+        // are numbered: an older one than drawn is ignored.
+        if (m.type === "cursor" && Number(m.seq) > cursor.seq) drawCursor(m);
+        // Spectators: where the pointer is (their own mouse moves nothing).
+        if (m.type === "pointer") movePointer(Number(m.x), Number(m.y));
       } catch (_) { /* ignore */ }
     };
     pc.ontrack = (e) => {

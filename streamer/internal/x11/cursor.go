@@ -31,13 +31,14 @@ static int metal_cursor_changed(Display *d, int base) {
 }
 
 // metal_cursor_rgba copies the cursor image into out (w*h*4 bytes, RGBA,
-// not premultiplied) and returns its size and hotspot; 0 when there is
-// none or it is larger than max pixels.
+// not premultiplied) and returns 1 with its size and hotspot; 0 when there
+// is none; -1 (size and hotspot set, no pixels) when it is larger than max
+// pixels.
 static int metal_cursor_rgba(Display *d, unsigned char *out, int max, int *w, int *h, int *hx, int *hy, unsigned long *serial) {
 	XFixesCursorImage *img = XFixesGetCursorImage(d);
 	if (!img) return 0;
-	if ((int)img->width * (int)img->height > max) { XFree(img); return 0; }
 	*w = img->width; *h = img->height; *hx = img->xhot; *hy = img->yhot; *serial = img->cursor_serial;
+	if ((long)img->width * (long)img->height > max) { XFree(img); return -1; }
 	for (int i = 0; i < *w * *h; i++) {
 		unsigned long p = img->pixels[i]; // ARGB32, premultiplied, in a long
 		unsigned int a = (p >> 24) & 0xff, r = (p >> 16) & 0xff, g = (p >> 8) & 0xff, b = p & 0xff;
@@ -46,6 +47,13 @@ static int metal_cursor_rgba(Display *d, unsigned char *out, int max, int *w, in
 	}
 	XFree(img);
 	return 1;
+}
+
+static int metal_pointer(Display *d, int *x, int *y) {
+	Window root, child;
+	int wx, wy;
+	unsigned int mask;
+	return XQueryPointer(d, DefaultRootWindow(d), &root, &child, x, y, &wx, &wy, &mask);
 }
 
 static void metal_define_root_cursor(Display *d, unsigned int shape) {
@@ -77,7 +85,8 @@ import (
 
 // Cursor is the X pointer's image: RGBA (not premultiplied), its size and
 // hotspot. Hidden is true when every pixel is transparent (an application
-// hiding the pointer defines such a cursor).
+// hiding the pointer defines such a cursor); RGBA is nil when the image is
+// larger than maxCursorPixels (the player then draws its default pointer).
 type Cursor struct {
 	Width, Height int
 	HotX, HotY    int
@@ -95,10 +104,11 @@ const maxCursorPixels = 256 * 256
 const cursorPoll = 8 * time.Millisecond
 
 // WatchCursor calls onChange with the display's cursor, then again each
-// time XFixes reports it changed, until ctx ends. It uses its own
-// connection, opened before it returns: an error means the display has no
-// XFIXES (and the capture should draw the pointer itself).
-func WatchCursor(ctx context.Context, name string, onChange func(Cursor)) (wait func(), err error) {
+// time XFixes reports it changed, and onMove with the pointer's position
+// each time it moved, until ctx ends. It uses its own connection, opened
+// before it returns: an error means the display has no XFIXES (and the
+// capture should draw the pointer itself).
+func WatchCursor(ctx context.Context, name string, onChange func(Cursor), onMove func(x, y int)) (wait func(), err error) {
 	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
 	d := C.XOpenDisplay(cname)
@@ -120,11 +130,16 @@ func WatchCursor(ctx context.Context, name string, onChange func(Cursor)) (wait 
 		read := func() {
 			var w, h, hx, hy C.int
 			var serial C.ulong
-			if C.metal_cursor_rgba(d, buf, maxCursorPixels, &w, &h, &hx, &hy, &serial) == 0 {
+			got := C.metal_cursor_rgba(d, buf, maxCursorPixels, &w, &h, &hx, &hy, &serial)
+			if got == 0 {
 				return
 			}
-			c := Cursor{Width: int(w), Height: int(h), HotX: int(hx), HotY: int(hy), Serial: uint64(serial),
-				RGBA: C.GoBytes(unsafe.Pointer(buf), w*h*4)}
+			c := Cursor{Width: int(w), Height: int(h), HotX: int(hx), HotY: int(hy), Serial: uint64(serial)}
+			if got < 0 {
+				onChange(c)
+				return
+			}
+			c.RGBA = C.GoBytes(unsafe.Pointer(buf), w*h*4)
 			c.Hidden = true
 			for i := 3; i < len(c.RGBA); i += 4 {
 				if c.RGBA[i] != 0 {
@@ -137,6 +152,7 @@ func WatchCursor(ctx context.Context, name string, onChange func(Cursor)) (wait 
 		read()
 		t := time.NewTicker(cursorPoll)
 		defer t.Stop()
+		lastX, lastY := C.int(-1), C.int(-1)
 		for {
 			select {
 			case <-ctx.Done():
@@ -144,6 +160,11 @@ func WatchCursor(ctx context.Context, name string, onChange func(Cursor)) (wait 
 			case <-t.C:
 				if C.metal_cursor_changed(d, base) != 0 {
 					read()
+				}
+				var x, y C.int
+				if C.metal_pointer(d, &x, &y) != 0 && (x != lastX || y != lastY) {
+					lastX, lastY = x, y
+					onMove(int(x), int(y))
 				}
 			}
 		}
