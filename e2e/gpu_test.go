@@ -91,9 +91,10 @@ func startCluster(t testing.TB, o localcluster.Options) *localcluster.Cluster {
 // instances (encoder slots), and NVIDIA_VISIBLE_DEVICES as the streamer
 // itself reports it.
 type placement struct {
-	slots   []string
-	env     string
-	encoder string
+	slots     []string
+	env       string
+	encoder   string
+	notChosen map[string]string
 }
 
 // placementOf reads a running session's slot from Nomad, the source of
@@ -128,11 +129,14 @@ func placementOf(t *testing.T, c *localcluster.Cluster, session string) placemen
 		if err == nil && len(svcs) == 1 {
 			resp, err := client.Get(fmt.Sprintf("http://%s:%d/healthz", svcs[0].ServiceAddress, svcs[0].ServicePort))
 			if err == nil {
-				var h struct{ GPU, Encoder string }
+				var h struct {
+					GPU, Encoder string
+					NotChosen    map[string]string `json:"not_chosen"`
+				}
 				err = json.NewDecoder(resp.Body).Decode(&h)
 				resp.Body.Close()
 				if err == nil {
-					p.env, p.encoder = h.GPU, h.Encoder
+					p.env, p.encoder, p.notChosen = h.GPU, h.Encoder, h.NotChosen
 					return p
 				}
 			}

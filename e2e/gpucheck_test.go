@@ -66,6 +66,10 @@ func TestRealGPU(t *testing.T) {
 		return
 	}
 
+	// What a streamer picks here, and why not the others: the diagnosis if
+	// the session below fails.
+	printStreamerEncoder(t)
+
 	// A session through the gateway, as a player starts one: Nomad places
 	// it on an encoder slot, the streamer is told NVENC (nvenc: NVENC or
 	// exit), and Chromium decodes it.
@@ -79,7 +83,7 @@ func TestRealGPU(t *testing.T) {
 		t.Fatalf("session %s on slots %v with NVIDIA_VISIBLE_DEVICES %q: want one slot of that GPU", id, p.slots, p.env)
 	}
 	if p.encoder != "nvcudah264enc" && p.encoder != "nvh264enc" {
-		t.Fatalf("the streamer on %s runs %q, want an NVENC encoder", p.slots[0], p.encoder)
+		t.Fatalf("the streamer on %s runs %q, want an NVENC encoder; not chosen: %v", p.slots[0], p.encoder, p.notChosen)
 	}
 	fmt.Printf("GPU CHECK session placed on %s, streamer encoder %s, Chromium decodes it\n", p.slots[0], p.encoder)
 }

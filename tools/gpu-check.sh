@@ -34,11 +34,15 @@ export METAL_NOMAD_BIN=$root/bin/nomad METAL_CONSUL_BIN=$root/bin/consul
 export METAL_NVIDIA_PLUGIN_DIR=$root/bin/plugins METAL_BIN=$root/bin/metal
 # The e2e binary moves itself into a private network namespace when root.
 out=$(mktemp)
-(cd e2e && timeout 300 ../bin/e2e.test -test.run '^TestRealGPU$' -test.v -test.count=1 2>&1) | tee "$out" | grep -E 'GPU CHECK|PASS|FAIL|ok|---'
+trap 'rm -f "$out"' EXIT
+status=0
+(cd e2e && timeout 300 ../bin/e2e.test -test.run '^TestRealGPU$' -test.v -test.count=1 >"$out" 2>&1) || status=$?
+# The check's own lines, its failures with their reasons, and the verdict.
+grep -E 'GPU CHECK|_test\.go:[0-9]+:|^(--- |PASS|FAIL|ok)' "$out" || tail -n 40 "$out"
 encoder=nvenc
 if grep -q 'GPU CHECK no NVENC' "$out"; then encoder=x264enc; fi
-rm -f "$out"
 echo "==> figures with $encoder (720p30 and 720p60, playout-delay 0, 6 s each)"
 (cd streamer && METAL_BENCH_ENCODER=$encoder timeout 200 ../bin/streamer.test -test.run '^$' \
-	-test.bench 'BenchmarkStreamer/720p(30|60)-pd0$' -test.benchtime 1x 2>&1) | grep -E '^encoder|FAIL'
-echo "==> GPU check finished in $(($(date +%s) - start))s"
+	-test.bench 'BenchmarkStreamer/720p(30|60)-pd0$' -test.benchtime 1x 2>&1) | grep -E '^encoder|_test\.go:[0-9]+:|FAIL' || status=1
+echo "==> GPU check finished in $(($(date +%s) - start))s (exit $status)"
+exit $status

@@ -67,6 +67,11 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	} else {
 		return fmt.Errorf("-datacenter: name at least one edge")
 	}
+	switch *encoder {
+	case "", "nvenc", "nvcudah264enc", "nvh264enc", "x264enc", "vp8enc": // jobs/streamer.nomad.hcl validates the same
+	default:
+		return fmt.Errorf("-streamer-encoder %q: want empty, nvenc, nvcudah264enc, nvh264enc, x264enc or vp8enc", *encoder)
+	}
 	if sc.Failover != "auto" && sc.Failover != "click" {
 		return fmt.Errorf("-failover %q: want auto or click", sc.Failover)
 	}
