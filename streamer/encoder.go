@@ -3,6 +3,7 @@ package streamer
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 )
 
@@ -30,6 +31,8 @@ type EncoderProbe interface {
 	// CheckPads validates the caps before and after an element against its
 	// registered pad templates.
 	CheckPads(element, sinkCaps, srcCaps string) error
+	// EnumNicks lists the values of an element's enum property.
+	EnumNicks(element, prop string) []string
 	// Probe runs a short test pipeline through a branch.
 	Probe(desc string) error
 }
@@ -129,34 +132,42 @@ func buildBranch(enc string, v videoParams, p EncoderProbe) (branch, error) {
 				b.Convert, b.InCaps = "cudaupload ! cudaconvert", gpuIn
 			}
 		}
-		if enc == EncoderNVH264 {
-			b.Props = []prop{
-				{name: "preset", value: "low-latency-hq"},
-				{name: "rc-mode", value: "cbr"},
-				{name: "zerolatency", value: "true"},
-				{name: "gop-size", value: "-1"},
-				{name: "bitrate", value: fmt.Sprint(v.Kbps)},
-				{name: "aud", value: "false"},
-				{name: "bframes", value: "0", optional: true},
-				{name: "rc-lookahead", value: "0", optional: true},
-				{name: "vbv-buffer-size", value: fmt.Sprint(frameKbits), optional: true},
+		// The two elements, and GStreamer versions, spell some properties
+		// differently; the branch takes the spelling the element has.
+		names, err := p.Properties(enc, []string{"rate-control", "rc-mode", "zerolatency", "zero-reorder-delay", "bframes", "b-frames", "tune"})
+		if err != nil {
+			return b, err
+		}
+		pick := func(options ...string) string {
+			for _, n := range options {
+				if names[n] {
+					return n
+				}
 			}
-		} else {
-			// nvcudah264enc (GStreamer 1.22's new NVENC element) spells
-			// rate control rate-control and zero latency zero-reorder-delay.
-			b.Props = []prop{
-				{name: "preset", value: "low-latency-hq"},
-				{name: "rate-control", value: "cbr"},
-				{name: "zero-reorder-delay", value: "true", optional: true},
-				{name: "gop-size", value: "-1"},
-				{name: "b-frames", value: "0", optional: true},
-				{name: "bitrate", value: fmt.Sprint(v.Kbps)},
-				{name: "aud", value: "false", optional: true},
-				{name: "rc-lookahead", value: "0", optional: true},
-				{name: "vbv-buffer-size", value: fmt.Sprint(frameKbits), optional: true},
-				{name: "repeat-sequence-header", value: "true", optional: true},
+			return options[0]
+		}
+		// NVIDIA deprecated the legacy presets (low-latency-hq among them)
+		// for p1..p7 with a tuning; GStreamer 1.24's elements offer those,
+		// 1.22's only the legacy ones, which drivers that dropped them
+		// refuse (the test pipeline fails and says so).
+		b.Props = []prop{{name: "preset", value: "low-latency-hq"}}
+		if slices.Contains(p.EnumNicks(enc, "preset"), "p1") {
+			b.Props = []prop{{name: "preset", value: "p1"}}
+			if names["tune"] {
+				b.Props = append(b.Props, prop{name: "tune", value: "ultra-low-latency"})
 			}
 		}
+		b.Props = append(b.Props,
+			prop{name: pick("rate-control", "rc-mode"), value: "cbr"},
+			prop{name: pick("zerolatency", "zero-reorder-delay"), value: "true", optional: true},
+			prop{name: "gop-size", value: "-1"},
+			prop{name: pick("bframes", "b-frames"), value: "0", optional: true},
+			prop{name: "bitrate", value: fmt.Sprint(v.Kbps)},
+			prop{name: "aud", value: "false", optional: true},
+			prop{name: "rc-lookahead", value: "0", optional: true},
+			prop{name: "vbv-buffer-size", value: fmt.Sprint(frameKbits), optional: true},
+			prop{name: "repeat-sequence-header", value: "true", optional: true},
+		)
 	case EncoderX264:
 		b.Profile = ProfileConstrainedBaseline
 		if v.Profile == ProfileHigh {

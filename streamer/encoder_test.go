@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,15 +40,17 @@ var nvh264encProps = map[string]bool{"preset": true, "rc-mode": true, "zerolaten
 	"bitrate": true, "aud": true, "bframes": true, "rc-lookahead": true, "vbv-buffer-size": true}
 
 // fakeGPU is GStreamer as a GPU machine with NVENC registers it: the real
-// GStreamer here for every other element, the templates above for
-// nvh264enc. broken encoders fail their test pipeline (an H100: the plugin
+// GStreamer here for every other element, the templates above for the
+// NVENC elements. broken encoders fail their test pipeline (an H100: the plugin
 // registers nvh264enc, no session opens).
 type fakeGPU struct {
 	t      *testing.T
 	has    map[string]bool // elements registered; nil means "as GStreamer here, plus nvh264enc"
 	props  map[string]bool // nvh264enc's properties
 	broken map[string]bool
-	probed []string
+	// presets are the NVENC preset nicks; nil: 1.22's.
+	presets []string
+	probed  []string
 }
 
 func (f *fakeGPU) HasElement(n string) bool {
@@ -65,6 +68,23 @@ func (f *fakeGPU) Properties(el string, names []string) (map[string]bool, error)
 		return nvcudaProps, nil
 	}
 	return gst.Properties(el, names)
+}
+
+// legacyPresets are 1.22's preset nicks for both NVENC elements; newPresets
+// what GStreamer 1.24's nvcudah264enc adds.
+var (
+	legacyPresets = []string{"default", "hp", "hq", "low-latency", "low-latency-hq", "low-latency-hp", "lossless", "lossless-hp"}
+	newPresets    = append(slices.Clone(legacyPresets), "p1", "p2", "p3", "p4", "p5", "p6", "p7")
+)
+
+func (f *fakeGPU) EnumNicks(el, prop string) []string {
+	if !isNVENC(el) {
+		return gst.EnumNicks(el, prop)
+	}
+	if f.presets != nil {
+		return f.presets
+	}
+	return legacyPresets
 }
 
 func (f *fakeGPU) CheckPads(el, sinkCaps, srcCaps string) error {
@@ -196,6 +216,15 @@ func TestNVENCBranchNegotiates(t *testing.T) {
 	if cuda.Fmtp() != b.Fmtp() || len(cuda.Dropped) != 0 {
 		t.Errorf("nvcudah264enc fmtp %q (dropped %v), nvh264enc %q", cuda.Fmtp(), cuda.Dropped, b.Fmtp())
 	}
+	// GStreamer 1.24+: the p1..p7 presets with a tuning, not the legacy
+	// ones drivers are dropping.
+	nvcudaProps["tune"] = true
+	defer delete(nvcudaProps, "tune")
+	f.presets = newPresets
+	if cuda, err = buildBranch(EncoderNVCUDAH264, p720, f); err != nil || !strings.Contains(cuda.desc(), "preset=p1 tune=ultra-low-latency rate-control=cbr") {
+		t.Errorf("1.24 presets: %v, %s", err, cuda.desc())
+	}
+	f.presets = nil
 	// The old branch's caps do not intersect the template.
 	if err := f.CheckPads(EncoderNVH264, "", "video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au"); err == nil {
 		t.Error("constrained baseline passed nvh264enc's template check")
@@ -207,7 +236,7 @@ func TestNVENCBranchNegotiates(t *testing.T) {
 	// B-frames), they are left out rather than failing the pipeline.
 	f.props = map[string]bool{"preset": true, "rc-mode": true, "zerolatency": true, "gop-size": true, "bitrate": true, "aud": true}
 	b, err = buildBranch(EncoderNVH264, p720, f)
-	if err != nil || strings.Contains(b.desc(), "vbv-buffer-size") || len(b.Dropped) != 3 {
+	if err != nil || strings.Contains(b.desc(), "vbv-buffer-size") || len(b.Dropped) != 4 {
 		t.Errorf("conditional properties: %v, dropped %v, %s", err, b.Dropped, b.desc())
 	}
 	// Without CUDA conversion elements, conversion stays on the CPU, to NV12.

@@ -462,3 +462,4 @@ func (gstProbe) Properties(el string, names []string) (map[string]bool, error) {
 func (gstProbe) CheckPads(el, sinkCaps, srcCaps string) error {
 	return gst.CheckPads(el, sinkCaps, srcCaps)
 }
+func (gstProbe) EnumNicks(el, prop string) []string { return gst.EnumNicks(el, prop) }
