@@ -114,9 +114,14 @@ func benchOnce(b *testing.B, browser context.Context, name string, w, h, fps int
 	mu.Lock()
 	enc = enc[:0]
 	mu.Unlock()
-	cpu0, t0 := benchout.ProcessCPU(0), time.Now()
+	const decodedJS = `metal.state.pc.getStats().then(r => { let n = 0; r.forEach(s => { if (s.type === "inbound-rtp" && s.kind === "video") n = s.framesDecoded; }); return n; })`
+	decoded0, _ := browsertest.Eval[float64](tab, decodedJS)
+	cpu0, t0, frames0 := benchout.ProcessCPU(0), time.Now(), r.media.Frames()
 	time.Sleep(window)
 	cpu := (benchout.ProcessCPU(0) - cpu0).Seconds() / time.Since(t0).Seconds() * 100
+	fpsEncoded := float64(r.media.Frames()-frames0) / time.Since(t0).Seconds()
+	decoded1, _ := browsertest.Eval[float64](tab, decodedJS)
+	fpsChromium := (decoded1 - decoded0) / time.Since(t0).Seconds()
 	samples, err := browsertest.Eval[[][2]float64](tab, `window.g2g`)
 	if err != nil {
 		b.Fatal(err)
@@ -148,10 +153,12 @@ func benchOnce(b *testing.B, browser context.Context, name string, w, h, fps int
 	b.ReportMetric(firstFrame, "whep-to-frame-ms")
 	b.ReportMetric(cpu, "cpu-%")
 	b.ReportMetric(fpsDecoded, "fps-decoded")
+	b.ReportMetric(fpsEncoded, "fps-encoded")
+	b.ReportMetric(fpsChromium, "fps-chromium-decoded")
 	b.ReportMetric(float64(len(g2g)), "g2g-samples")
-	fmt.Printf("encoder %s (%s): %s glass-to-glass p50 %.1f ms p95 %.1f ms, capture-to-encoded p50 %.1f ms p95 %.1f ms, %.1f fps decoded\n",
+	fmt.Printf("encoder %s (%s): %s glass-to-glass p50 %.1f ms p95 %.1f ms, capture-to-encoded p50 %.1f ms p95 %.1f ms, %.1f fps encoded, %.1f decoded by Chromium, %.1f read back\n",
 		r.Encoder(), r.branch.Fmtp(), name, benchout.Percentile(g2g, 50), benchout.Percentile(g2g, 95),
-		benchout.Percentile(encCopy, 50), benchout.Percentile(encCopy, 95), fpsDecoded)
+		benchout.Percentile(encCopy, 50), benchout.Percentile(encCopy, 95), fpsEncoded, fpsChromium, fpsDecoded)
 }
 
 // BenchmarkStreamsPerBox starts more and more 720p30 streamers (each its own
