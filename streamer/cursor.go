@@ -80,12 +80,8 @@ func (s *Server) setCursor(c x11.Cursor) {
 		return // a newer one is on its way (setCursor has one caller; all the same)
 	}
 	s.cursor = b
-	peers := make([]*peer, 0, len(s.peers))
-	for _, p := range s.peers {
-		peers = append(peers, p)
-	}
 	s.mu.Unlock()
-	for _, p := range peers {
+	for _, p := range s.peersWhere(func(*peer) bool { return true }) {
 		p.sendText(b)
 	}
 }
@@ -93,17 +89,22 @@ func (s *Server) setCursor(c x11.Cursor) {
 // movePointer sends the pointer's position to every spectator.
 func (s *Server) movePointer(x, y int) {
 	b, _ := json.Marshal(pointerMessage{Type: "pointer", X: float64(x) / float64(s.cfg.Width), Y: float64(y) / float64(s.cfg.Height)})
-	s.mu.Lock()
-	viewers := make([]*peer, 0, len(s.peers))
-	for _, p := range s.peers {
-		if p.role != token.RoleOwner {
-			viewers = append(viewers, p)
-		}
-	}
-	s.mu.Unlock()
-	for _, p := range viewers {
+	for _, p := range s.peersWhere(func(p *peer) bool { return p.role != token.RoleOwner }) {
 		p.sendText(b)
 	}
+}
+
+// peersWhere lists the peers keep accepts.
+func (s *Server) peersWhere(keep func(*peer) bool) []*peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*peer
+	for _, p := range s.peers {
+		if keep(p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // sendText sends on the peer's input channel, if it is open and not

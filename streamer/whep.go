@@ -227,19 +227,12 @@ func (s *Server) whepDropViewers(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusForbidden, "only the owner drops spectators")
 		return
 	}
-	s.mu.Lock()
-	var ids []string
-	for id, p := range s.peers {
-		if p.role != token.RoleOwner {
-			ids = append(ids, id)
-		}
-	}
-	s.mu.Unlock()
-	for _, id := range ids {
-		s.removePeer(id)
+	viewers := s.peersWhere(func(p *peer) bool { return p.role != token.RoleOwner })
+	for _, p := range viewers {
+		s.removePeer(p.id)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	fmt.Fprintf(w, "{\"dropped\":%d}\n", len(ids))
+	fmt.Fprintf(w, "{\"dropped\":%d}\n", len(viewers))
 }
 
 func (s *Server) whepPatch(w http.ResponseWriter, _ *http.Request) {
