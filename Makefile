@@ -82,8 +82,8 @@ BENCH_OUT := $(CURDIR)/bench-results
 BENCH = METAL_BENCH_OUT=$(BENCH_OUT) $(GO) test -p 1 -run '^$$' -benchtime 1x -timeout 20m
 bench: deps tools build
 	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
-	@echo "==> streamer: glass-to-glass, capture-to-encoded, CPU, WHEP to first frame (2 interleaved rounds)"
-	$(BENCH) -bench 'BenchmarkStreamer$$' -count 2 ./streamer/ | tee $(BENCH_OUT)/bench.txt
+	@echo "==> streamer: glass-to-glass, frame rates, capture-to-encoded, CPU, first frame (5 runs per configuration, playout-delay order alternating)"
+	$(BENCH) -bench 'BenchmarkStreamer$$' ./streamer/ | tee $(BENCH_OUT)/bench.txt
 	@echo "==> streamer: 720p30 streams per box"
 	$(BENCH) -bench 'BenchmarkStreamsPerBox$$' ./streamer/ | tee -a $(BENCH_OUT)/bench.txt
 	@echo "==> gateway, Nomad placement, TURN against coturn"

@@ -20,7 +20,7 @@ import (
 )
 
 // playerURL is the streamer's own page with a token for role.
-func (r *running) playerURL(t *testing.T, role token.Role) string {
+func (r *running) playerURL(t testing.TB, role token.Role) string {
 	return r.URL() + "/#stats=1&token=" + r.token(t, "sess-test", role)
 }
 
@@ -241,9 +241,11 @@ func waitX(t *testing.T, what string, ok func() bool) {
 }
 
 // TestBrowserDrawsTheCursor: the player draws the X cursor (image and
-// hotspot from XFixes) as the video's CSS cursor, follows each change the
-// desktop makes, hides it when the application hides it, and spectators get
-// it too; the capture leaves the pointer out.
+// hotspot from XFixes) as the video's CSS cursor and follows each change
+// the desktop makes; a spectator draws the image where the pointer is (its
+// own mouse stays an arrow), also when it joins while the pointer is still;
+// both hide it when the application hides it; the capture leaves the
+// pointer out.
 func TestBrowserDrawsTheCursor(t *testing.T) {
 	browser := browsertest.New(t)
 	r := startStreamer(t, func(c *Config) { c.Encoder = EncoderX264 })
@@ -255,27 +257,33 @@ func TestBrowserDrawsTheCursor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer xd.Close()
-	owner := browsertest.Tab(t, browser)
-	viewer := browsertest.Tab(t, browser)
-	for _, c := range []struct {
-		tab  context.Context
-		role token.Role
-	}{{owner, token.RoleOwner}, {viewer, token.RoleViewer}} {
-		if err := chromedp.Do(c.tab, chromedp.Navigate(r.playerURL(t, c.role))); err != nil {
+	xd.MoveTo(640, 360)
+	open := func(role token.Role) context.Context {
+		tab := browsertest.Tab(t, browser)
+		// A square window: the frame is letterboxed, as on a phone.
+		if err := chromedp.Do(tab, chromedp.EmulateViewport(900, 900)); err != nil {
 			t.Fatal(err)
 		}
-		waitPlaying(t, c.tab, 1280, 720)
+		if err := chromedp.Do(tab, chromedp.Navigate(r.playerURL(t, role))); err != nil {
+			t.Fatal(err)
+		}
+		waitPlaying(t, tab, 1280, 720)
+		return tab
 	}
+	owner, viewer := open(token.RoleOwner), open(token.RoleViewer)
+	const videoCSS = `document.getElementById("video").style.cursor`
+	const overlay = `document.getElementById("remote-pointer")`
 	// Xvfb's root cursor at first, then the crosshair a desktop sets: each
 	// a PNG as big as X says, with X's hotspot.
 	last := uint64(0)
 	for _, step := range []func(){func() {}, func() { xd.DefineRootCursor(34) /* XC_crosshair */ }} {
 		step()
-		for _, tab := range []context.Context{owner, viewer} {
-			expr := fmt.Sprintf(`metal.cursor && metal.cursor.seq > %d && !metal.cursor.hidden && document.getElementById("video").style.cursor.startsWith('url("data:image/png;base64,')`, last)
-			if err := browsertest.WaitTrue(tab, expr, 10*time.Second); err != nil {
-				t.Fatalf("cursor after change %d: %v", last, err)
-			}
+		fresh := fmt.Sprintf(`metal.cursor && metal.cursor.seq > %d && !metal.cursor.hidden`, last)
+		if err := browsertest.WaitTrue(owner, fresh+` && `+videoCSS+`.startsWith('url("data:image/png;base64,')`, 10*time.Second); err != nil {
+			t.Fatalf("player's cursor after change %d: %v", last, err)
+		}
+		if err := browsertest.WaitTrue(viewer, fresh+` && `+overlay+`.src === metal.cursor.image && !`+overlay+`.hidden && `+videoCSS+` === "default"`, 10*time.Second); err != nil {
+			t.Fatalf("spectator's cursor after change %d: %v", last, err)
 		}
 		m, err := browsertest.Eval[cursorMessage](owner, `metal.cursor`)
 		if err != nil {
@@ -285,24 +293,39 @@ func TestBrowserDrawsTheCursor(t *testing.T) {
 		if err != nil || len(size) != 2 || size[0] == 0 || m.HotX < 0 || m.HotX >= size[0] || m.HotY < 0 || m.HotY >= size[1] {
 			t.Fatalf("cursor image %v (%v) with hotspot %d,%d", size, err, m.HotX, m.HotY)
 		}
-		style, _ := browsertest.Eval[string](owner, `document.getElementById("video").style.cursor`)
+		style, _ := browsertest.Eval[string](owner, videoCSS)
 		if !strings.HasSuffix(style, fmt.Sprintf(" %d %d, default", m.HotX, m.HotY)) {
 			t.Fatalf("CSS cursor %q lacks hotspot %d %d", style[max(0, len(style)-40):], m.HotX, m.HotY)
 		}
 		last = m.Seq
 	}
-	// The spectator sees the pointer where it is: an image at its position.
+	// The spectator's image sits with its hotspot where the pointer is in
+	// the letterboxed frame; one who joins while the pointer is still gets
+	// it at once.
+	at := func(fx, fy float64) string {
+		return fmt.Sprintf(`(() => { const v = document.getElementById("video").getBoundingClientRect(), o = %s.getBoundingClientRect();
+			const s = Math.min(v.width / 1280, v.height / 720), w = 1280 * s, h = 720 * s;
+			const x = v.left + (v.width - w) / 2 + %g * w, y = v.top + (v.height - h) / 2 + %g * h;
+			return !%s.hidden && Math.abs(o.left + metal.cursor.hot_x - x) < 2 && Math.abs(o.top + metal.cursor.hot_y - y) < 2; })()`, overlay, fx, fy, overlay)
+	}
 	xd.MoveTo(320, 180)
-	if err := browsertest.WaitTrue(viewer, `metal.pointer && Math.abs(metal.pointer.x - 0.25) < 0.01 && Math.abs(metal.pointer.y - 0.25) < 0.01 && !document.getElementById("remote-pointer").hidden`, 10*time.Second); err != nil {
-		t.Fatalf("spectator's pointer: %v", err)
+	if err := browsertest.WaitTrue(viewer, at(0.25, 0.25), 10*time.Second); err != nil {
+		t.Fatalf("spectator's pointer at (320,180): %v", err)
+	}
+	late := open(token.RoleViewer)
+	if err := browsertest.WaitTrue(late, at(0.25, 0.25), 10*time.Second); err != nil {
+		t.Fatalf("a spectator joining while the pointer is still: %v", err)
 	}
 	if p, _ := browsertest.Eval[bool](owner, `!!metal.pointer`); p {
 		t.Error("the player got pointer positions (its own mouse is the pointer)")
 	}
 	xd.BlankRootCursor()
-	for _, tab := range []context.Context{owner, viewer} {
-		if err := browsertest.WaitTrue(tab, `metal.cursor.hidden && document.getElementById("video").style.cursor === "none" && document.getElementById("remote-pointer").hidden`, 10*time.Second); err != nil {
-			t.Fatalf("hidden cursor: %v", err)
+	if err := browsertest.WaitTrue(owner, `metal.cursor.hidden && `+videoCSS+` === "none"`, 10*time.Second); err != nil {
+		t.Fatalf("player's hidden cursor: %v", err)
+	}
+	for _, tab := range []context.Context{viewer, late} {
+		if err := browsertest.WaitTrue(tab, `metal.cursor.hidden && `+overlay+`.hidden`, 10*time.Second); err != nil {
+			t.Fatalf("spectator's hidden cursor: %v", err)
 		}
 	}
 }

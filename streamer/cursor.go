@@ -82,15 +82,35 @@ func (s *Server) setCursor(c x11.Cursor) {
 	s.cursor = b
 	s.mu.Unlock()
 	for _, p := range s.peersWhere(func(*peer) bool { return true }) {
-		p.sendText(b)
+		p.sendCursor(b)
 	}
 }
 
-// movePointer sends the pointer's position to every spectator.
+// movePointer sends the pointer's position to every spectator, and keeps it
+// for those who join later.
 func (s *Server) movePointer(x, y int) {
 	b, _ := json.Marshal(pointerMessage{Type: "pointer", X: float64(x) / float64(s.cfg.Width), Y: float64(y) / float64(s.cfg.Height)})
+	s.mu.Lock()
+	s.pointer = b
+	s.mu.Unlock()
 	for _, p := range s.peersWhere(func(p *peer) bool { return p.role != token.RoleOwner }) {
-		p.sendText(b)
+		if dc := p.openInput(); dc != nil && dc.BufferedAmount() < maxBuffered {
+			_ = dc.SendText(string(b)) // the next move replaces a skipped one
+		}
+	}
+}
+
+// greet sends a peer whose input channel just opened the cursor and, to a
+// spectator, where the pointer is.
+func (s *Server) greet(p *peer) {
+	s.mu.Lock()
+	cursor, pointer := s.cursor, s.pointer
+	s.mu.Unlock()
+	if cursor != nil {
+		p.sendCursor(cursor)
+	}
+	if dc := p.openInput(); dc != nil && pointer != nil && p.role != token.RoleOwner {
+		_ = dc.SendText(string(pointer))
 	}
 }
 
@@ -107,13 +127,42 @@ func (s *Server) peersWhere(keep func(*peer) bool) []*peer {
 	return out
 }
 
-// sendText sends on the peer's input channel, if it is open and not
-// backed up.
-func (p *peer) sendText(b []byte) {
+// openInput is the peer's input channel if it is open.
+func (p *peer) openInput() *webrtc.DataChannel {
 	p.inputMu.Lock()
 	dc := p.inputDC
 	p.inputMu.Unlock()
-	if dc != nil && dc.ReadyState() == webrtc.DataChannelStateOpen && dc.BufferedAmount() < maxBuffered {
-		_ = dc.SendText(string(b))
+	if dc == nil || dc.ReadyState() != webrtc.DataChannelStateOpen {
+		return nil
+	}
+	return dc
+}
+
+// sendCursor sends a cursor message, or, when the channel is backed up (an
+// animated cursor, a slow link), keeps it as the one to send once the
+// channel drains (inputDrained): a cursor change is never lost, only
+// superseded.
+func (p *peer) sendCursor(b []byte) {
+	dc := p.openInput()
+	if dc == nil {
+		return
+	}
+	if dc.BufferedAmount() >= maxBuffered {
+		p.inputMu.Lock()
+		p.cursorBehind = b
+		p.inputMu.Unlock()
+		return
+	}
+	_ = dc.SendText(string(b))
+}
+
+// inputDrained sends the cursor a backed-up channel skipped.
+func (p *peer) inputDrained() {
+	p.inputMu.Lock()
+	b := p.cursorBehind
+	p.cursorBehind = nil
+	p.inputMu.Unlock()
+	if b != nil {
+		p.sendCursor(b)
 	}
 }

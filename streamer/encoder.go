@@ -134,7 +134,7 @@ func buildBranch(enc string, v videoParams, p EncoderProbe) (branch, error) {
 		}
 		// The two elements, and GStreamer versions, spell some properties
 		// differently; the branch takes the spelling the element has.
-		names, err := p.Properties(enc, []string{"rate-control", "rc-mode", "zerolatency", "zero-reorder-delay", "bframes", "b-frames", "tune"})
+		names, err := p.Properties(enc, []string{"rate-control", "rc-mode", "zerolatency", "zero-reorder-delay", "bframes", "b-frames"})
 		if err != nil {
 			return b, err
 		}
@@ -153,7 +153,7 @@ func buildBranch(enc string, v videoParams, p EncoderProbe) (branch, error) {
 		b.Props = []prop{{name: "preset", value: "low-latency-hq"}}
 		if slices.Contains(p.EnumNicks(enc, "preset"), "p1") {
 			b.Props = []prop{{name: "preset", value: "p1"}}
-			if names["tune"] {
+			if slices.Contains(p.EnumNicks(enc, "tune"), "ultra-low-latency") {
 				b.Props = append(b.Props, prop{name: "tune", value: "ultra-low-latency"})
 			}
 		}
@@ -277,30 +277,17 @@ func ChooseEncoder(prefer string, v videoParams, p EncoderProbe, log *slog.Logge
 	return branch{}, skipped, fmt.Errorf("%w: tried %s: %v", ErrNoEncoder, strings.Join(candidates(prefer), ", "), skipped)
 }
 
-// bitrateProperties are the encoder properties to set, in order, for a
-// new target of kbps at fps: the bitrate, and for NVENC first its VBV
-// (in kbits), so the buffer stays about one frame as the bitrate moves
-// (x264's is in milliseconds and needs no change). vbv is false where the
-// element lacks vbv-buffer-size.
-func bitrateProperties(b branch, kbps, fps int) [][2]string {
-	switch {
-	case b.Encoder == EncoderVP8:
+// bitrateProperties are the encoder properties to set for a new target of
+// kbps. Only the bitrate: NVENC's VBV stays the one frame of the start
+// bitrate it was opened with, since changing vbv-buffer-size while playing
+// makes nvcudah264enc drain and open a new session (a key frame and a
+// stall on every congestion-control step); x264's is in milliseconds and
+// needs no change.
+func bitrateProperties(b branch, kbps int) [][2]string {
+	if b.Encoder == EncoderVP8 {
 		return [][2]string{{"target-bitrate", fmt.Sprint(kbps * 1000)}}
-	case isNVENC(b.Encoder) && b.has("vbv-buffer-size"):
-		return [][2]string{{"vbv-buffer-size", fmt.Sprint(max(1, kbps/max(1, fps)))}, {"bitrate", fmt.Sprint(kbps)}}
-	default:
-		return [][2]string{{"bitrate", fmt.Sprint(kbps)}}
 	}
-}
-
-// has reports whether the branch sets property name.
-func (b branch) has(name string) bool {
-	for _, p := range b.Props {
-		if p.name == name {
-			return true
-		}
-	}
-	return false
+	return [][2]string{{"bitrate", fmt.Sprint(kbps)}}
 }
 
 // videoPipeline captures display at the configured size and rate and ends in

@@ -78,13 +78,17 @@ var (
 )
 
 func (f *fakeGPU) EnumNicks(el, prop string) []string {
-	if !isNVENC(el) {
+	switch {
+	case !isNVENC(el):
 		return gst.EnumNicks(el, prop)
-	}
-	if f.presets != nil {
+	case prop == "preset" && f.presets != nil:
 		return f.presets
+	case prop == "preset":
+		return legacyPresets
+	case prop == "tune" && f.presets != nil:
+		return []string{"default", "high-quality", "low-latency", "ultra-low-latency", "lossless"}
 	}
-	return legacyPresets
+	return nil
 }
 
 func (f *fakeGPU) CheckPads(el, sinkCaps, srcCaps string) error {
@@ -375,15 +379,15 @@ func TestPipelineDescriptions(t *testing.T) {
 			t.Errorf("x264 pipeline lacks %q: %s", want, d)
 		}
 	}
-	if p := bitrateProperties(branch{Encoder: EncoderVP8}, 2000, 30); len(p) != 1 || p[0] != [2]string{"target-bitrate", "2000000"} {
+	if p := bitrateProperties(branch{Encoder: EncoderVP8}, 2000); len(p) != 1 || p[0] != [2]string{"target-bitrate", "2000000"} {
 		t.Errorf("vp8 bitrate properties = %v", p)
 	}
 	nv, err := buildBranch(EncoderNVH264, p720, &fakeGPU{t: t, props: nvh264encProps})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// NVENC's VBV (kbits) follows the bitrate, set before it: one frame.
-	if p := bitrateProperties(nv, 1200, 30); len(p) != 2 || p[0] != [2]string{"vbv-buffer-size", "40"} || p[1] != [2]string{"bitrate", "1200"} {
+	// Only the bitrate moves at run time: a VBV change reopens NVENC.
+	if p := bitrateProperties(nv, 1200); len(p) != 1 || p[0] != [2]string{"bitrate", "1200"} {
 		t.Errorf("nvenc bitrate properties = %v", p)
 	}
 }

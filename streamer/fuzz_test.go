@@ -100,7 +100,7 @@ func FuzzCheckOffer(f *testing.F) {
 		r.mu.Unlock()
 		switch {
 		case rec.Code == http.StatusCreated:
-			if checkOfferErr(b, r.branch) != nil {
+			if checkOfferErr(b) != nil {
 				t.Fatalf("answered an offer checkOffer refuses")
 			}
 			id := strings.TrimPrefix(rec.Header().Get("Location"), "/whep/")
@@ -115,7 +115,7 @@ func FuzzCheckOffer(f *testing.F) {
 			if peers != 0 || pending != 0 {
 				t.Fatalf("a refused offer (%d) left %d peers and %d reserved slots", rec.Code, peers, pending)
 			}
-			if spentThis && (len(b) > maxOfferBytes || checkOfferErr(b, r.branch) != nil) {
+			if spentThis && (len(b) > maxOfferBytes || checkOfferErr(b) != nil) {
 				t.Fatalf("a body refused before WebRTC spent its token (%d spent)", spent)
 			}
 		}
@@ -130,7 +130,7 @@ func claimsID(t *testing.T, s *token.Signer, tok string) string {
 	return c.ID
 }
 
-func checkOfferErr(b []byte, stream branch) error {
-	_, err := checkOffer(b, stream)
+func checkOfferErr(b []byte) error {
+	_, err := checkOffer(b)
 	return err
 }

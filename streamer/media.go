@@ -99,6 +99,7 @@ func (md *Media) writeVideo(data []byte, pts, dur, latency time.Duration) {
 	key := isKeyFrame(md.branch.Codec(), data)
 	if md.dropping.Load() && !key {
 		md.m.framesDropped.Inc()
+		md.RequestKeyframe() // coalesced; asked again in case one was lost
 		return
 	}
 	select {
@@ -200,7 +201,7 @@ func (md *Media) SetBitrate(bps int) {
 		return
 	}
 	md.kbps = kbps
-	for _, p := range bitrateProperties(md.branch, kbps, md.fps) {
+	for _, p := range bitrateProperties(md.branch, kbps) {
 		md.enc.SetProperty(p[0], p[1])
 	}
 	md.m.targetBitrate.Set(float64(kbps * 1000))

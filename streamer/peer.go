@@ -33,11 +33,13 @@ type peer struct {
 	// Input, per peer whatever its data channels: one input channel, one
 	// limiter for accepted messages and one for refusals (a viewer, a bad
 	// message), and the keys and buttons it holds down.
-	inputMu  sync.Mutex
-	inputDC  *webrtc.DataChannel
-	limit    *rate.Limiter
-	refusals *rate.Limiter
-	held     held
+	inputMu sync.Mutex
+	inputDC *webrtc.DataChannel
+	// cursorBehind is the cursor message a backed-up channel skipped.
+	cursorBehind []byte
+	limit        *rate.Limiter
+	refusals     *rate.Limiter
+	held         held
 }
 
 // api builds a WebRTC API for one peer: codecs, the playout-delay extension,
@@ -250,14 +252,9 @@ func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
 	}
 	// The cursor, as soon as the channel is open (pion calls this at once
 	// if it already is); later changes follow from setCursor.
-	dc.OnOpen(func() {
-		s.mu.Lock()
-		b := s.cursor
-		s.mu.Unlock()
-		if b != nil {
-			_ = dc.SendText(string(b))
-		}
-	})
+	dc.OnOpen(func() { s.greet(p) })
+	dc.SetBufferedAmountLowThreshold(maxBuffered / 2)
+	dc.OnBufferedAmountLow(p.inputDrained)
 	reply := func(err error) {
 		// Refusals are answered at a bounded rate: a flood of bad or
 		// view-only messages costs the streamer no more than that.

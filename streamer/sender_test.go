@@ -55,20 +55,24 @@ func TestEncoderNeverWaitsOnTheNetwork(t *testing.T) {
 	if len(rec.forced()) == 0 {
 		t.Error("no key frame asked for after dropping frames")
 	}
-	// Until a key frame, every frame after a drop is dropped too: it refers
-	// to what the browser never got.
-	before := int(testutil.ToFloat64(md.m.framesDropped))
-	md.writeVideo([]byte{0, 0, 0, 1, 0x41}, time.Duration(n)*time.Millisecond, 0, 0)
-	if got := int(testutil.ToFloat64(md.m.framesDropped)); got != before+1 {
-		t.Fatalf("a P-frame after a drop was not dropped (%d → %d)", before, got)
-	}
 	close(release)
-	// A key frame (SPS, PPS, IDR) ends that, once the queue has drained.
 	for until := time.Now().Add(5 * time.Second); len(md.queue) > 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(until) {
 			t.Fatal("the sender did not drain its queue")
 		}
 	}
+	// Until a key frame, every frame after a drop is dropped too, queue
+	// room or not: it refers to what the browser never got. Each asks for
+	// a key frame again (coalesced), in case the one asked for was lost.
+	before, keys := int(testutil.ToFloat64(md.m.framesDropped)), int(testutil.ToFloat64(md.m.keyframeRequests))
+	md.writeVideo([]byte{0, 0, 0, 1, 0x41}, time.Duration(n)*time.Millisecond, 0, 0)
+	if got := int(testutil.ToFloat64(md.m.framesDropped)); got != before+1 || !md.dropping.Load() {
+		t.Fatalf("a P-frame after a drop, with the queue empty, was not dropped (%d → %d)", before, got)
+	}
+	if got := int(testutil.ToFloat64(md.m.keyframeRequests)); got != keys+1 {
+		t.Errorf("a frame dropped waiting for a key frame did not ask again (%d → %d requests)", keys, got)
+	}
+	// A key frame (SPS, PPS, IDR) ends that.
 	key := []byte{0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0, 0, 0, 1, 0x65, 0x88}
 	md.writeVideo(key, time.Duration(n+1)*time.Millisecond, 0, 0)
 	md.writeVideo([]byte{0, 0, 0, 1, 0x41}, time.Duration(n+2)*time.Millisecond, 0, 0)

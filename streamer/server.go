@@ -46,6 +46,7 @@ type Server struct {
 	skipped   map[string]string // encoders not chosen, and why
 	cursor    []byte            // the latest cursor message
 	cursorSeq uint64            // its number
+	pointer   []byte            // the latest pointer message
 	// showPointer is true when the capture draws the pointer (no XFIXES,
 	// or -remote-cursor=false) instead of the player.
 	showPointer bool
@@ -62,23 +63,21 @@ type Server struct {
 	OnEncoded func(latency time.Duration)
 
 	drawnMu sync.Mutex
-	drawn   [frameRing]time.Time // when demo frame code n was on screen, at n % frameRing
+	drawn   [stampRing]time.Time // when the demo's stamp with counter c was on screen, at c
 }
-
-const frameRing = 1 << 12
 
 func (s *Server) frameDrawn(n uint32) {
 	s.drawnMu.Lock()
-	s.drawn[n%frameRing] = time.Now()
+	s.drawn[n%stampRing] = time.Now()
 	s.drawnMu.Unlock()
 }
 
-// FrameDrawnAt is when the demo drew frame code n (for glass-to-glass
-// measurement); zero if it is not in the recent window.
-func (s *Server) FrameDrawnAt(n uint32) time.Time {
+// StampDrawnAt is when the demo drew the stamp with counter c (stamp.go),
+// for glass-to-glass; zero if none was.
+func (s *Server) StampDrawnAt(c uint16) time.Time {
 	s.drawnMu.Lock()
 	defer s.drawnMu.Unlock()
-	return s.drawn[n%frameRing]
+	return s.drawn[uint32(c)%stampRing]
 }
 
 // New validates cfg and builds a streamer; Listen binds its ports, Run
@@ -184,6 +183,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.udpMux.Close()
 	var cleanup []func()
 	defer func() {
+		cancel() // goroutines Run started stop before what they use is torn down
 		for i := len(cleanup) - 1; i >= 0; i-- {
 			cleanup[i]()
 		}
@@ -290,7 +290,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 		cleanup = append(cleanup, demo.Close)
-		g.Go(func() error { demo.RunDemo(gctx, s.cfg.FPS, s.frameDrawn); return nil })
+		g.Go(func() error { demo.RunDemo(gctx, s.cfg.FPS, stampsPerFrame, stampCode, s.frameDrawn); return nil })
 	}
 
 	// HTTP.

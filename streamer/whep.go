@@ -87,10 +87,7 @@ func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusRequestEntityTooLarge, "SDP offer larger than %d bytes", maxOfferBytes)
 		return
 	}
-	s.mu.Lock()
-	stream := s.branch
-	s.mu.Unlock()
-	fmtp, err := checkOffer(body, stream)
+	offer, err := checkOffer(body)
 	if err != nil {
 		httpError(w, http.StatusBadRequest, "invalid SDP offer: %v", err)
 		return
@@ -101,6 +98,18 @@ func (s *Server) whepPost(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="metal", error="invalid_token"`)
 		httpError(w, http.StatusUnauthorized, "session token already used")
 		return
+	}
+	// The codec: an H.264 profile (or VP8) the browser decodes the stream
+	// with, or a 400 saying what it offered instead.
+	s.mu.Lock()
+	stream := s.branch
+	s.mu.Unlock()
+	var fmtp string
+	if stream.Encoder != "" {
+		if fmtp, err = answerFmtp(offer, stream); err != nil {
+			httpError(w, http.StatusBadRequest, "SDP offer: %v", err)
+			return
+		}
 	}
 	// The peer limit holds under concurrent offers: a slot is taken before
 	// the (slow) answer and given back unless a peer takes it. Spectators
@@ -242,13 +251,13 @@ func (s *Server) whepPatch(w http.ResponseWriter, _ *http.Request) {
 
 // checkOffer parses the offer so that a malformed one gets a precise error
 // before any WebRTC state is created.
-func checkOffer(b []byte, stream branch) (fmtp string, err error) {
+func checkOffer(b []byte) (*sdp.SessionDescription, error) {
 	if len(strings.TrimSpace(string(b))) == 0 {
-		return "", errors.New("empty body")
+		return nil, errors.New("empty body")
 	}
 	var d sdp.SessionDescription
 	if err := d.UnmarshalString(string(b)); err != nil {
-		return "", err
+		return nil, err
 	}
 	video := false
 	for _, m := range d.MediaDescriptions {
@@ -257,12 +266,9 @@ func checkOffer(b []byte, stream branch) (fmtp string, err error) {
 		}
 	}
 	if !video {
-		return "", errors.New("no video m-line: add a recvonly video transceiver")
+		return nil, errors.New("no video m-line: add a recvonly video transceiver")
 	}
-	if stream.Encoder == "" {
-		return "", nil // no stream yet
-	}
-	return answerFmtp(&d, stream)
+	return &d, nil
 }
 
 // cors lets the gateway's player page (another origin) call WHEP. Tokens,

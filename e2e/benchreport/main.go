@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -118,15 +119,27 @@ func rows(series []benchout.Series) []Row {
 			Unit: s.Unit, Samples: len(s.Values), Note: note})
 	}
 	for _, s := range series {
-		if cfg, ok := strings.CutPrefix(s.Name, "g2g/"); ok {
-			add("glass-to-glass", cfg, s.Name, "frame code drawn on X, read in Chromium (requestVideoFrameCallback)")
+		cfg, ok := strings.CutPrefix(s.Name, "g2g/")
+		if !ok {
+			continue
 		}
+		note := "median run of a stamp drawn 4x per frame on X, read in Chromium (requestVideoFrameCallback)"
+		if r, ok := get["g2g-runs/"+cfg]; ok {
+			note += fmt.Sprintf("; runs' p50 %s-%s ms over %d runs", num(slices.Min(r.Values)), num(slices.Max(r.Values)), len(r.Values))
+		}
+		if m, ok := get["misreads/"+cfg]; ok {
+			note += fmt.Sprintf("; %.0f misread stamps", m.Values[0])
+		}
+		add("glass-to-glass", cfg, s.Name, note)
 	}
 	for _, s := range series {
 		if cfg, ok := strings.CutPrefix(s.Name, "encode/"); ok {
-			add("capture-to-encoded", cfg, s.Name, "")
-			add("streamer CPU", cfg, "cpu/"+cfg, "one stream with one viewer")
-			add("WHEP POST to first frame", cfg, "whep-to-frame/"+cfg, "")
+			add("capture-to-encoded", cfg, s.Name, "median run")
+			add("frames encoded per second", cfg, "fps-encoded/"+cfg, "median run")
+			add("frames decoded by Chromium per second", cfg, "fps-decoded/"+cfg, "median run, framesDecoded over the window")
+			add("streamer CPU", cfg, "cpu/"+cfg, "one stream with one viewer, Xvfb not included")
+			add("page navigation to first decoded frame", cfg, "nav-to-frame/"+cfg, "clock starts at navigation")
+			add("WHEP POST sent to first decoded frame", cfg, "post-to-frame/"+cfg, "clock starts as the POST is sent (after ICE gathering)")
 		}
 	}
 	held := 0

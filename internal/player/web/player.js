@@ -39,10 +39,12 @@
     window.metal.status = text;
   }
 
-  // The remote pointer: CSS cursor for the player; an image at the
-  // pointer's position for spectators.
+  // The remote pointer: the CSS cursor for the player, whose own mouse is
+  // the pointer; for a spectator (who alone gets "pointer" messages, the
+  // first as its channel opens) an image at the pointer's position, and
+  // its own mouse stays the default arrow.
   const pointerEl = document.getElementById("remote-pointer");
-  const cursor = { seq: 0, hx: 0, hy: 0 };
+  const cursor = { seq: 0, hx: 0, hy: 0, hidden: false, spectator: false };
   const pngURL = /^data:image\/png;base64,[A-Za-z0-9+/]*={0,2}$/;
   function drawCursor(m) {
     cursor.seq = Number(m.seq);
@@ -51,20 +53,33 @@
     cursor.hx = Math.max(0, Math.min(255, m.hot_x | 0));
     cursor.hy = Math.max(0, Math.min(255, m.hot_y | 0));
     cursor.hidden = !!m.hidden;
-    video.style.cursor = m.hidden ? "none" : img ? `url("${img}") ${cursor.hx} ${cursor.hy}, default` : "default";
     if (img) pointerEl.src = img; else pointerEl.removeAttribute("src");
-    if (m.hidden || !img) pointerEl.hidden = true;
+    if (!cursor.spectator) video.style.cursor = m.hidden ? "none" : img ? `url("${img}") ${cursor.hx} ${cursor.hy}, default` : "default";
+    placePointer();
   }
   function movePointer(x, y) {
     if (!(x >= 0 && x <= 1 && y >= 0 && y <= 1)) return;
+    cursor.spectator = true;
+    video.style.cursor = "default";
     window.metal.pointer = { x, y };
-    // Where the frame is drawn inside the element (object-fit: contain).
-    const r = video.getBoundingClientRect(), vw = video.videoWidth || 1, vh = video.videoHeight || 1;
-    const scale = Math.min(r.width / vw, r.height / vh), w = vw * scale, h = vh * scale;
-    const left = r.left + (r.width - w) / 2 + x * w - cursor.hx, top = r.top + (r.height - h) / 2 + y * h - cursor.hy;
-    pointerEl.style.transform = `translate(${left}px, ${top}px)`;
-    pointerEl.hidden = cursor.hidden || !pointerEl.getAttribute("src");
+    placePointer();
   }
+  // placePointer puts the spectator's pointer image where the pointer is in
+  // the frame as drawn (object-fit: contain letterboxes it).
+  function placePointer() {
+    const p = window.metal.pointer;
+    if (!cursor.spectator || !p) return;
+    const r = video.getBoundingClientRect(), vw = video.videoWidth, vh = video.videoHeight;
+    const shown = !cursor.hidden && pointerEl.getAttribute("src") && vw > 0 && vh > 0;
+    pointerEl.hidden = !shown;
+    if (!shown) return;
+    const scale = Math.min(r.width / vw, r.height / vh), w = vw * scale, h = vh * scale;
+    const left = r.left + (r.width - w) / 2 + p.x * w - cursor.hx, top = r.top + (r.height - h) / 2 + p.y * h - cursor.hy;
+    pointerEl.style.transform = `translate(${left}px, ${top}px)`;
+  }
+  window.addEventListener("resize", placePointer);
+  video.addEventListener("loadedmetadata", placePointer);
+  video.addEventListener("resize", placePointer);
 
   async function connect() {
     if (state.stopped) return;
@@ -73,6 +88,7 @@
     // and forwards the offer.
     if (!cfg.token && !cfg.gateway) { setStatus("No session token: open the link you were given."); return; }
     state.connectStartedAt = performance.now();
+    state.postSentAt = state.firstFrameAt = 0;
     cursor.seq = 0; // a new streamer (a failover) numbers from 1
     setStatus(state.retries ? `Reconnecting (try ${state.retries + 1})…` : "Connecting…");
     const pc = new RTCPeerConnection({ iceServers: cfg.iceServers, iceTransportPolicy: cfg.iceTransportPolicy });
@@ -96,6 +112,9 @@
     pc.ontrack = (e) => {
       if (e.track.kind === "video") {
         video.srcObject = e.streams[0] || new MediaStream([e.track]);
+        // When the first frame is shown (benchmarks: navigation, the
+        // performance clock's 0, and WHEP POST to first frame).
+        video.requestVideoFrameCallback?.(() => { if (!state.firstFrameAt) state.firstFrameAt = performance.now(); });
       } else if (video.srcObject) {
         video.srcObject.addTrack(e.track);
       }
@@ -116,6 +135,7 @@
       await gathered(pc, 2000);
       const headers = { "Content-Type": "application/sdp" };
       if (cfg.token) headers.Authorization = "Bearer " + cfg.token;
+      state.postSentAt = performance.now(); // benchmarks: WHEP POST → first frame
       const resp = await fetch(cfg.whep, {
         method: "POST", headers, credentials: "same-origin",
         body: pc.localDescription.sdp,
