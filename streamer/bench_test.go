@@ -200,6 +200,16 @@ func benchOnce(b *testing.B, browser context.Context, w, h, fps int, pd0 bool, w
 	res.enc = slices.Clone(enc)
 	mu.Unlock()
 	res.p50, res.p95 = benchout.Percentile(res.g2g, 50), benchout.Percentile(res.g2g, 95)
+	// This run's tab and streamer end here, not with the benchmark: the
+	// next run has the machine to itself.
+	_ = chromedp.Cancel(tab)
+	r.cancel()
+	select {
+	case err := <-r.done:
+		r.done <- err // for startStreamer's cleanup
+	case <-time.After(30 * time.Second):
+		b.Fatal("streamer did not stop within 30s")
+	}
 	return res
 }
 
