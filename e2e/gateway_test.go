@@ -83,6 +83,10 @@ func startGatewayOn(t testing.TB, c *localcluster.Cluster, capacity string, queu
 	g.start(t)
 	t.Cleanup(func() {
 		g.stop(t)
+		if t.Failed() && g.stderr != nil {
+			log := g.stderr.String()
+			t.Logf("gateway log (last 12 KB):\n%s", log[max(0, len(log)-12<<10):])
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := localcluster.PurgeJobs(ctx, c.Nomad); err != nil {
