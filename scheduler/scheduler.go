@@ -90,6 +90,7 @@ type allocInfo struct {
 	nodeID        string
 	failure       string // why the streamer task failed, from its events
 	modifyIndex   uint64
+	createIndex   uint64
 }
 
 // requeueBackoff bounds how soon a session Nomad refused is offered to it
@@ -563,8 +564,16 @@ func (s *Scheduler) Stop(ctx context.Context, id, reason string) error {
 
 func (s *Scheduler) purgeJob(ctx context.Context, id string) error {
 	var errs []error
-	if _, _, err := s.nomad.Jobs().Deregister(s.JobID(id), true, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil && !isNotFound(err) {
+	_, wm, err := s.nomad.Jobs().Deregister(s.JobID(id), true, (&nomad.WriteOptions{}).WithContext(ctx))
+	if err != nil && !isNotFound(err) {
 		errs = append(errs, fmt.Errorf("purge job %s: %w", s.JobID(id), err))
+	}
+	if err == nil && wm != nil {
+		s.mu.Lock()
+		if r, ok := s.records[id]; ok {
+			r.purgedIndex = max(r.purgedIndex, wm.LastIndex)
+		}
+		s.mu.Unlock()
 	}
 	if _, err := s.nomad.Variables().Delete("nomad/jobs/"+s.JobID(id), (&nomad.WriteOptions{}).WithContext(ctx)); err != nil && !isNotFound(err) {
 		errs = append(errs, fmt.Errorf("delete key of %s: %w", id, err))

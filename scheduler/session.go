@@ -70,10 +70,14 @@ type record struct {
 	retryAt      time.Time
 	refusals     int
 	purging      bool
-	placedAt     time.Time // when the sweep first saw it placed without a job
-	placeStart   time.Time // when the leader reserved its slot (placement latency)
-	creating     bool      // in the view, not stored yet (admission in flight)
-	purged       bool      // this gateway saw its job purged
+	// purgedIndex is the Nomad index at which this gateway last purged the
+	// session's job: an allocation created at or before it belongs to that
+	// registration, whatever happens to the session since.
+	purgedIndex uint64
+	placedAt    time.Time // when the sweep first saw it placed without a job
+	placeStart  time.Time // when the leader reserved its slot (placement latency)
+	creating    bool      // in the view, not stored yet (admission in flight)
+	purged      bool      // this gateway saw its job purged
 }
 
 // holdBack counts one more refusal of r and keeps it from being placed
@@ -92,7 +96,7 @@ func (r *record) holdBack(gen uint64, now time.Time) time.Duration {
 func (r *record) keepLocal(old *record) {
 	r.jobIndex, r.refusedIndex, r.refusedGen = old.jobIndex, old.refusedIndex, old.refusedGen
 	r.retryAt, r.refusals, r.purging, r.placedAt = old.retryAt, old.refusals, old.purging, old.placedAt
-	r.placeStart, r.purged = old.placeStart, old.purged
+	r.placeStart, r.purged, r.purgedIndex = old.placeStart, old.purged, old.purgedIndex
 }
 
 // Endpoint is a healthy streamer as Consul reports it.

@@ -72,6 +72,7 @@ func (s *Scheduler) seedAllocs(ctx context.Context) (uint64, error) {
 			s.observeAlloc(ctx, id, &allocInfo{
 				id: a.ID, clientStatus: a.ClientStatus, desiredStatus: a.DesiredStatus,
 				node: a.NodeName, nodeID: a.NodeID, failure: taskFailure(a.TaskStates), modifyIndex: a.ModifyIndex,
+				createIndex: a.CreateIndex,
 			})
 		}
 	}
@@ -110,6 +111,7 @@ func (s *Scheduler) stream(ctx context.Context, index *uint64, b backoff.BackOff
 					s.observeAlloc(ctx, id, &allocInfo{
 						id: a.ID, clientStatus: a.ClientStatus, desiredStatus: a.DesiredStatus,
 						node: a.NodeName, nodeID: a.NodeID, failure: taskFailure(a.TaskStates), modifyIndex: a.ModifyIndex,
+						createIndex: a.CreateIndex,
 					})
 				}
 			case nomad.TopicNode:
@@ -149,6 +151,15 @@ func (s *Scheduler) observeAlloc(ctx context.Context, id string, a *allocInfo) {
 	if old := s.allocs[id]; old != nil && old.id == a.id && old.modifyIndex > a.modifyIndex {
 		s.mu.Unlock()
 		return // stale
+	}
+	if r.purging || (a.createIndex != 0 && a.createIndex <= r.purgedIndex) {
+		// An allocation of a registration this gateway purged: Nomad
+		// refused the session, which went back to the queue, but a blocked
+		// evaluation placed it before the purge landed. Its stop is
+		// Metal's own doing, not the session's end (the session may be
+		// queued, or placed again by now).
+		s.mu.Unlock()
+		return
 	}
 	if s.allocs[id] == nil && !r.placeStart.IsZero() {
 		s.metrics.placement.Observe(time.Since(r.placeStart).Seconds())
