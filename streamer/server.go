@@ -51,6 +51,7 @@ type Server struct {
 	// or -remote-cursor=false) instead of the player.
 	showPointer bool
 	ready       atomic.Bool
+	xvfbPID     atomic.Int64 // the Xvfb this streamer started (benchmarks count its CPU)
 
 	mu       sync.Mutex
 	peers    map[string]*peer
@@ -198,6 +199,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		cleanup = append(cleanup, x.stop)
 		s.display = x.display
+		s.xvfbPID.Store(int64(x.cmd.Process.Pid))
 		s.log.Info("started Xvfb", "display", s.display, "size", fmt.Sprintf("%dx%d", s.cfg.Width, s.cfg.Height))
 	}
 	inj, err := x11.Open(s.display)

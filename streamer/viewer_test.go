@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
 
 	"github.com/metal-stream/metal/internal/token"
 )
@@ -73,13 +77,29 @@ func dialViewerWith(t testing.TB, s *Server, tok string) *viewer {
 		t.Fatal(err)
 	}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		// Video is depacketised into whole frames (what a decoder would
+		// get): a frame counts once all its packets arrived.
+		var sb *samplebuilder.SampleBuilder
+		if tr.Kind() == webrtc.RTPCodecTypeVideo {
+			var depacketizer rtp.Depacketizer = &codecs.H264Packet{}
+			if strings.EqualFold(tr.Codec().MimeType, webrtc.MimeTypeVP8) {
+				depacketizer = &codecs.VP8Packet{}
+			}
+			sb = samplebuilder.New(128, depacketizer, tr.Codec().ClockRate)
+		}
 		for {
 			p, _, err := tr.ReadRTP()
 			if err != nil {
 				return
 			}
-			if tr.Kind() == webrtc.RTPCodecTypeVideo && p.Marker {
-				v.frames.Add(1)
+			if sb == nil {
+				continue
+			}
+			sb.Push(p)
+			for s := sb.Pop(); s != nil; s = sb.Pop() {
+				if len(s.Data) > 0 {
+					v.frames.Add(1)
+				}
 			}
 		}
 	})

@@ -151,8 +151,8 @@ func rows(series []benchout.Series) []Row {
 		if s.Values[0] >= 29 {
 			held = n
 		}
-		add("streams per box", fmt.Sprintf("%d x 720p30: slowest stream", n), s.Name, "encode only, no viewer")
-		add("streams per box", fmt.Sprintf("%d x 720p30: CPU per stream", n), fmt.Sprintf("streams-per-box-cpu/%d", n), "")
+		add("streams per box", fmt.Sprintf("%d x 720p30: slowest viewer", n), s.Name, "whole frames per second a Go WHEP viewer depacketised")
+		add("streams per box", fmt.Sprintf("%d x 720p30: CPU per stream", n), fmt.Sprintf("streams-per-box-cpu/%d", n), "streamers, their Xvfb and the viewers")
 	}
 	if _, ok := get["streams-per-box/1"]; ok {
 		out = append(out, Row{Section: "streams per box", Name: "720p30 streams at >= 29 fps", Median: float64(held), P95: float64(held), Unit: "streams", Samples: 1})
