@@ -162,7 +162,12 @@ func rows(series []benchout.Series) []Row {
 	if s, ok := get["placement-latency"]; ok {
 		out[len(out)-1].P95 = benchout.Percentile(s.Values, 99)
 	}
-	add("gateway and Nomad", "placements per second (16 in flight)", "placements-per-second", "")
+	add("gateway and Nomad", "placements per second (16 in flight, /bin/true, no device)", "placements-per-second", "Nomad alone; not a streamer placement")
+	add("gateway and Nomad", "GPU placement latency, 8 in flight (jobs/streamer.nomad.hcl, gpu = true, fake GPUs)", "gpu-placement-latency-8-in-flight", "p95 column is p99")
+	if s, ok := get["gpu-placement-latency-8-in-flight"]; ok {
+		out[len(out)-1].P95 = benchout.Percentile(s.Values, 99)
+	}
+	add("gateway and Nomad", "GPU placements per second, 8 in flight (the real streamer job with its device constraint)", "gpu-placements-per-second", "median of 25 rounds")
 	add("gateway and Nomad", "gateway status requests per second", "gateway-status-throughput", "8 clients, 3 s")
 	add("gateway and Nomad", "gateway status latency", "gateway-status-latency", "")
 	for _, n := range []int{1, 4} {
