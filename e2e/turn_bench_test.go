@@ -234,11 +234,13 @@ func BenchmarkTURNRelay(b *testing.B) {
 				pps := func(r relayResult) float64 { return r.pps }
 				us := func(r relayResult) float64 { return r.usPerDgm }
 				for _, name := range []string{"metal", "coturn"} {
-					var v []float64
+					var v, cpu, load []float64
 					for _, r := range res[name] {
-						v = append(v, r.pps)
+						v, cpu, load = append(v, r.pps), append(cpu, r.usPerDgm), append(load, r.loadCPU)
 					}
 					benchout.Record(fmt.Sprintf("turn-%s-pps/%s/%d", name, dir, n), "pkt/s", v)
+					benchout.Record(fmt.Sprintf("turn-%s-us/%s/%d", name, dir, n), "us/pkt", cpu)
+					benchout.Record(fmt.Sprintf("turn-%s-load/%s/%d", name, dir, n), "%", load)
 				}
 				b.ReportMetric(med("metal", pps), "metal-pkt/s")
 				b.ReportMetric(med("coturn", pps), "coturn-pkt/s")

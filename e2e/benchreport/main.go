@@ -30,13 +30,42 @@ type Row struct {
 	Note    string  `json:"note,omitempty"`
 }
 
+// methodVersion changes whenever what a figure means changes (version 2:
+// glass-to-glass from a checked stamp drawn 4x per frame, 5 runs per
+// configuration, median run; streams per box with depacketising viewers
+// and Xvfb CPU; GPU placements of the real streamer job).
+const methodVersion = 2
+
 // Report is results.json.
 type Report struct {
-	Date    time.Time `json:"date"`
-	CPUs    int       `json:"cpus"`
-	LoadAvg string    `json:"load_average"`
-	Command string    `json:"command"`
-	Rows    []Row     `json:"rows"`
+	Date          time.Time `json:"date"`
+	MethodVersion int       `json:"method_version"`
+	CPUModel      string    `json:"cpu_model"`
+	CPUs          int       `json:"cpus"`
+	LoadBefore    string    `json:"load_average_before"`
+	LoadAfter     string    `json:"load_average_after"`
+	Command       string    `json:"command"`
+	Rows          []Row     `json:"rows"`
+}
+
+// loadavg is the first three fields of a /proc/loadavg copy.
+func loadavg(b []byte) string {
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// cpuModel is the first "model name" in /proc/cpuinfo.
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func main() {
@@ -47,9 +76,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchreport:", err)
 		os.Exit(1)
 	}
-	load, _ := os.ReadFile("/proc/loadavg")
-	rep := Report{Date: time.Now().UTC(), CPUs: runtime.NumCPU(), LoadAvg: strings.Join(strings.Fields(string(load))[:3], " "),
-		Command: "make bench", Rows: rows(series)}
+	after, _ := os.ReadFile("/proc/loadavg")
+	before, _ := os.ReadFile(filepath.Join(*dir, "loadavg-before")) // make bench writes it first
+	rep := Report{Date: time.Now().UTC(), MethodVersion: methodVersion, CPUModel: cpuModel(), CPUs: runtime.NumCPU(),
+		LoadBefore: loadavg(before), LoadAfter: loadavg(after), Command: "make bench", Rows: rows(series)}
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	if err := os.WriteFile(filepath.Join(*dir, "results.json"), b, 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "benchreport:", err)
@@ -70,8 +100,23 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchreport: plot:", err)
 		os.Exit(1)
 	}
+	var bars []bar
+	for _, r := range rep.Rows {
+		if r.Unit == "ratio" {
+			short := strings.NewReplacer("TURN relay, ", "TURN ", "peer → client (streaming)", "peer->client", "client → peer", "client->peer",
+				"Metal / coturn ", "Metal/coturn ", "datagrams/s", "pkt/s", "CPU per datagram", "CPU/pkt", " allocation(s)", " alloc")
+			bars = append(bars, bar{short.Replace(r.Section + ": " + r.Name), r.Median})
+		}
+	}
+	if len(bars) > 0 {
+		if err := plotRatios(filepath.Join(*dir, "ratios.png"), "Ratios (1.0: parity)", bars); err != nil {
+			fmt.Fprintln(os.Stderr, "benchreport: plot:", err)
+			os.Exit(1)
+		}
+	}
 	fmt.Print(md)
-	fmt.Printf("\nwritten: %s, %s, %s\n", filepath.Join(*dir, "results.json"), filepath.Join(*dir, "results.md"), filepath.Join(*dir, "latency.png"))
+	fmt.Printf("\nwritten: %s, %s, %s, %s\n", filepath.Join(*dir, "results.json"), filepath.Join(*dir, "results.md"),
+		filepath.Join(*dir, "latency.png"), filepath.Join(*dir, "ratios.png"))
 }
 
 // read merges repeated series of one name (repeated runs) into one.
@@ -170,31 +215,50 @@ func rows(series []benchout.Series) []Row {
 	add("gateway and Nomad", "GPU placements per second, 8 in flight (the real streamer job with its device constraint)", "gpu-placements-per-second", "median of 25 rounds")
 	add("gateway and Nomad", "gateway status requests per second", "gateway-status-throughput", "8 clients, 3 s")
 	add("gateway and Nomad", "gateway status latency", "gateway-status-latency", "")
-	for _, n := range []int{1, 4} {
-		m, okM := get[fmt.Sprintf("turn-metal-pps/%d", n)]
-		c, okC := get[fmt.Sprintf("turn-coturn-pps/%d", n)]
+	// TURN: runs alternate Metal and coturn, so the i-th runs of each were
+	// side by side; ratios are per pair, then the median.
+	ratio := func(num, den string) ([]float64, bool) {
+		m, okM := get[num]
+		c, okC := get[den]
 		if !okM || !okC {
-			continue
+			return nil, false
 		}
-		add("TURN relay", fmt.Sprintf("Metal, %d allocation(s)", n), m.Name, "200-byte packets")
-		add("TURN relay", fmt.Sprintf("coturn, %d allocation(s)", n), c.Name, "same listener and auth settings")
-		var ratios []float64
+		var r []float64
 		for i := range min(len(m.Values), len(c.Values)) {
 			if c.Values[i] > 0 {
-				ratios = append(ratios, m.Values[i]/c.Values[i])
+				r = append(r, m.Values[i]/c.Values[i])
 			}
 		}
-		out = append(out, Row{Section: "TURN relay", Name: fmt.Sprintf("Metal / coturn, %d allocation(s)", n),
-			Median: benchout.Percentile(ratios, 50), P95: benchout.Percentile(ratios, 95), Unit: "ratio", Samples: len(ratios), Note: "interleaved runs"})
-		add("TURN relay", fmt.Sprintf("Metal CPU, %d allocation(s)", n), fmt.Sprintf("turn-metal-cpu/%d", n), "")
-		add("TURN relay", fmt.Sprintf("coturn CPU, %d allocation(s)", n), fmt.Sprintf("turn-coturn-cpu/%d", n), "")
+		return r, true
+	}
+	for _, dir := range []string{"to_client", "to_peer"} {
+		label := map[string]string{"to_client": "peer → client (streaming)", "to_peer": "client → peer"}[dir]
+		for _, n := range []int{1, 4} {
+			key := func(what, server string) string { return fmt.Sprintf("turn-%s-%s/%s/%d", server, what, dir, n) }
+			pps, ok := ratio(key("pps", "metal"), key("pps", "coturn"))
+			if !ok {
+				continue
+			}
+			sec := "TURN relay, " + label
+			add(sec, fmt.Sprintf("Metal datagrams/s, %d allocation(s)", n), key("pps", "metal"), "200-byte datagrams")
+			add(sec, fmt.Sprintf("coturn datagrams/s, %d allocation(s)", n), key("pps", "coturn"), "same listener, auth and peer settings")
+			out = append(out, Row{Section: sec, Name: fmt.Sprintf("Metal / coturn datagrams/s, %d allocation(s)", n),
+				Median: benchout.Percentile(pps, 50), P95: benchout.Percentile(pps, 95), Unit: "ratio", Samples: len(pps), Note: "per side-by-side pair, order alternating"})
+			if cpu, ok := ratio(key("us", "metal"), key("us", "coturn")); ok {
+				out = append(out, Row{Section: sec, Name: fmt.Sprintf("Metal / coturn CPU per datagram, %d allocation(s)", n),
+					Median: benchout.Percentile(cpu, 50), P95: benchout.Percentile(cpu, 95), Unit: "ratio", Samples: len(cpu), Note: "server CPU time over datagrams delivered"})
+			}
+			add(sec, fmt.Sprintf("load generator CPU with Metal, %d allocation(s)", n), key("load", "metal"), "reported apart")
+			add(sec, fmt.Sprintf("load generator CPU with coturn, %d allocation(s)", n), key("load", "coturn"), "reported apart")
+		}
 	}
 	return out
 }
 
 func markdown(r Report) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Metal benchmark, %s, %d CPUs, load average %s (`%s`)\n\n", r.Date.Format(time.RFC3339), r.CPUs, r.LoadAvg, r.Command)
+	fmt.Fprintf(&b, "Metal benchmark (method %d), %s, %s, %d CPUs, load average %s before, %s after (`%s`)\n\n",
+		r.MethodVersion, r.Date.Format(time.RFC3339), r.CPUModel, r.CPUs, r.LoadBefore, r.LoadAfter, r.Command)
 	fmt.Fprintln(&b, "| section | figure | median | p95 | unit | samples | note |")
 	fmt.Fprintln(&b, "|---|---|---:|---:|---|---:|---|")
 	for _, row := range r.Rows {

@@ -119,3 +119,47 @@ func sign(v int) int {
 	}
 	return 0
 }
+
+// bar is one bar of a ratio chart.
+type bar struct {
+	name  string
+	value float64
+}
+
+// plotRatios draws ratios as horizontal bars with a line at 1.0 (parity).
+func plotRatios(path, title string, bars []bar) error {
+	const w, left, right, top, rowH = 1000, 380, 60, 40, 26
+	h := top + rowH*len(bars) + 40
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
+	black, grey := color.RGBA{0, 0, 0, 255}, color.RGBA{0xcc, 0xcc, 0xcc, 255}
+	maxV := 1.5
+	for _, b := range bars {
+		maxV = math.Max(maxV, b.value)
+	}
+	maxV = math.Ceil(maxV*2) / 2
+	pw := float64(w - left - right)
+	px := func(v float64) int { return left + int(v/maxV*pw) }
+	text(img, 10, 24, title, black)
+	for i := 0.0; i <= maxV+1e-9; i += 0.5 {
+		line(img, px(i), top, px(i), h-40, grey)
+		text(img, px(i)-10, h-24, fmt.Sprintf("%.1f", i), black)
+	}
+	for i, b := range bars {
+		y := top + i*rowH
+		text(img, 10, y+17, b.name, black)
+		c := palette[i%len(palette)]
+		for yy := y + 5; yy < y+rowH-5; yy++ {
+			line(img, left, yy, px(b.value), yy, c)
+		}
+		text(img, px(b.value)+6, y+17, fmt.Sprintf("%.2f", b.value), black)
+	}
+	red := color.RGBA{0xd0, 0, 0, 255}
+	line(img, px(1), top, px(1), h-40, red)
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return png.Encode(f, img)
+}
