@@ -81,7 +81,7 @@ unit:
 BENCH_OUT := $(CURDIR)/bench-results
 BENCH = METAL_BENCH_OUT=$(BENCH_OUT) $(GO) test -p 1 -run '^$$' -benchtime 1x -timeout 20m
 bench: deps tools build
-	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT) && cat /proc/loadavg > $(BENCH_OUT)/loadavg-before
+	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT) && cat /proc/loadavg > $(BENCH_OUT)/loadavg-before && date +%s > $(BENCH_OUT)/started
 	@echo "==> streamer: glass-to-glass, frame rates, capture-to-encoded, CPU, first frame (5 runs per configuration, playout-delay order alternating)"
 	$(BENCH) -bench 'BenchmarkStreamer$$' ./streamer/ | tee $(BENCH_OUT)/bench.txt
 	@echo "==> streamer: 720p30 streams per box"

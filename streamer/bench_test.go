@@ -32,7 +32,9 @@ const frameCodeHarness = `(() => {
     let code = 0;
     for (let i = 0; i < 16; i++) code = (code << 1) | (d[(8 * 256 + i * 16 + 8) * 4] > 128 ? 1 : 0);
     const n = code >> 4, check = ~(n ^ (n >> 4) ^ (n >> 8)) & 0xf;
-    if ((code & 0xf) === check) window.g2g.push([n, performance.timeOrigin + (meta.expectedDisplayTime || now)]);
+    // expectedDisplayTime: the vsync the frame is shown at; presentationTime:
+    // when it was handed to the compositor, decoded (no vsync phase).
+    if ((code & 0xf) === check) window.g2g.push([n, performance.timeOrigin + (meta.expectedDisplayTime || now), performance.timeOrigin + (meta.presentationTime || now)]);
     else window.misreads++;
     v.requestVideoFrameCallback(onFrame);
   }
@@ -42,7 +44,9 @@ const frameCodeHarness = `(() => {
 
 // g2gRun is one run of one configuration.
 type g2gRun struct {
-	g2g                     []float64 // ms, one per matched stamp
+	g2g                     []float64 // ms to displayed, one per matched stamp
+	decoded                 []float64 // ms to decoded (handed to the compositor)
+	stampsPerSec            float64   // stamps the demo drew per second (want stampsPerFrame × fps)
 	p50, p95                float64
 	misreads, unmatched     int
 	fpsEncoded, fpsChrome   float64 // frames encoded, and decoded by Chromium, per second
@@ -115,12 +119,19 @@ func reportRuns(b *testing.B, name string, runs []g2gRun) {
 	benchout.Record("cpu/"+name, "%", []float64{m.cpu})
 	benchout.Record("fps-encoded/"+name, "fps", []float64{m.fpsEncoded})
 	benchout.Record("fps-decoded/"+name, "fps", []float64{m.fpsChrome})
-	benchout.Record("misreads/"+name, "stamps", []float64{float64(m.misreads)})
+	var misreads, unmatched, stampRates []float64
+	for _, r := range runs {
+		misreads, unmatched, stampRates = append(misreads, float64(r.misreads)), append(unmatched, float64(r.unmatched)), append(stampRates, r.stampsPerSec)
+	}
+	benchout.Record("misreads/"+name, "stamps", misreads)   // every run
+	benchout.Record("unmatched/"+name, "stamps", unmatched) // every run
+	benchout.Record("stamp-rate/"+name, "1/s", stampRates)  // every run
+	benchout.Record("g2g-decoded/"+name, "ms", m.decoded)
 	benchout.Record("nav-to-frame/"+name, "ms", []float64{m.navToFrame})
 	benchout.Record("post-to-frame/"+name, "ms", []float64{m.postToFrame})
-	fmt.Printf("%s: glass-to-glass p50 %.1f ms (runs %.1f-%.1f), p95 %.1f ms, %d samples, %d misreads, %d unmatched; "+
+	fmt.Printf("%s: glass-to-glass p50 %.1f ms (runs %.1f-%.1f), p95 %.1f ms, to decoded p50 %.1f ms, %d samples, %d misreads, %d unmatched, %.0f stamps/s; "+
 		"%.1f fps encoded, %.1f decoded by Chromium; capture-to-encoded p50 %.1f ms; CPU %.0f%%; first frame %.0f ms after navigation, %.0f ms after the WHEP POST\n",
-		name, m.p50, runs[0].p50, runs[len(runs)-1].p50, m.p95, len(m.g2g), m.misreads, m.unmatched,
+		name, m.p50, runs[0].p50, runs[len(runs)-1].p50, m.p95, benchout.Percentile(m.decoded, 50), len(m.g2g), m.misreads, m.unmatched, m.stampsPerSec,
 		m.fpsEncoded, m.fpsChrome, benchout.Percentile(m.enc, 50), m.cpu, m.navToFrame, m.postToFrame)
 	b.ReportMetric(m.p50, name+"-g2g-p50-ms")
 	b.ReportMetric(m.fpsChrome, name+"-fps-decoded")
@@ -176,26 +187,34 @@ func benchOnce(b *testing.B, browser context.Context, w, h, fps int, pd0 bool, w
 	mu.Unlock()
 	const decodedJS = `metal.state.pc.getStats().then(r => { let n = 0; r.forEach(s => { if (s.type === "inbound-rtp" && s.kind === "video") n = s.framesDecoded; }); return n; })`
 	decoded0, _ := browsertest.Eval[float64](tab, decodedJS)
-	cpu0, t0, frames0 := benchout.ProcessCPU(0), time.Now(), r.media.Frames()
+	cpu0, t0, frames0, stamps0 := benchout.ProcessCPU(0), time.Now(), r.media.Frames(), r.stamps.Load()
 	time.Sleep(window)
 	elapsed := time.Since(t0).Seconds()
 	res.cpu = (benchout.ProcessCPU(0) - cpu0).Seconds() / elapsed * 100
 	res.fpsEncoded = float64(r.media.Frames()-frames0) / elapsed
 	decoded1, _ := browsertest.Eval[float64](tab, decodedJS)
 	res.fpsChrome = (decoded1 - decoded0) / elapsed
-	samples, err := browsertest.Eval[[][2]float64](tab, `window.g2g`)
+	res.stampsPerSec = float64(r.stamps.Load()-stamps0) / elapsed
+	samples, err := browsertest.Eval[[][3]float64](tab, `window.g2g`)
 	if err != nil {
 		b.Fatal(err)
 	}
 	res.misreads, _ = browsertest.Eval[int](tab, `window.misreads`)
 	for _, s := range samples {
 		drawn := r.StampDrawnAt(uint16(s[0]))
-		ms := s[1] - float64(drawn.UnixMicro())/1000
+		at := float64(drawn.UnixMicro()) / 1000
+		ms := s[1] - at
 		if drawn.IsZero() || ms <= 0 || ms >= 1000 {
 			res.unmatched++ // a stamp not drawn in this run's last second: counted, not measured
 			continue
 		}
 		res.g2g = append(res.g2g, ms)
+		res.decoded = append(res.decoded, s[2]-at)
+	}
+	// A run that read back too few stamps measures nothing: it fails
+	// rather than sorting first as a 0 ms run.
+	if min := int(window.Seconds() * float64(fps) / 4); len(res.g2g) < min {
+		b.Fatalf("%dx%d@%d: %d stamps read back in %s (%d misreads, %d unmatched), want at least %d", w, h, fps, len(res.g2g), window, res.misreads, res.unmatched, min)
 	}
 	mu.Lock()
 	res.enc = slices.Clone(enc)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,8 +45,17 @@ type Report struct {
 	CPUs          int       `json:"cpus"`
 	LoadBefore    string    `json:"load_average_before"`
 	LoadAfter     string    `json:"load_average_after"`
+	WallSeconds   float64   `json:"wall_seconds,omitempty"` // make bench, start to report
 	Command       string    `json:"command"`
 	Rows          []Row     `json:"rows"`
+}
+
+func sum(v []float64) float64 {
+	t := 0.0
+	for _, x := range v {
+		t += x
+	}
+	return t
 }
 
 // loadavg is the first three fields of a /proc/loadavg copy.
@@ -80,6 +90,11 @@ func main() {
 	before, _ := os.ReadFile(filepath.Join(*dir, "loadavg-before")) // make bench writes it first
 	rep := Report{Date: time.Now().UTC(), MethodVersion: methodVersion, CPUModel: cpuModel(), CPUs: runtime.NumCPU(),
 		LoadBefore: loadavg(before), LoadAfter: loadavg(after), Command: "make bench", Rows: rows(series)}
+	if b, err := os.ReadFile(filepath.Join(*dir, "started")); err == nil { // unix seconds, written by make bench
+		if t, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			rep.WallSeconds = time.Since(time.Unix(t, 0)).Seconds()
+		}
+	}
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	if err := os.WriteFile(filepath.Join(*dir, "results.json"), b, 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "benchreport:", err)
@@ -173,9 +188,16 @@ func rows(series []benchout.Series) []Row {
 			note += fmt.Sprintf("; runs' p50 %s-%s ms over %d runs", num(slices.Min(r.Values)), num(slices.Max(r.Values)), len(r.Values))
 		}
 		if m, ok := get["misreads/"+cfg]; ok {
-			note += fmt.Sprintf("; %.0f misread stamps", m.Values[0])
+			note += fmt.Sprintf("; misread stamps over all runs %.0f", sum(m.Values))
 		}
-		add("glass-to-glass", cfg, s.Name, note)
+		if u, ok := get["unmatched/"+cfg]; ok {
+			note += fmt.Sprintf(", unmatched %.0f", sum(u.Values))
+		}
+		if r, ok := get["stamp-rate/"+cfg]; ok {
+			note += fmt.Sprintf("; stamps drawn %s-%s per second", num(slices.Min(r.Values)), num(slices.Max(r.Values)))
+		}
+		add("glass-to-glass (to displayed: expectedDisplayTime)", cfg, s.Name, note)
+		add("glass-to-glass (to decoded: presentationTime, no vsync phase)", cfg, "g2g-decoded/"+cfg, "the same median run")
 	}
 	for _, s := range series {
 		if cfg, ok := strings.CutPrefix(s.Name, "encode/"); ok {
@@ -213,7 +235,9 @@ func rows(series []benchout.Series) []Row {
 		out[len(out)-1].P95 = benchout.Percentile(s.Values, 99)
 	}
 	add("gateway and Nomad", "GPU placements per second, 8 in flight (the real streamer job with its device constraint)", "gpu-placements-per-second", "median of 25 rounds")
-	add("gateway and Nomad", "gateway status requests per second", "gateway-status-throughput", "8 clients, 3 s")
+	add("gateway and Nomad", "gateway status requests per second, 2xx only", "gateway-status-throughput", "8 clients, 3 s measured")
+	add("gateway and Nomad", "gateway status answers not 2xx", "gateway-status-not-2xx", "in the same 3 s")
+	add("gateway and Nomad", "gateway status transport errors", "gateway-status-errors", "in the same 3 s")
 	add("gateway and Nomad", "gateway status latency", "gateway-status-latency", "")
 	// TURN: runs alternate Metal and coturn, so the i-th runs of each were
 	// side by side; ratios are per pair, then the median.
@@ -257,8 +281,8 @@ func rows(series []benchout.Series) []Row {
 
 func markdown(r Report) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Metal benchmark (method %d), %s, %s, %d CPUs, load average %s before, %s after (`%s`)\n\n",
-		r.MethodVersion, r.Date.Format(time.RFC3339), r.CPUModel, r.CPUs, r.LoadBefore, r.LoadAfter, r.Command)
+	fmt.Fprintf(&b, "Metal benchmark (method %d), %s, %s, %d CPUs, load average %s before, %s after, %.1f minutes (`%s`)\n\n",
+		r.MethodVersion, r.Date.Format(time.RFC3339), r.CPUModel, r.CPUs, r.LoadBefore, r.LoadAfter, r.WallSeconds/60, r.Command)
 	fmt.Fprintln(&b, "| section | figure | median | p95 | unit | samples | note |")
 	fmt.Fprintln(&b, "|---|---|---:|---:|---|---:|---|")
 	for _, row := range r.Rows {
