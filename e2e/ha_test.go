@@ -175,8 +175,15 @@ func liveByPlayer(t testing.TB, c *localcluster.Cluster) map[string][]string {
 // in turn loses nothing; no job remains after the players leave.
 func TestThreeGatewaysHoldOneFleet(t *testing.T) {
 	const capacity, queue, players = 2, 5, 200
-	gws := startGateways(t, 3, capacity, queue, "-open")
 	c := clustertest.Cluster(t)
+	// The cluster is shared: a session job an earlier test left behind (a
+	// CI run once found one) would be counted by Nomad here, not by this
+	// fleet's capacity, and read as one job too many.
+	if err := localcluster.PurgeJobs(context.Background(), c.Nomad); err != nil {
+		t.Fatal(err)
+	}
+	waitNoLiveAllocs(t, c)
+	gws := startGateways(t, 3, capacity, queue, "-open")
 	lead := leaderOf(t, gws, 10*time.Second)
 	stopWatch := watchJobs(t, c)
 
