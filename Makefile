@@ -81,14 +81,18 @@ unit:
 BENCH_OUT := $(CURDIR)/bench-results
 BENCH = METAL_BENCH_OUT=$(BENCH_OUT) $(GO) test -p 1 -run '^$$' -benchtime 1x -timeout 20m
 bench: deps tools build
-	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT) && cat /proc/loadavg > $(BENCH_OUT)/loadavg-before && date +%s > $(BENCH_OUT)/started
+	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT) && date +%s > $(BENCH_OUT)/started
+	@echo "==> waiting up to 60 s for the build's load to settle (1-minute load average below 1)"
+	@for i in $$(seq 60); do awk '{ exit !($$1 < 1.0) }' /proc/loadavg && break; sleep 1; done; cat /proc/loadavg > $(BENCH_OUT)/loadavg-before
 	@echo "==> streamer: glass-to-glass, frame rates, capture-to-encoded, CPU, first frame (5 runs per configuration, playout-delay order alternating)"
-	$(BENCH) -bench 'BenchmarkStreamer$$' ./streamer/ | tee $(BENCH_OUT)/bench.txt
+	$(BENCH) -bench 'BenchmarkStreamer$$' ./streamer/ | tee $(BENCH_OUT)/bench.txt || touch $(BENCH_OUT)/failed
 	@echo "==> streamer: 720p30 streams per box"
-	$(BENCH) -bench 'BenchmarkStreamsPerBox$$' ./streamer/ | tee -a $(BENCH_OUT)/bench.txt
+	$(BENCH) -bench 'BenchmarkStreamsPerBox$$' ./streamer/ | tee -a $(BENCH_OUT)/bench.txt || touch $(BENCH_OUT)/failed
 	@echo "==> gateway, Nomad placement, TURN against coturn"
-	$(BENCH) -bench . ./e2e/ | tee -a $(BENCH_OUT)/bench.txt
+	$(BENCH) -bench . ./e2e/ | tee -a $(BENCH_OUT)/bench.txt || touch $(BENCH_OUT)/failed
+	@# The report is written whatever failed; a failed benchmark then fails make bench.
 	@$(GO) run ./e2e/benchreport -dir $(BENCH_OUT)
+	@if [ -e $(BENCH_OUT)/failed ]; then grep -E -- '^--- FAIL|_test.go:[0-9]+:' $(BENCH_OUT)/bench.txt; echo "make bench: a benchmark failed (above); its figures are missing from the report"; exit 1; fi
 
 clean:
 	rm -rf $(BIN)
