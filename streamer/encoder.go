@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+
+	"github.com/pion/webrtc/v4"
 )
 
 // Video encoders. The two NVENC elements are the same hardware through two
@@ -81,6 +83,15 @@ func (b branch) Codec() string {
 		return "video/VP8"
 	}
 	return "video/H264"
+}
+
+// capability is the RTP codec of the branch's stream, with fmtp for H.264
+// (the stream's own, or the one an answer chose).
+func (b branch) capability(fmtp string) webrtc.RTPCodecCapability {
+	if b.Codec() == "video/H264" {
+		return webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp}
+	}
+	return webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
 }
 
 // Fmtp is the SDP fmtp of the branch's stream.

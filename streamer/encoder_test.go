@@ -50,7 +50,6 @@ type fakeGPU struct {
 	broken map[string]bool
 	// presets are the NVENC preset nicks; nil: 1.22's.
 	presets []string
-	probed  []string
 }
 
 func (f *fakeGPU) HasElement(n string) bool {
@@ -116,7 +115,6 @@ func (f *fakeGPU) CheckPads(el, sinkCaps, srcCaps string) error {
 }
 
 func (f *fakeGPU) Probe(desc string) error {
-	f.probed = append(f.probed, desc)
 	for enc := range f.broken {
 		if strings.Contains(desc, enc+" name=enc") {
 			return errors.New("could not open encoder session")

@@ -64,7 +64,13 @@ func h264Level(w, h, fps int) (string, byte) {
 // asymmetry, so a browser that offered a lower level still takes it.
 func h264Fmtp(profile string, levelIdc byte) string {
 	p := h264Profiles[profile]
-	return fmt.Sprintf("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=%02x%02x%02x", p.idc, p.iop, levelIdc)
+	return fmtpLine(fmt.Sprintf("%02x%02x", p.idc, p.iop), levelIdc)
+}
+
+// fmtpLine is the fmtp for a profile (profile_idc and constraint flags as
+// four hex digits) at level_idc.
+func fmtpLine(profile string, levelIdc byte) string {
+	return fmt.Sprintf("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=%s%02x", profile, levelIdc)
 }
 
 // decodable is, for a stream of each profile, the offered profiles (H.264
@@ -132,7 +138,7 @@ func answerFmtp(d *sdp.SessionDescription, stream branch) (string, error) {
 	}
 	for _, p := range decodable[stream.Profile] {
 		if offered[p] {
-			return fmt.Sprintf("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=%s%02x", p, stream.LevelIdc), nil
+			return fmtpLine(p, stream.LevelIdc), nil
 		}
 	}
 	return "", fmt.Errorf("the offer has no H.264 that decodes %s (profile-level-id %s with packetization-mode=1), which this stream is; it offers H.264 %v",

@@ -24,17 +24,24 @@ func (k *keyRecorder) forced() []time.Time {
 	return append([]time.Time(nil), k.keys...)
 }
 
-// TestKeyframeRequestsAreCoalescedNotDropped: a request forces a key frame
-// at once; requests inside the next 250 ms (a second peer's PLI, a FIR)
-// are not dropped but served by one key frame at the end of the gap; a
-// storm never forces more than one per gap.
-func TestKeyframeRequestsAreCoalescedNotDropped(t *testing.T) {
+// x264Media is Media for a 720p30 x264 stream with a recording encoder.
+func x264Media(t *testing.T) (*Media, *keyRecorder) {
+	t.Helper()
 	md, err := newMedia(branch{Encoder: EncoderX264, Profile: ProfileConstrainedBaseline, LevelIdc: 31}, DefaultConfig(), newMetrics())
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := &keyRecorder{}
 	md.setEncoder(rec)
+	return md, rec
+}
+
+// TestKeyframeRequestsAreCoalescedNotDropped: a request forces a key frame
+// at once; requests inside the next 250 ms (a second peer's PLI, a FIR)
+// are not dropped but served by one key frame at the end of the gap; a
+// storm never forces more than one per gap.
+func TestKeyframeRequestsAreCoalescedNotDropped(t *testing.T) {
+	md, rec := x264Media(t)
 	md.RequestKeyframe()
 	if n := len(rec.forced()); n != 1 {
 		t.Fatalf("first request forced %d key frames, want 1 at once", n)

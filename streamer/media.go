@@ -42,11 +42,7 @@ type Media struct {
 }
 
 func newMedia(b branch, cfg Config, m *metrics) (*Media, error) {
-	codec := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: b.Fmtp()}
-	if b.Codec() == "video/VP8" {
-		codec = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
-	}
-	video, err := newVideoTrack(codec)
+	video, err := newVideoTrack(b.capability(b.Fmtp()))
 	if err != nil {
 		return nil, err
 	}

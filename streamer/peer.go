@@ -53,11 +53,10 @@ func (s *Server) api(estimators chan<- cc.BandwidthEstimator, fmtp string) (*web
 	s.mu.Lock()
 	stream := s.branch
 	s.mu.Unlock()
-	video := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: videoFeedback}
+	video := stream.capability(fmtp)
+	video.RTCPFeedback = videoFeedback
 	videoPT := webrtc.PayloadType(96)
 	if stream.Codec() == "video/H264" {
-		video = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp,
-			RTCPFeedback: videoFeedback}
 		videoPT = 102
 	}
 	codecs := []struct {

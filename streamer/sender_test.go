@@ -15,12 +15,7 @@ import (
 // for, since later frames refer to them; once the sender moves again it
 // writes what it kept, in order.
 func TestEncoderNeverWaitsOnTheNetwork(t *testing.T) {
-	md, err := newMedia(branch{Encoder: EncoderX264, Profile: ProfileConstrainedBaseline, LevelIdc: 31}, DefaultConfig(), newMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &keyRecorder{}
-	md.setEncoder(rec)
+	md, rec := x264Media(t)
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var sent []time.Duration

@@ -41,8 +41,7 @@ type Server struct {
 	media     *Media
 	input     Injector
 	display   string
-	encoder   string
-	branch    branch
+	branch    branch            // the video encoder branch running (after Run has chosen it)
 	skipped   map[string]string // encoders not chosen, and why
 	cursor    []byte            // the latest cursor message
 	cursorSeq uint64            // its number
@@ -157,7 +156,11 @@ func (s *Server) Addr() net.Addr { return s.httpLn.Addr() }
 func (s *Server) URL() string { return "http://" + s.httpLn.Addr().String() }
 
 // Encoder is the video encoder in use (after Run has started).
-func (s *Server) Encoder() string { return s.encoder }
+func (s *Server) Encoder() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.branch.Encoder
+}
 
 // Display is the X display in use (after Run has started).
 func (s *Server) Display() string { return s.display }
@@ -215,13 +218,13 @@ func (s *Server) Run(ctx context.Context) error {
 	vp := videoParams{Width: s.cfg.Width, Height: s.cfg.Height, FPS: s.cfg.FPS, Kbps: s.cfg.StartKbps, Profile: s.cfg.H264Profile}
 	b, skipped, err := ChooseEncoder(s.cfg.Encoder, vp, s.probe, s.log)
 	s.mu.Lock()
-	s.encoder, s.branch, s.skipped = b.Encoder, b, skipped
+	s.branch, s.skipped = b, skipped
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	s.metrics.encoder.WithLabelValues(s.encoder).Set(1)
-	s.log.Info("video encoder", "encoder", s.encoder, "codec", b.Codec(), "fmtp", b.Fmtp(),
+	s.metrics.encoder.WithLabelValues(b.Encoder).Set(1)
+	s.log.Info("video encoder", "encoder", b.Encoder, "codec", b.Codec(), "fmtp", b.Fmtp(),
 		"resolution", fmt.Sprintf("%dx%d", s.cfg.Width, s.cfg.Height), "fps", s.cfg.FPS, "not_chosen", skipped)
 	if s.media, err = newMedia(b, s.cfg, s.metrics); err != nil {
 		return err
@@ -384,7 +387,7 @@ type Health struct {
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
-	h := Health{Status: "starting", Session: s.cfg.SessionID, Encoder: s.encoder, Codec: s.branch.Codec(),
+	h := Health{Status: "starting", Session: s.cfg.SessionID, Encoder: s.branch.Encoder, Codec: s.branch.Codec(),
 		Fmtp: s.branch.Fmtp(), NotChosen: s.skipped,
 		Width: s.cfg.Width, Height: s.cfg.Height, FPS: s.cfg.FPS, GPU: os.Getenv("NVIDIA_VISIBLE_DEVICES")}
 	h.Peers, h.Viewers = s.countLocked()
