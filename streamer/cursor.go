@@ -100,6 +100,15 @@ func (s *Server) movePointer(x, y int) {
 	}
 }
 
+// hasSpectators reports whether a spectator is connected (pointer
+// positions are read only for them).
+func (s *Server) hasSpectators() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, viewers := s.countLocked()
+	return viewers > 0
+}
+
 // greet sends a peer whose input channel just opened the cursor and, to a
 // spectator, where the pointer is.
 func (s *Server) greet(p *peer) {

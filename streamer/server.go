@@ -235,7 +235,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.showPointer = true
 	if s.cfg.RemoteCursor {
 		cctx, ccancel := context.WithCancel(ctx)
-		wait, err := x11.WatchCursor(cctx, s.display, s.setCursor, s.movePointer)
+		wait, err := x11.WatchCursor(cctx, s.display, s.setCursor, s.movePointer, s.hasSpectators)
 		if err != nil {
 			ccancel()
 			s.log.Warn("the capture draws the pointer: it cannot be sent to players", "err", err)

@@ -108,7 +108,11 @@ const cursorPoll = 8 * time.Millisecond
 // each time it moved, until ctx ends. It uses its own connection, opened
 // before it returns: an error means the display has no XFIXES (and the
 // capture should draw the pointer itself).
-func WatchCursor(ctx context.Context, name string, onChange func(Cursor), onMove func(x, y int)) (wait func(), err error) {
+//
+// The pointer's position costs a round trip to the X server per poll, so
+// it is asked only while wantMoves reports true (a spectator is
+// connected); when it turns true the current position is reported at once.
+func WatchCursor(ctx context.Context, name string, onChange func(Cursor), onMove func(x, y int), wantMoves func() bool) (wait func(), err error) {
 	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
 	d := C.XOpenDisplay(cname)
@@ -160,6 +164,10 @@ func WatchCursor(ctx context.Context, name string, onChange func(Cursor), onMove
 			case <-t.C:
 				if C.metal_cursor_changed(d, base) != 0 {
 					read()
+				}
+				if !wantMoves() {
+					lastX, lastY = -1, -1 // report the position at once when asked again
+					continue
 				}
 				var x, y C.int
 				if C.metal_pointer(d, &x, &y) != 0 && (x != lastX || y != lastY) {
