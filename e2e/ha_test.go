@@ -328,8 +328,10 @@ func TestThreeGatewaysHoldOneFleet(t *testing.T) {
 					}
 					pos = append(pos, v.Position)
 				}
-				if pos[0] != pos[1] {
-					agree = false
+				for _, p := range pos[1:] {
+					if p != pos[0] {
+						agree = false
+					}
 				}
 				if pos[0] > 0 {
 					positions = append(positions, pos[0])
@@ -352,6 +354,46 @@ func TestThreeGatewaysHoldOneFleet(t *testing.T) {
 	positions := waitQueue()
 	t.Logf("answers %v, retried %v; queued %d; new leader gw-%d", codes, retried, len(positions), slices.Index(gws, alive[next]))
 
+	// The new leader places, first come first served: a placed player
+	// leaves, and the player first in the queue takes the freed slot, at
+	// every gateway, the others each moving up one.
+	if len(positions) > 0 {
+		var leaver, first string
+		for id := range ids {
+			switch v := alive[0].session(t, id); {
+			case v.Position == 1:
+				first = id
+			case v.Position == 0 && leaver == "":
+				leaver = id
+			}
+		}
+		if leaver == "" || first == "" {
+			t.Fatalf("no placed session (%q) or no first in the queue (%q)", leaver, first)
+		}
+		if code, b := alive[1].api(t, "DELETE", "/v1/sessions/"+leaver, "", nil); code != 204 {
+			t.Fatalf("leave %s: %d %s", leaver, code, b)
+		}
+		delete(ids, leaver)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			v := alive[0].session(t, first)
+			if v.Position == 0 && v.State != "queued" {
+				if v.State == "failed" || v.State == "ended" {
+					t.Fatalf("the first in the queue was %s (%s), not placed", v.State, v.Reason)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the first in the queue is still %s at %d after a slot freed", v.State, v.Position)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if again := waitQueue(); len(again) != len(positions)-1 {
+			t.Fatalf("queue after one left and the first was placed: %d, want %d", len(again), len(positions)-1)
+		}
+		positions = positions[1:]
+	}
+
 	// Every gateway restarted in turn (the killed one first): nothing lost.
 	gws[lead].start(t)
 	for _, g := range gws {
@@ -370,7 +412,7 @@ func TestThreeGatewaysHoldOneFleet(t *testing.T) {
 			t.Errorf("session %s of %s lost in the restarts", id, player)
 		}
 	}
-	alive = gws[:2]
+	alive = gws // positions agree at all three
 	waitJobs()
 	if again := waitQueue(); len(again) != len(positions) {
 		t.Errorf("queue after the restarts: %d, before %d", len(again), len(positions))

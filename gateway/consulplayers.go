@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	consul "github.com/hashicorp/consul/api"
 )
@@ -54,6 +55,29 @@ func (c *ConsulPlayers) DeletePlayer(ctx context.Context, name string) (bool, er
 		return false, fmt.Errorf("delete player %s: %w", name, err)
 	}
 	return true, nil
+}
+
+// DeleteExpired removes a player whose link has expired at now, with
+// check-and-set: a player re-issued (a new link, a new expiry) after it was
+// read, by this gateway or another, is left alone.
+func (c *ConsulPlayers) DeleteExpired(ctx context.Context, name string, now time.Time) (bool, error) {
+	kv, _, err := c.KV.Get(c.Prefix+name, (&consul.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("read player %s: %w", name, err)
+	}
+	if kv == nil {
+		return false, nil
+	}
+	var p Player
+	if json.Unmarshal(kv.Value, &p) == nil && (p.Expires.IsZero() || now.Before(p.Expires)) {
+		return false, nil // valid (again)
+	}
+	kv.Value = nil
+	ok, _, err := c.KV.DeleteCAS(kv, (&consul.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("delete player %s: %w", name, err)
+	}
+	return ok, nil
 }
 
 // ListPlayers lists every player.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/metal-stream/metal/scheduler"
 )
@@ -40,6 +41,9 @@ func (noPlayers) GetPlayer(context.Context, string) (Player, bool, error) {
 }
 func (noPlayers) ListPlayers(context.Context) ([]Player, error)      { return nil, nil }
 func (noPlayers) DeletePlayer(context.Context, string) (bool, error) { return false, nil }
+func (noPlayers) DeleteExpired(context.Context, string, time.Time) (bool, error) {
+	return false, nil
+}
 
 type noShares struct{}
 

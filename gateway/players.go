@@ -29,6 +29,9 @@ type PlayerStore interface {
 	GetPlayer(ctx context.Context, name string) (Player, bool, error)
 	DeletePlayer(ctx context.Context, name string) (bool, error)
 	ListPlayers(ctx context.Context) ([]Player, error)
+	// DeleteExpired removes a player only if it is still expired at now
+	// when the delete lands (check-and-set), false otherwise.
+	DeleteExpired(ctx context.Context, name string, now time.Time) (bool, error)
 }
 
 var (

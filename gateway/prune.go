@@ -33,9 +33,13 @@ func (s *Server) pruneExpired(ctx context.Context, now time.Time) {
 		if p.Expires.IsZero() || now.Before(p.Expires) {
 			continue
 		}
-		if _, err := s.players.DeletePlayer(ctx, p.Name); err != nil {
+		removed, err := s.players.DeleteExpired(ctx, p.Name, now)
+		if err != nil {
 			s.log.Warn("prune player", "player", p.Name, "err", err)
 			continue
+		}
+		if !removed {
+			continue // re-issued since the listing
 		}
 		s.log.Info("expired player removed", "player", p.Name)
 	}

@@ -40,16 +40,40 @@ func (s *Scheduler) activeLocked() map[string]int {
 	return active
 }
 
+// endedHold is how long an ended session with no allocation seen, whose
+// purge this gateway has not seen succeed, still counts against capacity:
+// its registration may be in flight at another gateway (the one that was
+// leading), which purges it again when the registration answers.
+const endedHold = 30 * time.Second
+
 // holdsJobLocked reports whether an ended session may still hold its job
-// in Nomad: its allocation runs, or it never had one and nobody here has
-// seen its purge succeed yet (for a short while: the gateway that ended it
-// purges it at once). Call with s.mu held.
+// in Nomad: its allocation runs (whoever purged it: a purge that raced the
+// registration in flight leaves a job Nomad runs), or it never had one and
+// nobody here has seen its purge succeed yet, for endedHold at most. Call
+// with s.mu held.
 func (s *Scheduler) holdsJobLocked(id string, r *record) bool {
-	if r.purged {
-		return false
-	}
 	a := s.allocs[id]
-	return allocLive(a) || (a == nil && time.Since(r.EndedAt) < 30*time.Second)
+	if allocLive(a) {
+		return true
+	}
+	return !r.purged && a == nil && time.Since(r.EndedAt) < endedHold
+}
+
+// holdEndsLocked is how long until the first ended session held by time
+// alone (holdsJobLocked) stops counting, or 0 when none is: the placement
+// loop looks again then, since nothing else would wake it. Call with s.mu
+// held.
+func (s *Scheduler) holdEndsLocked() time.Duration {
+	var next time.Duration
+	for id, r := range s.records {
+		if !r.Placed || !r.Ended || r.purged || s.allocs[id] != nil {
+			continue
+		}
+		if d := endedHold - time.Since(r.EndedAt); d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	return next
 }
 
 // allocLive reports whether an allocation still holds its resources.
@@ -102,6 +126,7 @@ func (s *Scheduler) watchCapacity(ctx context.Context) error {
 			}
 			node, _, err := s.nomad.Nodes().Info(stub.ID, (&nomad.QueryOptions{AllowStale: true}).WithContext(ctx))
 			if err != nil {
+				s.metrics.errors.WithLabelValues("nomad").Inc()
 				s.log.Warn("read node", "node", stub.Name, "err", err)
 				index = 0 // read it again on the next round
 				continue

@@ -200,3 +200,46 @@ func TestDeposedLeaderCannotPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestNoLeaderQueues: while no gateway holds the leader lock (here another
+// Consul session holds it, as a gateway that hangs would), a gateway admits
+// into the queue and never places, even with free room; once the lock is
+// free it leads and places the queue.
+func TestNoLeaderQueues(t *testing.T) {
+	var cfg Config
+	a, stopA := newScheduler(t, func(c *Config) { c.Capacity, c.QueueBound = 2, 5; c.Instance = "gw-a"; cfg = *c })
+	lockKey := a.store.lockKey()
+	stopA() // releases the lock
+	kv := clustertest.Cluster(t).Consul
+	sid, _, err := kv.Session().Create(&consul.SessionEntry{TTL: "30s", Behavior: consul.SessionBehaviorRelease}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = kv.Session().Destroy(sid, nil) }()
+	waitFor(t, "the test takes the free lock", 10*time.Second, func() bool {
+		ok, _, err := kv.KV().Acquire(&consul.KVPair{Key: lockKey, Session: sid, Flags: consul.LockFlagValue}, nil)
+		return err == nil && ok
+	})
+
+	b, _ := peer(t, cfg, "gw-b")
+	st, created, err := b.Enqueue(context.Background(), "p1", Prefs{})
+	if err != nil || !created {
+		t.Fatal(created, err)
+	}
+	if st.State != StateQueued {
+		t.Fatalf("admitted with no leader: %s, want queued", st.State)
+	}
+	time.Sleep(3 * time.Second)
+	if got, _ := b.Get(st.ID); got.State != StateQueued || b.Leading() {
+		t.Fatalf("with the lock held elsewhere: state %s, leading %v; want queued, not leading", got.State, b.Leading())
+	}
+	if jobs := mustJobs(t); len(jobs) != 0 {
+		t.Fatalf("a job was registered with no leader: %v", jobs)
+	}
+
+	if _, _, err := kv.KV().Release(&consul.KVPair{Key: lockKey, Session: sid, Flags: consul.LockFlagValue}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the gateway leads once the lock is free", 10*time.Second, b.Leading)
+	waitState(t, b, st.ID, StateStarting)
+}

@@ -68,6 +68,9 @@ func (s *Scheduler) awaitLeader(ctx context.Context) error {
 		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: 10 * time.Second}).WithContext(ctx)
 		p, meta, err := s.store.kv.Get(s.store.lockKey(), q)
 		if err != nil {
+			if ctx.Err() == nil {
+				s.consulError("read the leader lock", err)
+			}
 			sleep(ctx, time.Second)
 			continue
 		}
@@ -140,9 +143,13 @@ func (s *Scheduler) registerLockCheck(ctx context.Context) error {
 // agent lost it (an agent restart), it registers it again.
 func (s *Scheduler) passLockCheck(ctx context.Context) error {
 	return every(ctx, lockCheckPass, func() {
-		err := s.consul.Agent().UpdateTTLOpts(s.lockCheckID(), "", consul.HealthPassing, (&consul.QueryOptions{}).WithContext(ctx))
+		// Bounded: a hung call must not hold up the next pass.
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		err := s.consul.Agent().UpdateTTLOpts(s.lockCheckID(), "", consul.HealthPassing, (&consul.QueryOptions{}).WithContext(pctx))
 		if err != nil && ctx.Err() == nil {
-			_ = s.registerLockCheck(ctx)
+			s.consulError("pass the leader lock check", err)
+			_ = s.registerLockCheck(pctx)
 		}
 	})
 }

@@ -46,13 +46,13 @@ func (s *Scheduler) sweepLoop(ctx context.Context) error {
 // sweep runs one reconciliation pass.
 func (s *Scheduler) sweep(ctx context.Context, now time.Time) error {
 	q := (&nomad.QueryOptions{}).WithContext(ctx)
-	stubs, _, err := s.nomad.Jobs().PrefixList(s.cfg.JobPrefix)
+	stubs, _, err := s.nomad.Jobs().List((&nomad.QueryOptions{Prefix: s.cfg.JobPrefix}).WithContext(ctx))
 	if err != nil {
 		return s.nomadErr(err)
 	}
 	vars, _, err := s.nomad.Variables().PrefixList("nomad/jobs/"+s.cfg.JobPrefix, q)
 	if err != nil {
-		return err
+		return s.nomadErr(err)
 	}
 	jobs := map[string]bool{}
 	for _, j := range stubs {

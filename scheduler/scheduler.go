@@ -122,6 +122,9 @@ type Scheduler struct {
 	asked     map[string]time.Time // when a browser last asked this gateway (seen.go)
 	watchers  map[string]int
 	probeFail map[string]int
+	// critical is when each live session's Consul check went critical
+	// (watchCriticalLocked).
+	critical map[string]time.Time
 
 	// What Nomad can still place (room.go): schedulable nodes by id, live
 	// allocations by id (every job's), the room per edge derived from them,
@@ -185,7 +188,7 @@ func New(cfg Config, nc *nomad.Client, cc *consul.Client, log *slog.Logger) (*Sc
 		store:   &store{kv: cc.KV(), txn: cc.Txn(), prefix: cfg.KVPrefix},
 		records: map[string]*record{}, allocs: map[string]*allocInfo{},
 		endpoints: map[string]Endpoint{}, lastEP: map[string]Endpoint{}, lastSeen: map[string]time.Time{}, asked: map[string]time.Time{}, watchers: map[string]int{},
-		probeFail: map[string]int{}, readyNodes: map[string]int{}, turn: map[string]turnState{},
+		probeFail: map[string]int{}, critical: map[string]time.Time{}, readyNodes: map[string]int{}, turn: map[string]turnState{},
 		nodes: map[string]nodeRoom{}, usage: map[string]allocUse{}, room: map[string]int{},
 		changed: make(chan struct{}), kick: make(chan struct{}, 1),
 	}
@@ -266,9 +269,12 @@ func (s *Scheduler) viewReady() bool {
 // queue; an allocation that ended while no gateway led ends its session.
 func (s *Scheduler) catchUp(ctx context.Context) {
 	s.mu.Lock()
-	var placed []string
+	var placed, ended []string
 	observed := map[string]*allocInfo{}
 	for id, r := range s.records {
+		if r.Placed && r.Ended && !r.purged {
+			ended = append(ended, id)
+		}
 		if r.Placed && !r.Ended {
 			placed = append(placed, id)
 			if a := s.allocs[id]; a != nil {
@@ -278,6 +284,14 @@ func (s *Scheduler) catchUp(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	// Sessions that ended while this gateway followed, whose purge it never
+	// saw: purging again is harmless ("job not found" counts as gone) and
+	// frees their slots now rather than after endedHold.
+	for _, id := range ended {
+		if err := s.purgeJob(ctx, id); err != nil && ctx.Err() == nil {
+			s.log.Warn("purge a session that ended before this gateway led", "session", id, "err", err) // the sweep retries
+		}
+	}
 	for _, id := range placed {
 		if a := observed[id]; a != nil {
 			s.act(ctx, id, a)
@@ -465,8 +479,12 @@ func (s *Scheduler) admit(ctx context.Context, player string, prefs Prefs, repla
 		}
 		return Status{}, false, err
 	}
-	r.Placed, r.Datacenter = rc.Placed, rc.Datacenter
-	r.createIndex, r.modifyIndex = rc.createIndex, rc.modifyIndex
+	if r.modifyIndex < rc.modifyIndex {
+		// Unless the watch has already brought a newer version (the
+		// leader placed it meanwhile): the view never goes back.
+		r.Placed, r.Datacenter = rc.Placed, rc.Datacenter
+		r.createIndex, r.modifyIndex = rc.createIndex, rc.modifyIndex
+	}
 	r.creating = false
 	s.notifyLocked()
 	s.mu.Unlock()
@@ -637,6 +655,12 @@ func (s *Scheduler) positionLocked(r *record) int {
 // placeLoop places queued sessions, oldest first, while there is room. It
 // runs while this gateway leads.
 func (s *Scheduler) placeLoop(ctx context.Context) error {
+	var hold *time.Timer // wakes the loop when a time-held slot frees (holdEndsLocked)
+	defer func() {
+		if hold != nil {
+			hold.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -665,6 +689,16 @@ func (s *Scheduler) placeLoop(ctx context.Context) error {
 			}
 		}
 		s.gcEnded(ctx)
+		s.mu.Lock()
+		d := s.holdEndsLocked()
+		s.mu.Unlock()
+		if d > 0 {
+			if hold == nil {
+				hold = time.AfterFunc(d+10*time.Millisecond, s.poke)
+			} else {
+				hold.Reset(d + 10*time.Millisecond)
+			}
+		}
 	}
 }
 
@@ -1085,7 +1119,7 @@ const maxFailovers = 3
 // failoverCause is the metric label of a failover reason (without the
 // detail a crashed streamer's reason carries).
 func failoverCause(reason string) string {
-	for _, c := range []string{ReasonNodeLost, ReasonEdgeLost, ReasonStreamerCrashed} {
+	for _, c := range []string{ReasonNodeLost, ReasonEdgeLost, ReasonUnhealthy, ReasonStreamerCrashed} {
 		if strings.HasPrefix(reason, c) {
 			return c
 		}

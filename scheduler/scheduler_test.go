@@ -21,6 +21,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if flag := os.Getenv("METAL_TEST_HEALTHZ"); flag != "" {
+		serveHealthz(os.Args[1], flag) // the test binary as a fake streamer
+		return
+	}
 	clustertest.Main(m, clustertest.Options{VerifyLeaks: true})
 }
 

@@ -28,6 +28,7 @@ const (
 	ReasonIdle            = "no browser connected"
 	ReasonStreamerExited  = "streamer exited"
 	ReasonEdgeLost        = "edge lost: streamer unreachable"
+	ReasonUnhealthy       = "edge lost: streamer health check critical"
 )
 
 // record is what Consul KV holds for a session (metal/sessions/<id>).

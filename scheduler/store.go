@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	consul "github.com/hashicorp/consul/api"
 )
@@ -227,7 +228,7 @@ func (s *store) commit(ctx context.Context, ops consul.TxnOps, f *fence, errs ..
 // Reads may be stale (a Consul leader election must not stop gateways
 // from answering); check-and-set writes catch what a stale read missed.
 func (s *store) list(ctx context.Context, waitIndex uint64, consistent bool) ([]*record, uint64, error) {
-	q := (&consul.QueryOptions{WaitIndex: waitIndex, AllowStale: !consistent, RequireConsistent: consistent}).WithContext(ctx)
+	q := (&consul.QueryOptions{WaitIndex: waitIndex, WaitTime: 30 * time.Second, AllowStale: !consistent, RequireConsistent: consistent}).WithContext(ctx)
 	pairs, meta, err := s.kv.List(s.prefix, q)
 	if err != nil {
 		return nil, 0, unavailable(fmt.Errorf("list sessions: %w", err))

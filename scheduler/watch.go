@@ -293,8 +293,12 @@ func (s *Scheduler) watchConsul(ctx context.Context) error {
 			index = meta.LastIndex
 		}
 		eps := map[string]Endpoint{}
+		critical := map[string]bool{}
 		for _, e := range entries {
 			id := e.Service.Meta["session"]
+			if id != "" && e.Checks.AggregatedStatus() == consul.HealthCritical {
+				critical[id] = true
+			}
 			if id == "" || e.Checks.AggregatedStatus() != consul.HealthPassing {
 				continue
 			}
@@ -326,11 +330,67 @@ func (s *Scheduler) watchConsul(ctx context.Context) error {
 				}
 			}
 		}
+		s.watchCriticalLocked(ctx, critical)
 		s.endpoints = eps
 		s.notifyLocked()
 		s.mu.Unlock()
 	}
 	return nil
+}
+
+// criticalGrace is how long a live session's Consul check may stay
+// critical before the leader fails the session over. The check runs every
+// 2 s (jobs/streamer.nomad.hcl), so one slow answer on a busy node passes
+// again within the grace; a streamer that stopped answering, or a node
+// whose Consul agent is gone (serfHealth critical), does not: its player
+// hears within 5 s of the check going critical, with the probe loop as
+// the backup.
+const criticalGrace = 3 * time.Second
+
+// watchCriticalLocked follows which sessions' checks went critical after
+// passing (a starting streamer's check is critical until its first pass:
+// that is not a failure): each gets a timer, which fails the session over
+// if its check is still critical when the grace ends. Call with s.mu held,
+// before s.endpoints (the sessions passing until now) is replaced.
+func (s *Scheduler) watchCriticalLocked(ctx context.Context, critical map[string]bool) {
+	for id := range s.critical {
+		if !critical[id] {
+			delete(s.critical, id) // passing again, or deregistered (its allocation says why)
+		}
+	}
+	for id := range critical {
+		if _, ok := s.critical[id]; ok {
+			continue
+		}
+		if _, passed := s.endpoints[id]; !passed {
+			continue
+		}
+		r, ok := s.records[id]
+		if !ok || r.Ended || !r.Placed {
+			continue
+		}
+		since := time.Now()
+		s.critical[id] = since
+		time.AfterFunc(criticalGrace, func() { s.criticalTooLong(ctx, id, since) })
+	}
+}
+
+// criticalTooLong fails a session over whose check has been critical since
+// since, if it still is, the session still lives, Nomad still says its
+// streamer runs (otherwise its allocation's event ends the session with
+// the true reason), and this gateway leads.
+func (s *Scheduler) criticalTooLong(ctx context.Context, id string, since time.Time) {
+	s.mu.Lock()
+	r, ok := s.records[id]
+	a := s.allocs[id]
+	still := s.critical[id] == since && ok && !r.Ended && r.Placed &&
+		a != nil && a.clientStatus == nomad.AllocClientStatusRunning
+	s.mu.Unlock()
+	if !still || ctx.Err() != nil || !s.Leading() {
+		return
+	}
+	s.log.Warn("streamer check critical", "session", id, "for", time.Since(since).Round(time.Millisecond))
+	s.failover(ctx, id, ReasonUnhealthy)
 }
 
 // parseHealth reads the streamer's /healthz JSON out of a Consul HTTP check

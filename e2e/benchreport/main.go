@@ -239,6 +239,10 @@ func rows(series []benchout.Series) []Row {
 	add("gateway and Nomad", "gateway status answers not 2xx", "gateway-status-not-2xx", "in the same 3 s")
 	add("gateway and Nomad", "gateway status transport errors", "gateway-status-errors", "in the same 3 s")
 	add("gateway and Nomad", "gateway status latency", "gateway-status-latency", "")
+	add("gateways in numbers", "leader failover: SIGKILL of the leading gateway to the new leader's first placement", "leader-failover",
+		"10 kills, 3 gateways; seen at a follower; includes the lock check's 2 s TTL")
+	add("gateways in numbers", "admissions per second, 1 gateway, 2xx only", "admissions-1-gateways", "12 clients, 3 s")
+	add("gateways in numbers", "admissions per second, 3 gateways, 2xx only", "admissions-3-gateways", "12 clients over 3 gateways, 3 s")
 	// TURN: runs alternate Metal and coturn, so the i-th runs of each were
 	// side by side; ratios are per pair, then the median.
 	ratio := func(num, den string) ([]float64, bool) {

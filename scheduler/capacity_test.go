@@ -1,0 +1,53 @@
+package scheduler
+
+import (
+	"testing"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// TestEndedSessionSlot: an ended session counts against capacity while
+// Nomad may still run its job, and only then.
+//   - A live allocation holds its slot even after this gateway saw the
+//     purge succeed: a purge that lands before a registration in flight
+//     elsewhere leaves a job Nomad runs.
+//   - With no allocation seen and no purge seen, the slot is held for
+//     endedHold, and holdEndsLocked says when it frees, so the placement
+//     loop is woken then (a new leader that followed while the session
+//     ended sees neither the allocation nor the purge).
+func TestEndedSessionSlot(t *testing.T) {
+	s := &Scheduler{records: map[string]*record{}, allocs: map[string]*allocInfo{}}
+	r := &record{ID: "s1", Placed: true, Ended: true, EndedAt: time.Now().Add(-10 * time.Second), Datacenter: "edge-1"}
+	s.records["s1"] = r
+
+	if !s.holdsJobLocked("s1", r) {
+		t.Fatal("an ended session with no allocation and no purge seen freed its slot at once")
+	}
+	if d := s.holdEndsLocked(); d <= 15*time.Second || d > endedHold-10*time.Second {
+		t.Fatalf("the hold ends in %v, want about %v", d, endedHold-10*time.Second)
+	}
+	if got := s.activeLocked()["edge-1"]; got != 1 {
+		t.Fatalf("active = %d, want 1", got)
+	}
+
+	r.EndedAt = time.Now().Add(-endedHold - time.Second)
+	if s.holdsJobLocked("s1", r) || s.holdEndsLocked() != 0 {
+		t.Fatal("the time hold outlived endedHold")
+	}
+
+	r.EndedAt = time.Now()
+	r.purged = true
+	if s.holdsJobLocked("s1", r) || s.holdEndsLocked() != 0 {
+		t.Fatal("a purged session with no allocation still holds its slot")
+	}
+
+	s.allocs["s1"] = &allocInfo{id: "a1", clientStatus: nomad.AllocClientStatusRunning, desiredStatus: nomad.AllocDesiredStatusRun}
+	if !s.holdsJobLocked("s1", r) {
+		t.Fatal("a running allocation stopped counting because a purge was seen")
+	}
+	s.allocs["s1"].desiredStatus = nomad.AllocDesiredStatusStop
+	if s.holdsJobLocked("s1", r) {
+		t.Fatal("a stopped allocation still holds its slot")
+	}
+}
