@@ -9,12 +9,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	pionturn "github.com/pion/turn/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/metal-stream/metal/internal/benchout"
 	"github.com/metal-stream/metal/internal/pionlog"
@@ -59,6 +62,13 @@ func startCoturn(b *testing.B) *relayServer {
 
 func startRelay(b *testing.B, name string, port int, cmd *exec.Cmd) *relayServer {
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if runtime.NumCPU() >= 2 {
+		// The server alone on the last core, the load generator on the
+		// others (pinLoad): each server gets the same whole core, and the
+		// generator's CPU cannot starve it.
+		cmd.Args = append([]string{"taskset", "-c", fmt.Sprint(runtime.NumCPU() - 1)}, cmd.Args...)
+		cmd.Path, _ = exec.LookPath("taskset")
+	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -111,55 +121,50 @@ type relayResult struct {
 	serverCPU float64 // % of one core
 	usPerDgm  float64 // server CPU µs per delivered datagram
 	loadCPU   float64 // % of one core, the load generator (this process)
+	drops     float64 // datagrams/s the kernel dropped on full receive buffers (any socket)
 }
 
 // relayRun relays 200-byte datagrams through n allocations for d, in one
 // direction: "to_peer" (client → peer) or "to_client" (peer → client, the
-// streaming direction: a streamer sends video to a relayed browser). It
-// measures what arrives, the server's CPU and, apart, this process's.
+// streaming direction: a streamer sends video to a relayed browser). The
+// clients and peers are plain UDP sockets that send and receive in batches
+// (rawAlloc), so the load generator stays light. It measures what arrives,
+// the server's CPU and, apart, this process's.
 func relayRun(b *testing.B, r *relayServer, n int, d time.Duration, dir string) relayResult {
 	type alloc struct {
-		c     *pionturn.Client
-		relay net.PacketConn
-		peer  net.PacketConn
+		a    *rawAlloc
+		peer *net.UDPConn
 	}
 	var got atomic.Int64
 	var allocs []alloc
-	for range n {
-		c, relay, err := allocate(r.addr)
-		if err != nil {
-			b.Fatalf("%s allocate: %v", r.name, err)
-		}
-		peer, err := net.ListenPacket("udp4", streamIP+":0")
+	for i := range n {
+		peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(streamIP)})
 		if err != nil {
 			b.Fatal(err)
 		}
-		allocs = append(allocs, alloc{c, relay, peer})
-		// Permission and channel first, outside the measured window.
-		for range 3 {
-			_, _ = relay.WriteTo([]byte("warm"), peer.LocalAddr())
-			time.Sleep(20 * time.Millisecond)
+		a, err := rawAllocate(r.addr, peer.LocalAddr().(*net.UDPAddr), uint16(0x4000+i))
+		if err != nil {
+			b.Fatalf("%s allocate: %v", r.name, err)
 		}
+		allocs = append(allocs, alloc{a, peer})
 	}
 	// The receiving ends count.
+	var drained sync.WaitGroup
 	for _, a := range allocs {
 		recv := a.peer
 		if dir == "to_client" {
-			recv = a.relay
+			recv = a.a.conn
 		}
+		drained.Add(1)
 		go func() {
-			buf := make([]byte, 1500)
-			for {
-				if _, _, err := recv.ReadFrom(buf); err != nil {
-					return
-				}
-				got.Add(1)
-			}
+			defer drained.Done()
+			drain(recv, func(k int) { got.Add(int64(k)) })
 		}()
 	}
 	time.Sleep(200 * time.Millisecond)
 	got.Store(0)
 	self := os.Getpid()
+	drops0 := udpRcvbufErrors()
 	cpu0, load0, t0 := benchout.ProcessCPU(r.cmd.Process.Pid), benchout.ProcessCPU(self), time.Now()
 	stop := time.Now().Add(d)
 	var wg sync.WaitGroup
@@ -168,17 +173,14 @@ func relayRun(b *testing.B, r *relayServer, n int, d time.Duration, dir string) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			relayAddr := a.relay.LocalAddr()
-			for i := 0; time.Now().Before(stop); i++ {
-				if dir == "to_client" {
-					_, _ = a.peer.WriteTo(payload, relayAddr)
-				} else {
-					_, _ = a.relay.WriteTo(payload, a.peer.LocalAddr())
-				}
-				if i%64 == 63 {
-					runtime.Gosched()
-				}
+			if dir == "to_client" {
+				blast(a.peer, a.a.relay, payload, stop)
+				return
 			}
+			framed := make([]byte, 4+len(payload))
+			framed[0], framed[1] = byte(a.a.channel>>8), byte(a.a.channel)
+			framed[2], framed[3] = byte(len(payload)>>8), byte(len(payload))
+			blast(a.a.conn, a.a.server, framed, stop)
 		}()
 	}
 	wg.Wait()
@@ -187,19 +189,27 @@ func relayRun(b *testing.B, r *relayServer, n int, d time.Duration, dir string) 
 	delivered := got.Load()
 	serverCPU := (benchout.ProcessCPU(r.cmd.Process.Pid) - cpu0).Seconds()
 	loadCPU := (benchout.ProcessCPU(self) - load0).Seconds()
+	drops := udpRcvbufErrors() - drops0
 	for _, a := range allocs {
-		a.relay.Close()
-		a.c.Close()
+		_ = a.a.conn.SetReadDeadline(time.Now()) // ends its drain, not the socket
+		_ = a.peer.SetReadDeadline(time.Now())
+	}
+	drained.Wait()
+	for _, a := range allocs {
+		a.a.close()
 		a.peer.Close()
 	}
 	res := relayResult{
 		pps:       float64(delivered) / d.Seconds(),
 		serverCPU: serverCPU / elapsed.Seconds() * 100,
 		loadCPU:   loadCPU / elapsed.Seconds() * 100,
+		drops:     float64(drops) / d.Seconds(),
 	}
 	if delivered > 0 {
 		res.usPerDgm = serverCPU / float64(delivered) * 1e6
 	}
+	b.Logf("%s %s n=%d: %.0f/s delivered, %.0f/s dropped on full receive buffers, server %.0f%% CPU, load %.0f%%",
+		r.name, dir, n, res.pps, res.drops, res.serverCPU, res.loadCPU)
 	return res
 }
 
@@ -211,6 +221,7 @@ func relayRun(b *testing.B, r *relayServer, n int, d time.Duration, dir string) 
 // competes with the server it measures.
 func BenchmarkTURNRelay(b *testing.B) {
 	metal, coturn := startMetalTURN(b), startCoturn(b)
+	pinLoad(b)
 	for _, dir := range []string{"to_client", "to_peer"} {
 		for _, n := range []int{1, 4} {
 			b.Run(fmt.Sprintf("%s/allocations=%d", dir, n), func(b *testing.B) {
@@ -253,4 +264,57 @@ func BenchmarkTURNRelay(b *testing.B) {
 			})
 		}
 	}
+}
+
+// udpRcvbufErrors is the kernel's count of UDP datagrams dropped because a
+// socket's receive buffer was full (all sockets).
+func udpRcvbufErrors() int64 {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var head []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if head == nil {
+			head = f
+			continue
+		}
+		for i, h := range head {
+			if h == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.ParseInt(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
+}
+
+// pinLoad keeps this process (the load generator and the receivers) off the
+// core the servers run on, until the benchmark ends.
+func pinLoad(b *testing.B) {
+	cpus := runtime.NumCPU()
+	if cpus < 2 {
+		return
+	}
+	var set, all unix.CPUSet
+	for i := range cpus {
+		all.Set(i)
+		if i < cpus-1 {
+			set.Set(i)
+		}
+	}
+	each := func(s *unix.CPUSet) {
+		tasks, _ := os.ReadDir("/proc/self/task")
+		for _, t := range tasks {
+			if tid, err := strconv.Atoi(t.Name()); err == nil {
+				_ = unix.SchedSetaffinity(tid, s)
+			}
+		}
+	}
+	each(&set)
+	b.Cleanup(func() { each(&all) })
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v2"
+	"golang.org/x/net/ipv4"
 )
 
 // The hot paths, both ways.
@@ -171,7 +172,11 @@ func (t *channels) learn(r bindRequest, to net.Addr, out net.PacketConn) {
 	}
 	if out != nil {
 		ua := to.(*net.UDPAddr)
-		relay.bindBack(r.peer, back{number: r.key.number, client: &net.UDPAddr{IP: ua.IP, Port: ua.Port}, out: out, until: until})
+		b := back{number: r.key.number, client: &net.UDPAddr{IP: ua.IP, Port: ua.Port}, out: out, until: until}
+		if bc, ok := out.(*batchConn); ok {
+			b.bout = bc.pc
+		}
+		relay.bindBack(r.peer, b)
 	}
 }
 
@@ -181,6 +186,7 @@ type back struct {
 	number uint16
 	client *net.UDPAddr
 	out    net.PacketConn
+	bout   *ipv4.PacketConn // out's batch writer (sendmmsg), when out is a batchConn
 	until  time.Time
 }
 
@@ -210,27 +216,42 @@ func (c *cappedConn) bindBack(peer *net.UDPAddr, b back) {
 // sendBack sends a peer's datagram to the client as ChannelData and reports
 // true, or reports false for pion to handle it.
 func (c *cappedConn) sendBack(b []byte, from net.Addr) bool {
-	m := c.backs.Load()
-	if m == nil {
-		return false
-	}
-	peer, ok := udpKey(from)
+	r, ok := c.backOf(b, from)
 	if !ok {
-		return false
-	}
-	r, ok := (*m)[peer]
-	if !ok || len(b) > 0xFFFF || !time.Now().Before(r.until) {
 		return false
 	}
 	if len(c.scratch) < 4+len(b) {
 		c.scratch = make([]byte, 4+max(len(b), inboundMTU))
 	}
-	c.scratch[0], c.scratch[1] = byte(r.number>>8), byte(r.number)
-	c.scratch[2], c.scratch[3] = byte(len(b)>>8), byte(len(b))
-	copy(c.scratch[4:], b)
+	n := frame(c.scratch, r.number, b)
 	c.g.backHits.Add(1) // before the write: the client may read it first
-	_, _ = r.out.WriteTo(c.scratch[:4+len(b)], r.client)
+	_, _ = r.out.WriteTo(c.scratch[:n], r.client)
 	return true
+}
+
+// frame writes b as ChannelData on channel number into dst, which holds
+// 4+len(b) bytes at least, and returns its length.
+func frame(dst []byte, number uint16, b []byte) int {
+	dst[0], dst[1] = byte(number>>8), byte(number)
+	dst[2], dst[3] = byte(len(b)>>8), byte(len(b))
+	return 4 + copy(dst[4:], b)
+}
+
+// backOf finds the live channel back to the client of a peer's datagram.
+func (c *cappedConn) backOf(b []byte, from net.Addr) (back, bool) {
+	m := c.backs.Load()
+	if m == nil {
+		return back{}, false
+	}
+	peer, ok := udpKey(from)
+	if !ok {
+		return back{}, false
+	}
+	r, ok := (*m)[peer]
+	if !ok || len(b) > 0xFFFF || !time.Now().Before(r.until) {
+		return back{}, false
+	}
+	return r, true
 }
 
 // gcLocked drops bindings that expired or whose relay closed, at most
@@ -253,24 +274,33 @@ func (t *channels) gcLocked(now time.Time) {
 // relay sends a client's ChannelData datagram to its bound peer and reports
 // true, or reports false for pion to handle it.
 func (t *channels) relay(b []byte, from net.Addr) bool {
+	bd, payload, ok := t.lookup(b, from)
+	if ok {
+		_, _ = bd.relay.WriteTo(payload, bd.peer)
+	}
+	return ok
+}
+
+// lookup finds the live binding of a client's ChannelData datagram and its
+// payload, counted as relayed here; false for pion to handle it.
+func (t *channels) lookup(b []byte, from net.Addr) (binding, []byte, bool) {
 	if len(b) < 4 || b[0]&0xC0 != 0x40 {
-		return false
+		return binding{}, nil, false
 	}
 	size := int(b[2])<<8 | int(b[3])
 	if 4+size > len(b) || len(b) >= inboundMTU {
-		return false // pion refuses it, or drops it as possibly truncated
+		return binding{}, nil, false // pion refuses it, or drops it as possibly truncated
 	}
 	client, ok := udpKey(from)
 	if !ok {
-		return false
+		return binding{}, nil, false
 	}
 	t.mu.RLock()
 	bd, ok := t.bound[chanKey{client, uint16(b[0])<<8 | uint16(b[1])}]
 	t.mu.RUnlock()
 	if !ok || bd.relay.closed.Load() || !time.Now().Before(bd.until) {
-		return false
+		return binding{}, nil, false
 	}
 	t.hits.Add(1) // before the write: the peer's echo may come back first
-	_, _ = bd.relay.WriteTo(b[4:4+size], bd.peer)
-	return true
+	return bd, b[4 : 4+size], true
 }

@@ -108,6 +108,14 @@ type cappedConn struct {
 	backs   atomic.Pointer[map[netip.AddrPort]back]
 	bmu     sync.Mutex
 	scratch []byte
+	// rd and wb are the batch reader of this socket and the batch of
+	// ChannelData it sends back to clients (batch.go), made by pion's
+	// reader, the only caller of ReadFrom; unbatched when the socket is
+	// not a UDP socket. bw writes to peers in batches (any listener).
+	rd      *batchReader
+	wb      *writeBatch
+	batched bool
+	bw      batchWriter
 }
 
 // maxPermits bounds the peers one relay's limiter follows.
@@ -157,12 +165,7 @@ func (c *cappedConn) counts(addr net.Addr, now time.Time) bool {
 // WriteTo sends toward the peer, unless its port is one of the cluster's
 // (refused on any address: the permission was for the IP only).
 func (c *cappedConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if ua, ok := addr.(*net.UDPAddr); ok && c.g.ports.has(ua.Port) {
-		c.g.m.portDenied.Inc()
-		return len(p), nil
-	}
-	if c.out != nil && !c.out.AllowN(time.Now(), len(p)) {
-		c.g.m.dropped.Add(float64(len(p)))
+	if !c.mayWrite(len(p), addr) {
 		return len(p), nil
 	}
 	n, err := c.PacketConn.WriteTo(p, addr)
@@ -172,20 +175,60 @@ func (c *cappedConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return n, err
 }
 
+// mayWrite applies the refused ports and the outbound cap to a datagram of
+// n bytes toward addr.
+func (c *cappedConn) mayWrite(n int, addr net.Addr) bool {
+	if ua, ok := addr.(*net.UDPAddr); ok && c.g.ports.has(ua.Port) {
+		c.g.m.portDenied.Inc()
+		return false
+	}
+	if c.out != nil && !c.out.AllowN(time.Now(), n) {
+		c.g.m.dropped.Add(float64(n))
+		return false
+	}
+	return true
+}
+
+// writeBatched adds a datagram toward addr to a listener's batch w (the
+// fast path, client → peer), under the same rules as WriteTo; unbatched
+// when this socket cannot be.
+func (c *cappedConn) writeBatched(w *writeBatch, p []byte, addr net.Addr) {
+	pc := c.bw.of(c.PacketConn)
+	if pc == nil {
+		_, _ = c.WriteTo(p, addr)
+		return
+	}
+	if !c.mayWrite(len(p), addr) {
+		return
+	}
+	c.g.toPeer.Add(float64(len(p)))
+	buf := w.slot(pc)
+	w.commit(copy(buf, p), addr)
+}
+
 // ReadFrom receives from peers, dropping what exceeds the cap. Only a
 // datagram from a permitted peer is charged to the cap: pion drops the
 // others right after, and someone spraying a guessable relay port must not
-// drain a real stream's budget.
+// drain a real stream's budget. Datagrams on a channel go back to the
+// client here, in batches (fastpath.go); the rest go to pion.
 func (c *cappedConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err != nil {
-			return n, addr, err
+	if !c.batched {
+		c.batched = true
+		if _, ok := c.PacketConn.(*net.UDPConn); ok {
+			c.rd, c.wb = newBatchReader(c.PacketConn), newWriteBatch()
 		}
+	}
+	for {
+		b, addr, err := c.readOne(p)
+		if err != nil {
+			return 0, addr, err
+		}
+		n := len(b)
 		if c.in != nil {
 			now := time.Now()
 			if !c.counts(addr, now) {
-				return n, addr, nil // pion drops it, unpermitted
+				c.flushBack()
+				return copy(p, b), addr, nil // pion drops it, unpermitted
 			}
 			if !c.in.AllowN(now, n) {
 				c.g.m.dropped.Add(float64(n))
@@ -193,10 +236,49 @@ func (c *cappedConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			}
 		}
 		c.g.toClient.Add(float64(n))
-		if c.sendBack(p[:n], addr) {
+		if c.queueBack(b, addr) {
 			continue
 		}
-		return n, addr, nil
+		c.flushBack() // what went before it goes first
+		return copy(p, b), addr, nil
+	}
+}
+
+// readOne returns the next datagram: from the batch, reading the next
+// batch (after sending what the last one queued) when it is spent.
+func (c *cappedConn) readOne(p []byte) ([]byte, net.Addr, error) {
+	if c.rd == nil {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		return p[:n], addr, err
+	}
+	if !c.rd.buffered() {
+		c.flushBack()
+	}
+	return c.rd.next()
+}
+
+// queueBack sends a peer's datagram to the client as ChannelData, in this
+// socket's batch when it has one, and reports true; false for pion.
+func (c *cappedConn) queueBack(b []byte, from net.Addr) bool {
+	if c.wb == nil {
+		return c.sendBack(b, from)
+	}
+	r, ok := c.backOf(b, from)
+	if !ok {
+		return false
+	}
+	if r.bout == nil {
+		return c.sendBack(b, from)
+	}
+	c.g.backHits.Add(1) // before the write: the client may read it first
+	buf := c.wb.slot(r.bout)
+	c.wb.commit(frame(buf, r.number, b), r.client)
+	return true
+}
+
+func (c *cappedConn) flushBack() {
+	if c.wb != nil && c.wb.n > 0 {
+		c.wb.flush()
 	}
 }
 

@@ -149,6 +149,9 @@ type fixingPacketConn struct {
 	lifetime time.Duration // see capLifetime
 	q        *quotas
 	ch       *channels // the ChannelData fast path (fastpath.go); nil: pion relays all
+	// wb gathers what the fast path sends to peers from one batch read
+	// (batch.go); only pion's reader of this listener uses it.
+	wb *writeBatch
 
 	bmu     sync.Mutex
 	bind    bindRequest // the ChannelBind request read last, if hasBind
@@ -156,7 +159,14 @@ type fixingPacketConn struct {
 }
 
 func (c *fixingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	bc, _ := c.PacketConn.(*batchConn)
+	if c.wb == nil && bc != nil && c.ch != nil {
+		c.wb = newWriteBatch()
+	}
 	for {
+		if c.wb != nil && c.wb.n > 0 && !bc.r.buffered() {
+			c.wb.flush() // the batch is spent: send before blocking
+		}
 		n, addr, err := c.PacketConn.ReadFrom(p)
 		if err != nil {
 			return n, addr, err
@@ -168,12 +178,19 @@ func (c *fixingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 				c.bmu.Lock()
 				c.hasBind = false
 				c.bmu.Unlock()
-				if c.ch.relay(p[:n], addr) {
+				if bd, payload, ok := c.ch.lookup(p[:n], addr); ok {
+					if c.wb != nil {
+						bd.relay.writeBatched(c.wb, payload, bd.peer)
+					} else {
+						_, _ = bd.relay.WriteTo(payload, bd.peer)
+					}
 					continue
 				}
 			}
+			c.flushPeers()
 			return n, addr, err
 		}
+		c.flushPeers() // before pion acts on a request (a refresh, a permission)
 		n = capLifetime(p, n, c.lifetime)
 		if c.ch != nil {
 			r, ok := parseBind(p[:n], addr)
@@ -186,6 +203,12 @@ func (c *fixingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			continue
 		}
 		return n, addr, err
+	}
+}
+
+func (c *fixingPacketConn) flushPeers() {
+	if c.wb != nil && c.wb.n > 0 {
+		c.wb.flush()
 	}
 }
 

@@ -34,8 +34,9 @@ type Row struct {
 // methodVersion changes whenever what a figure means changes (version 2:
 // glass-to-glass from a checked stamp drawn 4x per frame, 5 runs per
 // configuration, median run; streams per box with depacketising viewers
-// and Xvfb CPU; GPU placements of the real streamer job).
-const methodVersion = 2
+// and Xvfb CPU; GPU placements of the real streamer job; version 3: TURN
+// servers alone on a core, clients on raw sockets with sendmmsg/recvmmsg).
+const methodVersion = 3
 
 // Report is results.json.
 type Report struct {
@@ -269,7 +270,7 @@ func rows(series []benchout.Series) []Row {
 			}
 			sec := "TURN relay, " + label
 			add(sec, fmt.Sprintf("Metal datagrams/s, %d allocation(s)", n), key("pps", "metal"), "200-byte datagrams")
-			add(sec, fmt.Sprintf("coturn datagrams/s, %d allocation(s)", n), key("pps", "coturn"), "same listener, auth and peer settings")
+			add(sec, fmt.Sprintf("coturn datagrams/s, %d allocation(s)", n), key("pps", "coturn"), "same listener, auth and peer settings; each server alone on a core")
 			out = append(out, Row{Section: sec, Name: fmt.Sprintf("Metal / coturn datagrams/s, %d allocation(s)", n),
 				Median: benchout.Percentile(pps, 50), P95: benchout.Percentile(pps, 95), Unit: "ratio", Samples: len(pps), Note: "per side-by-side pair, order alternating"})
 			if cpu, ok := ratio(key("us", "metal"), key("us", "coturn")); ok {
