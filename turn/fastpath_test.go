@@ -231,3 +231,39 @@ func TestFastPathNeverLearnsARefusedPeer(t *testing.T) {
 		t.Fatal("learned a binding the filter refuses")
 	}
 }
+
+// TestBurstsKeepOrder: a burst of datagrams (the way a video frame's
+// packets come) goes through the batched fast paths both ways, every one
+// arriving and in the order sent: batches are flushed before the reader
+// blocks, so nothing waits for more traffic.
+func TestBurstsKeepOrder(t *testing.T) {
+	s := startServer(t, allowStreamers)
+	u, p := creds(t, time.Hour)
+	_, relay := clientOver(t, s, "udp", u, p)
+	peer := echoPeer(t, streamIP)
+	relayEcho(t, relay, []*net.UDPAddr{peer}, 5) // the channel is bound
+	before, beforeBack := s.fast.hits.Load(), s.gen.backHits.Load()
+	const burst = 200
+	for i := range burst {
+		if _, err := relay.WriteTo([]byte(fmt.Sprintf("burst %03d", i)), peer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 1500)
+	for i := range burst {
+		_ = relay.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, _, err := relay.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("echo %d of %d: %v", i, burst, err)
+		}
+		if want := fmt.Sprintf("burst %03d", i); string(buf[:n]) != want {
+			t.Fatalf("echo %d: got %q, want %q (lost or reordered)", i, buf[:n], want)
+		}
+	}
+	if hits := s.fast.hits.Load() - before; hits != burst {
+		t.Errorf("%d of %d datagrams took the fast path to the peer", hits, burst)
+	}
+	if hits := s.gen.backHits.Load() - beforeBack; hits != burst {
+		t.Errorf("%d of %d echoes took the fast path back", hits, burst)
+	}
+}
