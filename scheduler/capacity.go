@@ -53,7 +53,10 @@ const endedHold = 30 * time.Second
 // with s.mu held.
 func (s *Scheduler) holdsJobLocked(id string, r *record) bool {
 	a := s.allocs[id]
-	if allocLive(a) {
+	if allocLive(a) && (!r.purged || a.createIndex > r.purgedIndex) {
+		// Live, and not of the registration this gateway purged: that
+		// one's stop is never recorded (observeAlloc ignores its
+		// updates), while Nomad stops it.
 		return true
 	}
 	return !r.purged && a == nil && time.Since(r.EndedAt) < endedHold

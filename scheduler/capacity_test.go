@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -42,12 +43,40 @@ func TestEndedSessionSlot(t *testing.T) {
 		t.Fatal("a purged session with no allocation still holds its slot")
 	}
 
-	s.allocs["s1"] = &allocInfo{id: "a1", clientStatus: nomad.AllocClientStatusRunning, desiredStatus: nomad.AllocDesiredStatusRun}
+	// The purge landed at Nomad index 100. The purged registration's
+	// allocation (created before) is being stopped by Nomad, and its later
+	// updates are ignored (observeAlloc): it does not hold the slot, or
+	// the slot would stay taken until the record is forgotten.
+	r.purgedIndex = 100
+	s.allocs["s1"] = &allocInfo{id: "a1", clientStatus: nomad.AllocClientStatusRunning, desiredStatus: nomad.AllocDesiredStatusRun, createIndex: 90}
+	if s.holdsJobLocked("s1", r) {
+		t.Fatal("the purged registration's allocation holds the slot")
+	}
+	// A registration that landed after the purge (in flight at the old
+	// leader): Nomad runs it, so it holds the slot until it stops.
+	s.allocs["s1"] = &allocInfo{id: "a2", clientStatus: nomad.AllocClientStatusRunning, desiredStatus: nomad.AllocDesiredStatusRun, createIndex: 120}
 	if !s.holdsJobLocked("s1", r) {
-		t.Fatal("a running allocation stopped counting because a purge was seen")
+		t.Fatal("a job registered after the purge stopped counting because a purge was seen")
 	}
 	s.allocs["s1"].desiredStatus = nomad.AllocDesiredStatusStop
 	if s.holdsJobLocked("s1", r) {
 		t.Fatal("a stopped allocation still holds its slot")
+	}
+}
+
+// TestPurgeOfAMissingJobIsDone: Nomad answers the purge of a job that is
+// already gone (one being deregistered) with 500 "job not found", and a
+// variable that is gone with 404: both count as done.
+func TestPurgeOfAMissingJobIsDone(t *testing.T) {
+	for _, err := range []error{
+		errors.New(`Unexpected response code: 500 (job not found)`),
+		errors.New(`Unexpected response code: 404 (variable not found)`),
+	} {
+		if !isNotFound(err) {
+			t.Errorf("%v: not taken as gone", err)
+		}
+	}
+	if isNotFound(errors.New(`Unexpected response code: 500 (rpc error: no leader)`)) {
+		t.Error("an outage taken as gone")
 	}
 }

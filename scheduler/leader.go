@@ -149,7 +149,9 @@ func (s *Scheduler) passLockCheck(ctx context.Context) error {
 		err := s.consul.Agent().UpdateTTLOpts(s.lockCheckID(), "", consul.HealthPassing, (&consul.QueryOptions{}).WithContext(pctx))
 		if err != nil && ctx.Err() == nil {
 			s.consulError("pass the leader lock check", err)
-			_ = s.registerLockCheck(pctx)
+			rctx, rcancel := context.WithTimeout(ctx, time.Second)
+			defer rcancel()
+			_ = s.registerLockCheck(rctx)
 		}
 	})
 }

@@ -125,6 +125,7 @@ type Scheduler struct {
 	// critical is when each live session's Consul check went critical
 	// (watchCriticalLocked).
 	critical map[string]time.Time
+	failing  sync.Map // sessions being failed over
 
 	// What Nomad can still place (room.go): schedulable nodes by id, live
 	// allocations by id (every job's), the room per edge derived from them,
@@ -272,7 +273,7 @@ func (s *Scheduler) catchUp(ctx context.Context) {
 	var placed, ended []string
 	observed := map[string]*allocInfo{}
 	for id, r := range s.records {
-		if r.Placed && r.Ended && !r.purged {
+		if r.Placed && r.Ended && !r.purged && (allocLive(s.allocs[id]) || time.Since(r.EndedAt) < endedHold) {
 			ended = append(ended, id)
 		}
 		if r.Placed && !r.Ended {
@@ -285,12 +286,18 @@ func (s *Scheduler) catchUp(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	// Sessions that ended while this gateway followed, whose purge it never
-	// saw: purging again is harmless ("job not found" counts as gone) and
-	// frees their slots now rather than after endedHold.
-	for _, id := range ended {
-		if err := s.purgeJob(ctx, id); err != nil && ctx.Err() == nil {
-			s.log.Warn("purge a session that ended before this gateway led", "session", id, "err", err) // the sweep retries
-		}
+	// saw and which may still hold a job: purging again is harmless ("job
+	// not found" counts as gone) and frees their slots now rather than
+	// after endedHold. In the background: the first placement does not
+	// wait for it.
+	if len(ended) > 0 {
+		go func() {
+			for _, id := range ended {
+				if err := s.purgeJob(ctx, id); err != nil && ctx.Err() == nil {
+					s.log.Warn("purge a session that ended before this gateway led", "session", id, "err", err) // the sweep retries
+				}
+			}
+		}()
 	}
 	for _, id := range placed {
 		if a := observed[id]; a != nil {
@@ -1008,6 +1015,13 @@ func (s *Scheduler) jobFor(ctx context.Context, r *record) (*nomad.Job, error) {
 // places a replacement for the same player on the next-nearest edge. cause
 // labels the failover metric.
 func (s *Scheduler) failover(ctx context.Context, id, reason string) {
+	// Two signals (the probe, the Consul check, an allocation event) may
+	// fail the same session over at once: one acts, the other finds it
+	// ended afterwards.
+	if _, busy := s.failing.LoadOrStore(id, true); busy {
+		return
+	}
+	defer s.failing.Delete(id)
 	s.mu.Lock()
 	r, ok := s.records[id]
 	if !ok || r.Ended {

@@ -383,10 +383,17 @@ func (s *Scheduler) criticalTooLong(ctx context.Context, id string, since time.T
 	s.mu.Lock()
 	r, ok := s.records[id]
 	a := s.allocs[id]
-	still := s.critical[id] == since && ok && !r.Ended && r.Placed &&
-		a != nil && a.clientStatus == nomad.AllocClientStatusRunning
+	critical := s.critical[id] == since && ok && !r.Ended && r.Placed
+	running := a != nil && a.clientStatus == nomad.AllocClientStatusRunning
 	s.mu.Unlock()
-	if !still || ctx.Err() != nil || !s.Leading() {
+	if !critical || ctx.Err() != nil {
+		return
+	}
+	if !running || !s.Leading() {
+		// Not this gateway's to act on now (it follows), or Nomad has not
+		// said yet: look again while the check stays critical, so a
+		// gateway that leads later still acts.
+		time.AfterFunc(time.Second, func() { s.criticalTooLong(ctx, id, since) })
 		return
 	}
 	s.log.Warn("streamer check critical", "session", id, "for", time.Since(since).Round(time.Millisecond))
