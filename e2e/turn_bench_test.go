@@ -36,7 +36,7 @@ func startMetalTURN(b *testing.B) *relayServer {
 	cmd := exec.Command(metalBinary(b), "turn", "-listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"-health-listen", fmt.Sprintf("127.0.0.1:%d", freePort(b)), "-relay-ip", relayIP,
 		"-min-port", "49160", "-max-port", "49200", "-max-allocations", "40", "-allow", "198.18.0.0/24", "-allow-local-peers", "-allocation-kbps", "0",
-		"-listeners", fmt.Sprint(runtime.NumCPU()))
+		"-listeners", fmt.Sprint(relayThreads()))
 	cmd.Env = append(os.Environ(), "METAL_SECRET="+turnSecret, "METAL_LOG_LEVEL=error")
 	return startRelay(b, "metal", port, cmd)
 }
@@ -55,9 +55,19 @@ func startCoturn(b *testing.B) *relayServer {
 		"--relay-ip="+relayIP, "--min-port=50000", "--max-port=50100", "--use-auth-secret",
 		"--static-auth-secret="+turnSecret, "--realm=metal", "--no-tls", "--no-dtls", "--no-cli",
 		"--allowed-peer-ip=198.18.0.0-198.18.0.255", "--denied-peer-ip=0.0.0.0-198.17.255.255",
-		fmt.Sprintf("--relay-threads=%d", runtime.NumCPU()), "--pidfile="+filepath.Join(dir, "pid"),
+		fmt.Sprintf("--relay-threads=%d", relayThreads()), "--pidfile="+filepath.Join(dir, "pid"),
 		"--log-file="+filepath.Join(dir, "log"), "--simple-log", "--no-stun-backward-compatibility")
 	return startRelay(b, "coturn", port, cmd)
+}
+
+// relayThreads is how many threads (coturn) and listener sockets (Metal)
+// each server gets: one per core it runs on, which is one when it is
+// pinned (startRelay); Go sizes GOMAXPROCS from the same affinity.
+func relayThreads() int {
+	if runtime.NumCPU() >= 2 {
+		return 1
+	}
+	return runtime.NumCPU()
 }
 
 func startRelay(b *testing.B, name string, port int, cmd *exec.Cmd) *relayServer {
@@ -252,6 +262,12 @@ func BenchmarkTURNRelay(b *testing.B) {
 					benchout.Record(fmt.Sprintf("turn-%s-pps/%s/%d", name, dir, n), "pkt/s", v)
 					benchout.Record(fmt.Sprintf("turn-%s-us/%s/%d", name, dir, n), "us/pkt", cpu)
 					benchout.Record(fmt.Sprintf("turn-%s-load/%s/%d", name, dir, n), "%", load)
+					var srv, drops []float64
+					for _, r := range res[name] {
+						srv, drops = append(srv, r.serverCPU), append(drops, r.drops)
+					}
+					benchout.Record(fmt.Sprintf("turn-%s-cpu/%s/%d", name, dir, n), "%", srv)
+					benchout.Record(fmt.Sprintf("turn-%s-drops/%s/%d", name, dir, n), "pkt/s", drops)
 				}
 				b.ReportMetric(med("metal", pps), "metal-pkt/s")
 				b.ReportMetric(med("coturn", pps), "coturn-pkt/s")

@@ -183,6 +183,32 @@ func TestChromiumRelayOutlivesCredentials(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^metal_turn_expired_credential_accepted_total [1-9]`).Match(body) {
 		t.Fatalf("no refresh with the expired credential reached the relay (TTL %v): the test did not test it", ttl)
 	}
+
+	// A reconnect long after the TTL (a network change) opens a new
+	// relay from a new client address, which no held credential covers:
+	// the page asks for fresh credentials first (cfg.refresh, which the
+	// gateway's pages set to fetch the session again) and plays on.
+	user, pass, err := turn.Credentials(turnSecret, "relay-test", ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := fmt.Sprintf(`metal.refreshed = 0; metal.oldpc = metal.state.pc;
+		metal.cfg.refresh = async () => { metal.refreshed++; metal.cfg.iceServers = [{urls: metal.cfg.iceServers[0].urls, username: %q, credential: %q}]; };
+		metal.reconnect(), 0`, user, pass)
+	if _, err := browsertest.Eval[any](tab, js); err != nil {
+		t.Fatal(err)
+	}
+	if err := browsertest.WaitTrue(tab, `metal.state.pc && metal.state.pc !== metal.oldpc && metal.state.pc.connectionState === "connected"`, 30*time.Second); err != nil {
+		st, _ := browsertest.Eval[string](tab, `document.getElementById("status").textContent`)
+		t.Fatalf("no relayed connection after a reconnect past the TTL (%v); page says %q", err, st)
+	}
+	waitFrames(t, tab, framesOf(t, tab)+30)
+	if typ := selectedCandidate(t, tab); typ != "relay" {
+		t.Fatalf("after the reconnect: selected local candidate type %q, want relay", typ)
+	}
+	if n, _ := browsertest.Eval[int](tab, `metal.refreshed`); n < 1 {
+		t.Fatal("the page reconnected without asking for fresh TURN credentials")
+	}
 }
 
 // TestChromiumPlaysOverTURNS: with only a turns: URL (TURN over TLS, for

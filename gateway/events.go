@@ -46,7 +46,7 @@ func (s *Server) sessionEvents(c echo.Context) error {
 			E *scheduler.Endpoint
 		}{st, st.Endpoint})
 		if string(b) != string(last) {
-			full, _ := json.Marshal(s.view(ctx, st, "/v1/sessions/"+id+"/whep"))
+			full, _ := json.Marshal(s.view(ctx, st, "/v1/sessions/"+id+"/whep", id))
 			if _, err := fmt.Fprintf(w, "event: status\ndata: %s\n\n", full); err != nil {
 				return nil
 			}

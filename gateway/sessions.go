@@ -181,7 +181,7 @@ func (s *Server) createSession(c echo.Context) error {
 	// Whoever proves the player (their link, or the guest id their browser
 	// keeps) gets the owner cookie: a new tab or a reload resumes.
 	s.setOwner(c, player)
-	view := s.view(c.Request().Context(), st, "/v1/sessions/"+st.ID+"/whep")
+	view := s.view(c.Request().Context(), st, "/v1/sessions/"+st.ID+"/whep", st.ID)
 	c.Response().Header().Set("Location", "/v1/sessions/"+st.ID)
 	switch {
 	case !created:
@@ -222,7 +222,7 @@ func (s *Server) getSession(c echo.Context) error {
 		return err
 	}
 	s.placer.Touch(st.ID)
-	return c.JSON(http.StatusOK, s.view(c.Request().Context(), st, "/v1/sessions/"+st.ID+"/whep"))
+	return c.JSON(http.StatusOK, s.view(c.Request().Context(), st, "/v1/sessions/"+st.ID+"/whep", st.ID))
 }
 
 func (s *Server) deleteSession(c echo.Context) error {
@@ -243,8 +243,10 @@ func (s *Server) deleteSession(c echo.Context) error {
 }
 
 // view turns a status into what the browser sees; a ready session carries
-// whep (the gateway's WHEP endpoint for this caller) and TURN servers.
-func (s *Server) view(ctx context.Context, st scheduler.Status, whep string) SessionView {
+// whep (the gateway's WHEP endpoint for this caller) and TURN servers,
+// whose credentials name turnUser (the relays' per-username quota counts
+// each name apart).
+func (s *Server) view(ctx context.Context, st scheduler.Status, whep, turnUser string) SessionView {
 	v := SessionView{ID: st.ID, State: st.State, Position: st.Position, Reason: st.Reason, Encoder: st.Encoder, Node: st.Node,
 		RTT: st.RTT, Choice: st.Choice, Replacement: st.Replacement}
 	if st.State != scheduler.StateQueued {
@@ -255,7 +257,7 @@ func (s *Server) view(ctx context.Context, st scheduler.Status, whep string) Ses
 	}
 	stream := &Stream{WHEP: whep, ICEServers: []ICEServer{}}
 	if s.turn != nil {
-		if ice, err := s.turn.ICEServers(ctx, st.ID, st.Datacenter); err == nil {
+		if ice, err := s.turn.ICEServers(ctx, turnUser, st.Datacenter); err == nil {
 			stream.ICEServers = ice
 		} else {
 			s.log.Warn("turn servers", "session", st.ID, "err", err)

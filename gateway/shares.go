@@ -186,9 +186,7 @@ func (s *Server) createShare(c echo.Context) error {
 	if len(existing) >= maxShares {
 		return echo.NewHTTPError(http.StatusConflict, fmt.Sprintf("at most %d share links per session: revoke one", maxShares))
 	}
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	sh := Share{ID: hex.EncodeToString(b), Session: st.ID, Expires: time.Now().Add(ttl).UTC().Truncate(time.Second)}
+	sh := Share{ID: randomHex(16), Session: st.ID, Expires: time.Now().Add(ttl).UTC().Truncate(time.Second)}
 	if err := s.shares.PutShare(c.Request().Context(), sh); err != nil {
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "share store unavailable")
 	}
@@ -275,7 +273,11 @@ func (s *Server) getShared(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	v := s.view(c.Request().Context(), st, "/v1/shares/"+sh.ID+"/whep")
+	// Each spectator's TURN credentials name a viewer of their own: the
+	// relays' per-username quota is the owner's alone, and spectators
+	// cannot use it up (a relay-only browser takes up to three relays,
+	// one per TURN URL).
+	v := s.view(c.Request().Context(), st, "/v1/shares/"+sh.ID+"/whep", st.ID+"-w"+randomHex(4))
 	v.RTT, v.Choice, v.Node, v.Replacement = nil, "", "", ""
 	return c.JSON(http.StatusOK, v)
 }
@@ -306,4 +308,11 @@ func (s *Server) watchPage(c echo.Context) error {
 	}
 	c.Response().Header().Set("Referrer-Policy", "no-referrer")
 	return c.HTMLBlob(http.StatusOK, b)
+}
+
+// randomHex is n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -38,12 +38,12 @@ func (r *batchReader) buffered() bool { return r.i < r.n }
 // next returns the next datagram, valid until the next batch is read,
 // reading one when none is waiting.
 func (r *batchReader) next() ([]byte, net.Addr, error) {
-	if r.i >= r.n {
+	for r.i >= r.n {
 		n, err := r.pc.ReadBatch(r.msgs, 0)
 		if err != nil {
 			return nil, nil, err
 		}
-		r.n, r.i = n, 0
+		r.n, r.i = n, 0 // n is 0 only if the kernel read nothing: read again
 	}
 	m := &r.msgs[r.i]
 	r.i++

@@ -267,6 +267,9 @@ func (c *cappedConn) queueBack(b []byte, from net.Addr) bool {
 	if !ok {
 		return false
 	}
+	if c.closed.Load() {
+		return true // the relay is gone: what it had read goes nowhere
+	}
 	if r.bout == nil {
 		return c.sendBack(b, from)
 	}

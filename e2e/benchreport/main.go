@@ -277,6 +277,10 @@ func rows(series []benchout.Series) []Row {
 				out = append(out, Row{Section: sec, Name: fmt.Sprintf("Metal / coturn CPU per datagram, %d allocation(s)", n),
 					Median: benchout.Percentile(cpu, 50), P95: benchout.Percentile(cpu, 95), Unit: "ratio", Samples: len(cpu), Note: "server CPU time over datagrams delivered"})
 			}
+			add(sec, fmt.Sprintf("Metal server CPU, %d allocation(s)", n), key("cpu", "metal"), "% of its one core")
+			add(sec, fmt.Sprintf("coturn server CPU, %d allocation(s)", n), key("cpu", "coturn"), "% of its one core")
+			add(sec, fmt.Sprintf("datagrams dropped on full receive buffers with Metal, %d allocation(s)", n), key("drops", "metal"), "kernel count, any socket: the offered load exceeds what the server relays")
+			add(sec, fmt.Sprintf("datagrams dropped on full receive buffers with coturn, %d allocation(s)", n), key("drops", "coturn"), "kernel count, any socket")
 			add(sec, fmt.Sprintf("load generator CPU with Metal, %d allocation(s)", n), key("load", "metal"), "reported apart")
 			add(sec, fmt.Sprintf("load generator CPU with coturn, %d allocation(s)", n), key("load", "coturn"), "reported apart")
 		}

@@ -200,6 +200,11 @@
           m.cfg.whep = new URL(s.stream.whep, location.href).href;
           m.cfg.token = "";
           m.cfg.iceServers = s.stream.ice_servers || [];
+          m.cfg.refresh = async () => {
+            const r = await fetch(`/v1/sessions/${s.id}`, { cache: "no-store" });
+            const fresh = r.ok ? await r.json() : null;
+            if (fresh && fresh.stream) m.cfg.iceServers = fresh.stream.ice_servers || [];
+          };
           m.state.stopped = false;
           m.state.retries = 0;
           m.connect();

@@ -31,6 +31,7 @@
       return;
     }
     window.metal.session = s;
+    if (s.stream) m.cfg.iceServers = s.stream.ice_servers || []; // fresh TURN credentials for a reconnect
     if (s.stream && !playing) {
       playing = true;
       m.cfg.whep = new URL(s.stream.whep, location.href).href;

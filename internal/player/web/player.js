@@ -31,7 +31,7 @@
   const statsEl = document.getElementById("stats");
   const state = { pc: null, dc: null, location: null, retries: 0, lastBytes: 0, lastTime: 0, pointerLocked: false, stopped: false };
   // Exposed for tests and the gateway's page.
-  window.metal = { state, cfg, setStatus, connect, stop };
+  window.metal = { state, cfg, setStatus, connect, stop, reconnect: () => scheduleReconnect() };
 
   function setStatus(text) {
     statusEl.textContent = text;
@@ -87,6 +87,14 @@
     // pages carry none: the gateway authorises with its cookie or share link
     // and forwards the offer.
     if (!cfg.token && !cfg.gateway) { setStatus("No session token: open the link you were given."); return; }
+    if (state.retries && cfg.refresh) {
+      // A reconnect: TURN credentials are short-lived, and the relay keeps
+      // an expired one only for the client address that opened it (a new
+      // connection may come from another), so the page asks for fresh
+      // ones first.
+      try { await cfg.refresh(); } catch (_) { /* the old ones, then */ }
+      if (state.stopped) return;
+    }
     state.connectStartedAt = performance.now();
     state.postSentAt = state.firstFrameAt = 0;
     cursor.seq = 0; // a new streamer (a failover) numbers from 1
