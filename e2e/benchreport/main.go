@@ -226,6 +226,7 @@ func rows(series []benchout.Series) []Row {
 		out = append(out, Row{Section: "streams per box", Name: "720p30 streams at >= 29 fps", Median: float64(held), P95: float64(held), Unit: "streams", Samples: 1})
 	}
 	add("gateway and Nomad", "player URL to first decoded frame (cold)", "url-to-first-frame", "admission, placement, streamer start, WHEP, ICE")
+	add("gateway and Nomad", "player URL to first decoded frame (warm: the same player reloads)", "url-to-first-frame-warm", "the session resumed, not placed: gateway answer, WHEP, ICE")
 	add("gateway and Nomad", "placement latency (register to allocation)", "placement-latency", "p95 column is p99")
 	if s, ok := get["placement-latency"]; ok {
 		out[len(out)-1].P95 = benchout.Percentile(s.Values, 99)
