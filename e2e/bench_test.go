@@ -32,6 +32,23 @@ const firstFrameHarness = `(() => {
   return 0;
 })()`
 
+// openToFirstFrame opens link in tab and returns the milliseconds from
+// navigation start (performance.now()'s origin) to the first decoded frame.
+func openToFirstFrame(b *testing.B, tab context.Context, link string) float64 {
+	b.Helper()
+	if err := chromedp.Do(tab, chromedp.Navigate(link)); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := browsertest.Eval[int](tab, firstFrameHarness); err != nil {
+		b.Fatal(err)
+	}
+	if err := browsertest.WaitTrue(tab, `window.firstFrameAt > 0`, 90*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	v, _ := browsertest.Eval[float64](tab, `window.firstFrameAt`)
+	return v
+}
+
 // BenchmarkPlayerURLToFirstFrame measures the time from opening a player
 // URL to the first decoded frame, cold and warm. Cold: admission, Nomad
 // placement, the streamer starting (Xvfb, GStreamer, PulseAudio), Consul
@@ -46,29 +63,9 @@ func BenchmarkPlayerURLToFirstFrame(b *testing.B) {
 	for i := range max(b.N, 3) {
 		link := g.playerLink(b, fmt.Sprintf("bench-%d", i))
 		tab := browsertest.Tab(b, browser)
-		if err := chromedp.Do(tab, chromedp.Navigate(link)); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := browsertest.Eval[int](tab, firstFrameHarness); err != nil {
-			b.Fatal(err)
-		}
-		if err := browsertest.WaitTrue(tab, `window.firstFrameAt > 0`, 90*time.Second); err != nil {
-			b.Fatal(err)
-		}
-		v, _ := browsertest.Eval[float64](tab, `window.firstFrameAt`)
-		ms = append(ms, v) // performance.now() counts from navigation start
-		if err := chromedp.Do(tab, chromedp.Navigate(link)); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := browsertest.Eval[int](tab, firstFrameHarness); err != nil {
-			b.Fatal(err)
-		}
-		if err := browsertest.WaitTrue(tab, `window.firstFrameAt > 0`, 90*time.Second); err != nil {
-			b.Fatal(err)
-		}
-		v, _ = browsertest.Eval[float64](tab, `window.firstFrameAt`)
-		warm = append(warm, v)
-		id := sessionOf(b, tab) // as its player: the tab's owner cookie
+		ms = append(ms, openToFirstFrame(b, tab, link))
+		warm = append(warm, openToFirstFrame(b, tab, link)) // the same player again: resumed
+		id := sessionOf(b, tab)                             // as its player: the tab's owner cookie
 		_ = chromedp.Do(tab, chromedp.Navigate("about:blank"))
 		if code, body := g.api(b, "DELETE", "/v1/sessions/"+id, "", nil); code != 204 {
 			b.Fatalf("leave: %d %s", code, body)
