@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -170,6 +171,40 @@ func TestRelayRefusesItselfAndClusterPorts(t *testing.T) {
 	}
 	if got := metricValue(t, s, "metal_turn_peer_port_denied_total"); got < 6 {
 		t.Errorf("port-denied counter = %v, want at least 6", got)
+	}
+}
+
+// TestRelayRefusesEveryOwnAddress: over UDP and TCP, for CreatePermission
+// and ChannelBind, the edge's -self-ip (its public IP behind NAT) is
+// refused even with -allow-local-peers and an allow-list covering it, and
+// without -allow-local-peers every address of this host is refused (here
+// the streamer test address, a local interface address the allow-list
+// covers).
+func TestRelayRefusesEveryOwnAddress(t *testing.T) {
+	public := netip.MustParseAddr("198.18.0.9")
+	cases := []struct {
+		name   string
+		mutate func(*Config)
+		target string
+	}{
+		{"self-ip", func(c *Config) { allowStreamers(c); c.SelfIPs = []netip.Addr{public} }, public.String()},
+		{"local interface", func(c *Config) { allowStreamers(c); c.AllowLocalPeers = false }, streamIP},
+	}
+	for _, tc := range cases {
+		s := startServer(t, tc.mutate)
+		u, p := creds(t, time.Hour)
+		own := &net.UDPAddr{IP: net.ParseIP(tc.target), Port: 49999}
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(tc.name+"/"+transport, func(t *testing.T) {
+				c, relay := clientOver(t, s, transport, u, p)
+				if _, err := relay.WriteTo([]byte("to myself"), own); err == nil || !strings.Contains(err.Error(), "error 403") {
+					t.Fatalf("CreatePermission to %s: %v, want 403", own, err)
+				}
+				if code := channelBind(t, c, s.Addr(), u, p, own); code != stun.CodeForbidden {
+					t.Fatalf("ChannelBind to %s: code %d, want 403", own, code)
+				}
+			})
+		}
 	}
 }
 
