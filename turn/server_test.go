@@ -303,6 +303,9 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Secret = "short" }, "-secret"},
 		{func(c *Config) { c.MinPort, c.MaxPort = 5, 4 }, "-min-port"},
 		{func(c *Config) { c.Listen = "x" }, "-listen"},
+		// The relay port range must hold the allocation cap (README: the
+		// arithmetic).
+		{func(c *Config) { c.MinPort, c.MaxPort, c.MaxAllocations = 50000, 50009, 100 }, "-max-allocations"},
 	} {
 		c := good
 		tt.mutate(&c)
