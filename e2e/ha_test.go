@@ -33,6 +33,15 @@ func startGateways(t testing.TB, n, capacity, queue int, extra ...string) []*gat
 		g := startGatewayOn(t, c, fmt.Sprint(capacity), queue, args...)
 		gws = append(gws, g)
 	}
+	// Every gateway of the fleet stops before any cleanup purges jobs and
+	// KV (cleanups run last first): a gateway still running while another's
+	// cleanup clears the shared state could write a record back, which the
+	// next test's fleet would adopt and place.
+	t.Cleanup(func() {
+		for _, g := range gws {
+			g.stop(t)
+		}
+	})
 	return gws
 }
 
@@ -180,6 +189,10 @@ func TestThreeGatewaysHoldOneFleet(t *testing.T) {
 	// CI run once found one) would be counted by Nomad here, not by this
 	// fleet's capacity, and read as one job too many.
 	if err := localcluster.PurgeJobs(context.Background(), c.Nomad); err != nil {
+		t.Fatal(err)
+	}
+	// Nor a session record: this fleet would adopt it and place its job.
+	if _, err := c.Consul.KV().DeleteTree("metal/", nil); err != nil {
 		t.Fatal(err)
 	}
 	waitNoLiveAllocs(t, c)
