@@ -277,7 +277,7 @@ func (s *Server) getShared(c echo.Context) error {
 	// relays' per-username quota is the owner's alone, and spectators
 	// cannot use it up (a relay-only browser takes up to three relays,
 	// one per TURN URL).
-	v := s.view(c.Request().Context(), st, "/v1/shares/"+sh.ID+"/whep", st.ID+"-w"+randomHex(4))
+	v := s.view(c.Request().Context(), st, "/v1/shares/"+sh.ID+"/whep", spectatorTURNUser(st.ID))
 	v.RTT, v.Choice, v.Node, v.Replacement = nil, "", "", ""
 	return c.JSON(http.StatusOK, v)
 }
@@ -309,6 +309,10 @@ func (s *Server) watchPage(c echo.Context) error {
 	c.Response().Header().Set("Referrer-Policy", "no-referrer")
 	return c.HTMLBlob(http.StatusOK, b)
 }
+
+// spectatorTURNUser names a spectator of session in its TURN credentials:
+// a viewer of its own, never the session itself.
+func spectatorTURNUser(session string) string { return session + "-w" + randomHex(4) }
 
 // randomHex is n random bytes in hex.
 func randomHex(n int) string {

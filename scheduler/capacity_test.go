@@ -1,11 +1,14 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 )
 
 // TestEndedSessionSlot: an ended session counts against capacity while
@@ -79,4 +82,36 @@ func TestPurgeOfAMissingJobIsDone(t *testing.T) {
 	if isNotFound(errors.New(`Unexpected response code: 500 (rpc error: no leader)`)) {
 		t.Error("an outage taken as gone")
 	}
+}
+
+// TestStrayJobHoldsASlot: a session job Nomad holds that no live placed
+// record accounts for (registered behind the gateways' back, or one whose
+// record the view has lost) takes a slot under the Capacity bound until it
+// is gone: with capacity 1, a new session queues, and is placed once the
+// sweep purges the stray job.
+func TestStrayJobHoldsASlot(t *testing.T) {
+	s, _ := newScheduler(t, func(c *Config) { c.Capacity, c.QueueBound = 1, 5; c.SweepEvery = 0 })
+	c := clustertest.Cluster(t)
+	ctx := context.Background()
+	stray := "0123456789abcdef0123456789abcdef"
+	job, err := s.jobFor(ctx, &record{ID: stray, Player: "nobody", Datacenter: "dc1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Nomad.Jobs().Register(job, nil); err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := s.Enqueue(ctx, "p", Prefs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // placement passes run on every change
+	if got, _ := s.Get(st.ID); got.State != StateQueued {
+		t.Fatalf("with a stray session job at capacity 1: %s, want queued", got.State)
+	}
+	if err := s.sweep(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	s.poke()
+	waitState(t, s, st.ID, StateStarting)
 }

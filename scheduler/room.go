@@ -241,7 +241,7 @@ func (s *Scheduler) freeLocked(dc string, active, inflight map[string]int) int {
 	}
 	free := s.room[dc] - inflight[dc]
 	if s.cfg.Capacity > 0 {
-		free = min(free, s.cfg.Capacity-active[dc])
+		free = min(free, s.cfg.Capacity-active[dc]-s.stray)
 	}
 	return max(0, free)
 }

@@ -126,6 +126,10 @@ type Scheduler struct {
 	// (watchCriticalLocked).
 	critical map[string]time.Time
 	failing  sync.Map // sessions being failed over
+	// stray is how many session jobs Nomad holds that the records do not
+	// count (stray.go); strayLogged, which were logged.
+	stray       int
+	strayLogged map[string]bool
 
 	// What Nomad can still place (room.go): schedulable nodes by id, live
 	// allocations by id (every job's), the room per edge derived from them,
@@ -189,7 +193,7 @@ func New(cfg Config, nc *nomad.Client, cc *consul.Client, log *slog.Logger) (*Sc
 		store:   &store{kv: cc.KV(), txn: cc.Txn(), prefix: cfg.KVPrefix},
 		records: map[string]*record{}, allocs: map[string]*allocInfo{},
 		endpoints: map[string]Endpoint{}, lastEP: map[string]Endpoint{}, lastSeen: map[string]time.Time{}, asked: map[string]time.Time{}, watchers: map[string]int{},
-		probeFail: map[string]int{}, critical: map[string]time.Time{}, readyNodes: map[string]int{}, turn: map[string]turnState{},
+		probeFail: map[string]int{}, critical: map[string]time.Time{}, strayLogged: map[string]bool{}, readyNodes: map[string]int{}, turn: map[string]turnState{},
 		nodes: map[string]nodeRoom{}, usage: map[string]allocUse{}, room: map[string]int{},
 		changed: make(chan struct{}), kick: make(chan struct{}, 1),
 	}
@@ -431,6 +435,7 @@ func (s *Scheduler) admit(ctx context.Context, player string, prefs Prefs, repla
 		s.mu.Unlock()
 	}
 	if leading {
+		s.countStray(ctx) // what Nomad holds, as the placement loop reads it
 		if tail, err = s.store.tail(ctx); err == nil {
 			var recs []*record
 			var idx uint64
@@ -683,6 +688,7 @@ func (s *Scheduler) placeLoop(ctx context.Context) error {
 			time.AfterFunc(time.Second, s.poke)
 			continue
 		}
+		s.countStray(ctx)
 		for ctx.Err() == nil {
 			r := s.nextToPlace()
 			if r == nil {
