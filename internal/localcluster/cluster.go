@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -228,7 +229,7 @@ func PurgeJobs(ctx context.Context, c *nomad.Client) error {
 	var errs []error
 	for _, j := range jobs {
 		w := (&nomad.WriteOptions{Namespace: j.Namespace}).WithContext(ctx)
-		if _, _, err := c.Jobs().Deregister(j.ID, true, w); err != nil {
+		if _, _, err := c.Jobs().Deregister(j.ID, true, w); err != nil && !jobGone(err) {
 			errs = append(errs, fmt.Errorf("purge job %s: %w", j.ID, err))
 		}
 	}
@@ -236,6 +237,18 @@ func PurgeJobs(ctx context.Context, c *nomad.Client) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// jobGone reports whether a purge failed only because the job is already
+// gone: someone else (a gateway tearing its sessions down) purged it
+// between the listing and this purge, and Nomad answers 500 "job not
+// found" or 404.
+func jobGone(err error) bool {
+	var ue nomad.UnexpectedResponseError
+	if errors.As(err, &ue) && ue.StatusCode() == 404 {
+		return true
+	}
+	return strings.Contains(strings.ToLower(err.Error()), "job not found")
 }
 
 // WaitNoRunningAllocs blocks until no allocation's client status is pending

@@ -1,6 +1,7 @@
 package localcluster
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -23,5 +24,17 @@ func TestConfigsStayOnLoopbackAndOffline(t *testing.T) {
 				t.Fatalf("config lacks %q:\n%s", tt.want, tt.cfg)
 			}
 		})
+	}
+}
+
+// TestPurgeOfAJobAlreadyGoneIsNotAnError: a purge racing another (a gateway
+// tearing its sessions down while `metal dev` stops) gets 500 "job not
+// found" from Nomad; that job is gone, which is what was asked.
+func TestPurgeOfAJobAlreadyGoneIsNotAnError(t *testing.T) {
+	if !jobGone(errors.New("Unexpected response code: 500 (DeleteJob failed: job not found)")) {
+		t.Error("500 job not found taken for a failure")
+	}
+	if jobGone(errors.New("Unexpected response code: 500 (no cluster leader)")) {
+		t.Error("an outage taken for a job already gone")
 	}
 }
