@@ -7,8 +7,6 @@ import (
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
-
-	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 )
 
 // TestEndedSessionSlot: an ended session counts against capacity while
@@ -91,16 +89,8 @@ func TestPurgeOfAMissingJobIsDone(t *testing.T) {
 // sweep purges the stray job.
 func TestStrayJobHoldsASlot(t *testing.T) {
 	s, _ := newScheduler(t, func(c *Config) { c.Capacity, c.QueueBound = 1, 5; c.SweepEvery = 0 })
-	c := clustertest.Cluster(t)
 	ctx := context.Background()
-	stray := "0123456789abcdef0123456789abcdef"
-	job, err := s.jobFor(ctx, &record{ID: stray, Player: "nobody", Datacenter: "dc1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := c.Nomad.Jobs().Register(job, nil); err != nil {
-		t.Fatal(err)
-	}
+	registerBehindTheBack(t, s, "0123456789abcdef0123456789abcdef")
 	st, _, err := s.Enqueue(ctx, "p", Prefs{})
 	if err != nil {
 		t.Fatal(err)

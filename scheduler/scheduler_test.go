@@ -262,13 +262,7 @@ func TestSweepRemovesOrphansBothWays(t *testing.T) {
 	ctx := context.Background()
 
 	stray := "0123456789abcdef0123456789abcdef"
-	job, err := s.jobFor(ctx, &record{ID: stray, Player: "nobody", Datacenter: "dc1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := c.Nomad.Jobs().Register(job, nil); err != nil {
-		t.Fatal(err)
-	}
+	registerBehindTheBack(t, s, stray)
 	if _, _, err := c.Nomad.Variables().Create(&nomad.Variable{Path: "nomad/jobs/" + s.JobID(stray), Items: nomad.VariableItems{"token_key": "x"}}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -326,4 +320,17 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// registerBehindTheBack registers session id's job in Nomad with no record
+// in any gateway's store, as an operator or a lost record would leave it.
+func registerBehindTheBack(t *testing.T, s *Scheduler, id string) {
+	t.Helper()
+	job, err := s.jobFor(context.Background(), &record{ID: id, Player: "nobody", Datacenter: "dc1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := clustertest.Cluster(t).Nomad.Jobs().Register(job, nil); err != nil {
+		t.Fatal(err)
+	}
 }
