@@ -52,15 +52,15 @@ func (r *batchReader) next() ([]byte, net.Addr, error) {
 
 // batchConn is a listener socket read in batches and handed to pion, which
 // reads one datagram at a time.
+// Its reader's ipv4.PacketConn also writes ChannelData to clients in
+// batches (fastpath.go).
 type batchConn struct {
 	net.PacketConn
-	pc *ipv4.PacketConn // for batch writes to clients (fastpath.go)
-	r  *batchReader
+	r *batchReader
 }
 
 func newBatchConn(c net.PacketConn) *batchConn {
-	r := newBatchReader(c)
-	return &batchConn{PacketConn: c, pc: r.pc, r: r}
+	return &batchConn{PacketConn: c, r: newBatchReader(c)}
 }
 
 // ReadFrom returns the next queued datagram, reading a batch when none is.

@@ -174,7 +174,7 @@ func (t *channels) learn(r bindRequest, to net.Addr, out net.PacketConn) {
 		ua := to.(*net.UDPAddr)
 		b := back{number: r.key.number, client: &net.UDPAddr{IP: ua.IP, Port: ua.Port}, out: out, until: until}
 		if bc, ok := out.(*batchConn); ok {
-			b.bout = bc.pc
+			b.bout = bc.r.pc
 		}
 		relay.bindBack(r.peer, b)
 	}
@@ -269,16 +269,6 @@ func (t *channels) gcLocked(now time.Time) {
 			}
 		}
 	}
-}
-
-// relay sends a client's ChannelData datagram to its bound peer and reports
-// true, or reports false for pion to handle it.
-func (t *channels) relay(b []byte, from net.Addr) bool {
-	bd, payload, ok := t.lookup(b, from)
-	if ok {
-		_, _ = bd.relay.WriteTo(payload, bd.peer)
-	}
-	return ok
 }
 
 // lookup finds the live binding of a client's ChannelData datagram and its
