@@ -33,11 +33,18 @@ func (s *Scheduler) totalCapacityLocked() int {
 func (s *Scheduler) activeLocked() map[string]int {
 	active := map[string]int{}
 	for id, r := range s.records {
-		if r.Placed && (!r.Ended || s.holdsJobLocked(id, r)) {
+		if s.holdsSlotLocked(id, r) {
 			active[r.Datacenter]++
 		}
 	}
 	return active
+}
+
+// holdsSlotLocked reports whether session id counts against its edge's
+// capacity: placed and live, or ended while Nomad may still run its job.
+// Call with s.mu held.
+func (s *Scheduler) holdsSlotLocked(id string, r *record) bool {
+	return r.Placed && (!r.Ended || s.holdsJobLocked(id, r))
 }
 
 // endedHold is how long an ended session with no allocation seen, whose

@@ -34,7 +34,7 @@ func (s *Scheduler) countStray(ctx context.Context) {
 			continue
 		}
 		r := s.records[id]
-		if r != nil && r.Placed && (!r.Ended || s.holdsJobLocked(id, r)) {
+		if r != nil && s.holdsSlotLocked(id, r) {
 			continue
 		}
 		n++
