@@ -41,8 +41,12 @@ status=0
 grep -E 'GPU CHECK|_test\.go:[0-9]+:|^(--- |PASS|FAIL|ok)' "$out" || tail -n 40 "$out"
 encoder=nvenc
 if grep -q 'GPU CHECK no NVENC' "$out"; then encoder=x264enc; fi
-echo "==> figures with $encoder (720p30 and 720p60, playout-delay 0, 6 s each)"
-(cd streamer && METAL_BENCH_ENCODER=$encoder timeout 200 ../bin/streamer.test -test.run '^$' \
-	-test.bench 'BenchmarkStreamer/720p(30|60)-pd0$' -test.benchtime 1x 2>&1) | grep -E '^encoder|_test\.go:[0-9]+:|FAIL' || status=1
+echo "==> figures with $encoder (720p30 and 720p60, one run each with playout-delay 0 and default, 6 s each)"
+# Each figure line starts with its configuration and names the encoder that
+# ran; a missing line (a failed run) fails the check.
+figures=$(cd streamer && METAL_BENCH_ENCODER=$encoder METAL_BENCH_RUNS=1 METAL_BENCH_WINDOW=6s timeout 240 \
+	../bin/streamer.test -test.run '^$' -test.bench 'BenchmarkStreamer/720p(30|60)$' -test.benchtime 1x 2>&1) || status=1
+grep -E '^720p|_test\.go:[0-9]+:|FAIL' <<<"$figures" || true
+[[ $(grep -c '^720p' <<<"$figures") == 4 ]] || status=1
 echo "==> GPU check finished in $(($(date +%s) - start))s (exit $status)"
 exit $status

@@ -6,10 +6,12 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -35,8 +37,10 @@ type Row struct {
 // glass-to-glass from a checked stamp drawn 4x per frame, 5 runs per
 // configuration, median run; streams per box with depacketising viewers
 // and Xvfb CPU; GPU placements of the real streamer job; version 3: TURN
-// servers alone on a core, clients on raw sockets with sendmmsg/recvmmsg).
-const methodVersion = 3
+// servers alone on a core, clients on raw sockets with sendmmsg/recvmmsg;
+// version 4: glass-to-glass read from the screen of a Chromium window, the
+// decoded figure on a page clock calibrated per run, every run recorded).
+const methodVersion = 4
 
 // Report is results.json.
 type Report struct {
@@ -46,9 +50,13 @@ type Report struct {
 	CPUs          int       `json:"cpus"`
 	LoadBefore    string    `json:"load_average_before"`
 	LoadAfter     string    `json:"load_average_after"`
-	WallSeconds   float64   `json:"wall_seconds,omitempty"` // make bench, start to report
+	WallSeconds   float64   `json:"wall_seconds,omitempty"`  // make bench, start (before the build) to report
+	BuildSeconds  float64   `json:"build_seconds,omitempty"` // of which deps, tools and build
 	Command       string    `json:"command"`
-	Rows          []Row     `json:"rows"`
+	// Versions of what was measured: the commit (with "+dirty" for
+	// uncommitted changes), Go, Chromium, GStreamer, coturn, Nomad, Consul.
+	Versions map[string]string `json:"versions"`
+	Rows     []Row             `json:"rows"`
 }
 
 func sum(v []float64) float64 {
@@ -79,6 +87,31 @@ func cpuModel() string {
 	return ""
 }
 
+// versions asks each part measured for its version; "" where it is missing.
+func versions() map[string]string {
+	first := func(name string, args ...string) string {
+		out, err := exec.Command(name, args...).Output()
+		if err != nil {
+			return ""
+		}
+		l, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		return strings.TrimSpace(l)
+	}
+	commit := first("git", "rev-parse", "--short=12", "HEAD")
+	if commit != "" && first("git", "status", "--porcelain", "--untracked-files=no") != "" {
+		commit += "+dirty"
+	}
+	return map[string]string{
+		"commit":    commit,
+		"go":        runtime.Version(),
+		"chromium":  first("chromium", "--version"),
+		"gstreamer": first("pkg-config", "--modversion", "gstreamer-1.0"),
+		"coturn":    first("dpkg-query", "-W", "-f", "${Version}", "coturn"),
+		"nomad":     first("bin/nomad", "version"),
+		"consul":    first("bin/consul", "version"),
+	}
+}
+
 func main() {
 	dir := flag.String("dir", "bench-results", "directory with samples.jsonl; the report is written there")
 	flag.Parse()
@@ -96,6 +129,12 @@ func main() {
 			rep.WallSeconds = time.Since(time.Unix(t, 0)).Seconds()
 		}
 	}
+	if b, err := os.ReadFile(filepath.Join(*dir, "built")); err == nil && rep.WallSeconds > 0 {
+		if t, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			rep.BuildSeconds = rep.WallSeconds - time.Since(time.Unix(t, 0)).Seconds()
+		}
+	}
+	rep.Versions = versions()
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	if err := os.WriteFile(filepath.Join(*dir, "results.json"), b, 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "benchreport:", err)
@@ -184,27 +223,41 @@ func rows(series []benchout.Series) []Row {
 		if !ok {
 			continue
 		}
-		note := "median run of a stamp drawn 4x per frame on X, read in Chromium (requestVideoFrameCallback)"
+		note := "median run of a stamp drawn 4x per frame on the streamer's X display, read from the pixels of the screen a Chromium window plays it on (polled every 1 ms)"
 		if r, ok := get["g2g-runs/"+cfg]; ok {
-			note += fmt.Sprintf("; runs' p50 %s-%s ms over %d runs", num(slices.Min(r.Values)), num(slices.Max(r.Values)), len(r.Values))
+			note += fmt.Sprintf("; runs' p50 %s-%s ms over %d runs (each run in results.json)", num(slices.Min(r.Values)), num(slices.Max(r.Values)), len(r.Values))
 		}
 		if m, ok := get["misreads/"+cfg]; ok {
-			note += fmt.Sprintf("; misread stamps over all runs %.0f", sum(m.Values))
+			note += fmt.Sprintf("; misread stamps over all runs: %.0f decoded", sum(m.Values))
+		}
+		if m, ok := get["glass-misreads/"+cfg]; ok {
+			note += fmt.Sprintf(", %.0f on the screen", sum(m.Values))
 		}
 		if u, ok := get["unmatched/"+cfg]; ok {
-			note += fmt.Sprintf(", unmatched %.0f", sum(u.Values))
+			note += fmt.Sprintf("; unmatched %.0f", sum(u.Values))
 		}
 		if r, ok := get["stamp-rate/"+cfg]; ok {
 			note += fmt.Sprintf("; stamps drawn %s-%s per second", num(slices.Min(r.Values)), num(slices.Max(r.Values)))
 		}
-		add("glass-to-glass (to displayed: expectedDisplayTime)", cfg, s.Name, note)
-		add("glass-to-glass (to decoded: presentationTime, no vsync phase)", cfg, "g2g-decoded/"+cfg, "the same median run")
+		note += belowRate(get, cfg)
+		add("glass-to-glass (to the screen)", cfg, s.Name, note)
+		dnote := "the same median run, in a 3 s window of its own after the screen's (reading frames back on the page slows the screen); page clock calibrated to the Go clock per run"
+		if e, ok := get["clock-error-runs/"+cfg]; ok {
+			dnote += fmt.Sprintf(" (within %s ms)", num(slices.Max(e.Values)))
+		}
+		if r, ok := get["g2g-decoded-runs/"+cfg]; ok {
+			dnote += fmt.Sprintf("; runs' p50 %s-%s ms", num(slices.Min(r.Values)), num(slices.Max(r.Values)))
+		}
+		add("glass-to-glass (to decoded: presentationTime)", cfg, "g2g-decoded/"+cfg, dnote)
+		add("the page's own stamp to the screen (Chromium's paint path, no video)", cfg, "page-paint/"+cfg,
+			"the same median run, 2 s after its window: a DOM stamp changed every 4 ms, from the change to the screen"+runsRange(get, "page-paint-runs/"+cfg))
 	}
 	for _, s := range series {
 		if cfg, ok := strings.CutPrefix(s.Name, "encode/"); ok {
 			add("capture-to-encoded", cfg, s.Name, "median run")
-			add("frames encoded per second", cfg, "fps-encoded/"+cfg, "median run")
-			add("frames decoded by Chromium per second", cfg, "fps-decoded/"+cfg, "median run, framesDecoded over the window")
+			add("frames encoded per second", cfg, "fps-encoded/"+cfg, "median run"+runsRange(get, "fps-encoded-runs/"+cfg))
+			add("frames decoded by Chromium per second", cfg, "fps-decoded/"+cfg, "median run, framesDecoded over the window"+runsRange(get, "fps-decoded-runs/"+cfg)+belowRate(get, cfg))
+			add("frames shown on the screen per second", cfg, "fps-shown/"+cfg, "median run, distinct stamps the screen showed (at most the browser's 60 Hz paint)"+runsRange(get, "fps-shown-runs/"+cfg))
 			add("streamer CPU", cfg, "cpu/"+cfg, "one stream with one viewer, Xvfb not included")
 			add("page navigation to first decoded frame", cfg, "nav-to-frame/"+cfg, "clock starts at navigation")
 			add("WHEP POST sent to first decoded frame", cfg, "post-to-frame/"+cfg, "clock starts as the POST is sent (after ICE gathering)")
@@ -289,10 +342,45 @@ func rows(series []benchout.Series) []Row {
 	return out
 }
 
+// runsRange is "; runs a-b" for a per-run series, or "".
+func runsRange(get map[string]benchout.Series, key string) string {
+	r, ok := get[key]
+	if !ok || len(r.Values) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; runs %s-%s", num(slices.Min(r.Values)), num(slices.Max(r.Values)))
+}
+
+// belowRate flags a configuration (for example 1080p60-pd0) whose median
+// run Chromium decoded at under 95% of its nominal frame rate: its figures
+// are not figures at that rate.
+func belowRate(get map[string]benchout.Series, cfg string) string {
+	mode, _, _ := strings.Cut(cfg, "-")
+	_, rate, ok := strings.Cut(mode, "p")
+	nominal, err := strconv.Atoi(rate)
+	d, have := get["fps-decoded/"+cfg]
+	if !ok || err != nil || !have || len(d.Values) == 0 || d.Values[0] >= 0.95*float64(nominal) {
+		return ""
+	}
+	return fmt.Sprintf("; **BELOW RATE: %s fps decoded of the nominal %d, not a %d fps figure**", num(d.Values[0]), nominal, nominal)
+}
+
 func markdown(r Report) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Metal benchmark (method %d), %s, %s, %d CPUs, load average %s before, %s after, %.1f minutes (`%s`)\n\n",
-		r.MethodVersion, r.Date.Format(time.RFC3339), r.CPUModel, r.CPUs, r.LoadBefore, r.LoadAfter, r.WallSeconds/60, r.Command)
+	fmt.Fprintf(&b, "Metal benchmark (method %d), %s, %s, %d CPUs, load average %s before, %s after, %.1f minutes (`%s`, of which %.1f building)\n\n",
+		r.MethodVersion, r.Date.Format(time.RFC3339), r.CPUModel, r.CPUs, r.LoadBefore, r.LoadAfter, r.WallSeconds/60, r.Command, r.BuildSeconds/60)
+	var keys []string
+	for k := range r.Versions {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %s", k, cmp.Or(r.Versions[k], "(missing)"))
+	}
+	b.WriteString("\n\n")
 	fmt.Fprintln(&b, "| section | figure | median | p95 | unit | samples | note |")
 	fmt.Fprintln(&b, "|---|---|---:|---:|---|---:|---|")
 	for _, row := range r.Rows {

@@ -1,4 +1,5 @@
-// Package browsertest runs Debian's headless Chromium for tests through
+// Package browsertest runs Debian's Chromium (headless, or with a window on
+// a test's Xvfb) for tests through
 // chromedp, set up for WebRTC on a loopback-only network, and can move a
 // test binary into a network namespace of its own so that every packet stays
 // on its private lo.
@@ -44,6 +45,26 @@ func New(t testing.TB) context.Context {
 func NewTrustingSelfSigned(t testing.TB) context.Context {
 	t.Helper()
 	return newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
+}
+
+// NewOnDisplay starts Chromium with a window (not headless) on the X
+// display (an Xvfb the test started), full screen at w x h with no browser
+// UI, so that what the page shows can be read back from the screen (the
+// glass-to-glass benchmark). Its context is the browser's one tab: the tab
+// in front, which Chromium keeps rendering.
+func NewOnDisplay(t testing.TB, display string, w, h int) context.Context {
+	t.Helper()
+	return newBrowser(t,
+		chromedp.Flag("headless", false),
+		chromedp.Env("DISPLAY="+display),
+		chromedp.Flag("ozone-platform", "x11"),
+		chromedp.Flag("kiosk", true),
+		chromedp.Flag("test-type", true),          // no "unsupported flag" bar over the page
+		chromedp.Flag("enable-automation", false), // nor the "controlled by automated software" one
+		chromedp.Flag("window-position", "0,0"),
+		chromedp.WindowSize(w, h),
+		chromedp.Flag("force-device-scale-factor", "1"),
+	)
 }
 
 func newBrowser(t testing.TB, extra ...chromedp.ExecAllocatorOption) context.Context {
