@@ -259,8 +259,8 @@ func rows(series []benchout.Series) []Row {
 			add("frames decoded by Chromium per second", cfg, "fps-decoded/"+cfg, "median run, framesDecoded over the window"+runsRange(get, "fps-decoded-runs/"+cfg)+belowRate(get, cfg))
 			add("frames shown on the screen per second", cfg, "fps-shown/"+cfg, "median run, distinct stamps the screen showed (at most the browser's 60 Hz paint)"+runsRange(get, "fps-shown-runs/"+cfg))
 			add("streamer CPU", cfg, "cpu/"+cfg, "one stream with one viewer, Xvfb not included")
-			add("page navigation to first decoded frame", cfg, "nav-to-frame/"+cfg, "clock starts at navigation")
-			add("WHEP POST sent to first decoded frame", cfg, "post-to-frame/"+cfg, "clock starts as the POST is sent (after ICE gathering)")
+			add("page navigation to first decoded frame", cfg, "nav-to-frame/"+cfg, "clock starts at navigation; median and p95 over the runs, one each")
+			add("WHEP POST sent to first decoded frame", cfg, "post-to-frame/"+cfg, "clock starts as the POST is sent (after ICE gathering); median and p95 over the runs, one each")
 		}
 	}
 	held := 0
