@@ -84,7 +84,9 @@ BENCH = METAL_BENCH_OUT=$(BENCH_OUT) $(GO) test -p 1 -run '^$$' -benchtime 1x -t
 # took as a whole and how much of it was building.
 bench:
 	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT) && date +%s > $(BENCH_OUT)/started
-	@$(MAKE) --no-print-directory deps tools build
+	@$(MAKE) --no-print-directory deps build
+	@# What the benchmarks run: Nomad, Consul and the device plugin (not OpenTofu).
+	@tools/build.sh nomad consul nvidia-plugin
 	@date +%s > $(BENCH_OUT)/built
 	@echo "==> waiting up to 60 s for the build's load to settle (1-minute load average below 1)"
 	@for i in $$(seq 60); do awk '{ exit !($$1 < 1.0) }' /proc/loadavg && break; sleep 1; done; cat /proc/loadavg > $(BENCH_OUT)/loadavg-before

@@ -60,19 +60,27 @@ type g2gRun struct {
 	p50, p95     float64   // of g2g
 	decodedP50   float64
 	// misreads: decoded frames whose stamp check failed; glassMisreads:
-	// changes on the glass whose check failed; unmatched: stamps read (on
-	// the glass or decoded) that were not drawn in this run's last second.
-	misreads, glassMisreads, unmatched int
-	fpsEncoded                         float64 // frames encoded per second
-	fpsChrome                          float64 // frames decoded by Chromium per second
-	fpsShown                           float64 // distinct stamps shown on the glass per second
-	clockOffset                        float64 // ms the page clock ran ahead of Go's
-	clockErr                           float64 // ms, the calibration's bound
-	enc                                []float64
-	cpu                                float64
-	navToFrame                         float64 // ms
-	postToFrame                        float64 // ms
-	encoder                            string  // the element that ran
+	// changes on the glass whose check failed; the unmatched counts: stamps
+	// read that were not drawn in this run's last second (on the glass, in
+	// the page's read-back, of the page's own stamp).
+	misreads, glassMisreads                         int
+	glassUnmatched, decodedUnmatched, pageUnmatched int
+	// decodedCoverage: the share of the frames Chromium decoded in the
+	// decoded window that the page read back.
+	decodedCoverage float64
+	// pollRate: glass reads per second (1000 asked); pollGap: the longest
+	// time between two reads, ms.
+	pollRate, pollGap float64
+	fpsEncoded        float64 // frames encoded per second
+	fpsChrome         float64 // frames decoded by Chromium per second
+	fpsShown          float64 // distinct stamps shown on the glass per second
+	clockOffset       float64 // ms the page clock ran ahead of Go's
+	clockErr          float64 // ms, the calibration's bound
+	enc               []float64
+	cpu               float64
+	navToFrame        float64 // ms
+	postToFrame       float64 // ms
+	encoder           string  // the element that ran
 	// pagePaint: ms from the page changing a stamp of its own (DOM) to
 	// the screen showing it, after the video window: the browser's own
 	// paint path, for comparison.
@@ -181,7 +189,12 @@ func reportRuns(b *testing.B, name string, runs []g2gRun) {
 	benchout.Record("clock-error-runs/"+name, "ms", per(func(r g2gRun) float64 { return r.clockErr }))
 	benchout.Record("misreads/"+name, "stamps", per(func(r g2gRun) float64 { return float64(r.misreads) }))
 	benchout.Record("glass-misreads/"+name, "stamps", per(func(r g2gRun) float64 { return float64(r.glassMisreads) }))
-	benchout.Record("unmatched/"+name, "stamps", per(func(r g2gRun) float64 { return float64(r.unmatched) }))
+	benchout.Record("unmatched/"+name, "stamps", per(func(r g2gRun) float64 { return float64(r.glassUnmatched) }))
+	benchout.Record("decoded-unmatched/"+name, "stamps", per(func(r g2gRun) float64 { return float64(r.decodedUnmatched) }))
+	benchout.Record("page-unmatched/"+name, "stamps", per(func(r g2gRun) float64 { return float64(r.pageUnmatched) }))
+	benchout.Record("decoded-coverage-runs/"+name, "share", per(func(r g2gRun) float64 { return r.decodedCoverage }))
+	benchout.Record("glass-poll-rate-runs/"+name, "1/s", per(func(r g2gRun) float64 { return r.pollRate }))
+	benchout.Record("glass-poll-gap-runs/"+name, "ms", per(func(r g2gRun) float64 { return r.pollGap }))
 	benchout.Record("stamp-rate/"+name, "1/s", per(func(r g2gRun) float64 { return r.stampsPerSec }))
 
 	sorted := slices.Clone(runs)
@@ -201,11 +214,11 @@ func reportRuns(b *testing.B, name string, runs []g2gRun) {
 	benchout.Record("post-to-frame/"+name, "ms", per(func(r g2gRun) float64 { return r.postToFrame }))
 	fmt.Printf("%s (encoder %s): glass-to-glass p50 %.1f ms (runs %.1f-%.1f), p95 %.1f ms, to decoded p50 %.1f ms, %d samples, %d+%d misreads, %d unmatched, %.0f stamps/s; "+
 		"%.1f fps encoded, %.1f decoded by Chromium, %.1f shown; capture-to-encoded p50 %.1f ms; CPU %.0f%%; first frame %.0f ms after navigation, %.0f ms after the WHEP POST\n",
-		name, m.encoder, m.p50, sorted[0].p50, sorted[len(sorted)-1].p50, m.p95, m.decodedP50, len(m.g2g), m.misreads, m.glassMisreads, m.unmatched, m.stampsPerSec,
+		name, m.encoder, m.p50, sorted[0].p50, sorted[len(sorted)-1].p50, m.p95, m.decodedP50, len(m.g2g), m.misreads, m.glassMisreads, m.glassUnmatched+m.decodedUnmatched, m.stampsPerSec,
 		m.fpsEncoded, m.fpsChrome, m.fpsShown, benchout.Percentile(m.enc, 50), m.cpu, m.navToFrame, m.postToFrame)
 	for i, r := range runs {
-		fmt.Printf("  run %d: glass p50 %.1f ms, decoded p50 %.1f ms, %d samples, %.1f/%.1f/%.1f fps encoded/decoded/shown, page clock %+.2f ms (±%.2f), the page's own stamp to the screen p50 %.1f ms (%d)\n",
-			i+1, r.p50, r.decodedP50, len(r.g2g), r.fpsEncoded, r.fpsChrome, r.fpsShown, r.clockOffset, r.clockErr, benchout.Percentile(r.pagePaint, 50), len(r.pagePaint))
+		fmt.Printf("  run %d: glass p50 %.1f ms, decoded p50 %.1f ms (%.0f%% of decoded frames read), %d samples, %.1f/%.1f/%.1f fps encoded/decoded/shown, glass read %.0f/s (longest gap %.1f ms), page clock %+.2f ms (±%.2f), the page's own stamp to the screen p50 %.1f ms (%d)\n",
+			i+1, r.p50, r.decodedP50, r.decodedCoverage*100, len(r.g2g), r.fpsEncoded, r.fpsChrome, r.fpsShown, r.pollRate, r.pollGap, r.clockOffset, r.clockErr, benchout.Percentile(r.pagePaint, 50), len(r.pagePaint))
 	}
 	b.ReportMetric(m.p50, name+"-g2g-p50-ms")
 	b.ReportMetric(m.fpsChrome, name+"-fps-decoded")
@@ -280,13 +293,39 @@ func benchOnce(b *testing.B, g *glass, w, h, fps int, pd0 bool, window time.Dura
 	decoded0, _ := browsertest.Eval[float64](tab, decodedJS)
 	cpu0, t0, frames0, stamps0 := benchout.ProcessCPU(0), time.Now(), r.media.Frames(), r.stamps.Load()
 	time.Sleep(window)
+	stopWatch()
+	decoded1, _ := browsertest.Eval[float64](tab, decodedJS)
 	elapsed := time.Since(t0).Seconds()
 	res.cpu = (benchout.ProcessCPU(0) - cpu0).Seconds() / elapsed * 100
 	res.fpsEncoded = float64(r.media.Frames()-frames0) / elapsed
-	decoded1, _ := browsertest.Eval[float64](tab, decodedJS)
 	res.fpsChrome = (decoded1 - decoded0) / elapsed
 	res.stampsPerSec = float64(r.stamps.Load()-stamps0) / elapsed
-	stopWatch()
+	// drawnAt is when stamp n was drawn (ms, Go's clock), or false for one
+	// not drawn in this run's last second.
+	drawnAt := func(n uint16, seen float64) (float64, bool) {
+		drawn := r.StampDrawnAt(n)
+		at := float64(drawn.UnixMicro()) / 1000
+		return at, !drawn.IsZero() && seen > at && seen-at < 1000
+	}
+	// The glass's stamps are matched now, while their draw times are
+	// fresh (the counter wraps after 4096 stamps, 17 s at 60 fps).
+	shown.mu.Lock()
+	res.glassMisreads, res.pollRate, res.pollGap = shown.misreads, float64(shown.reads)/elapsed, shown.maxGap.Seconds()*1000
+	res.fpsShown = float64(len(shown.shown)) / elapsed
+	for n, t := range shown.shown {
+		seen := float64(t.UnixMicro()) / 1000
+		at, ok := drawnAt(n, seen)
+		if !ok {
+			res.glassUnmatched++ // counted, not measured
+			continue
+		}
+		res.g2g = append(res.g2g, seen-at)
+	}
+	readErr := shown.err
+	shown.mu.Unlock()
+	if readErr != nil {
+		b.Fatalf("reading the glass: %v", readErr)
+	}
 
 	// The decoded window: the page reads each decoded frame's stamp for
 	// 3 s. The read-back stops before the clock calibration, so that it
@@ -294,11 +333,13 @@ func benchOnce(b *testing.B, g *glass, w, h, fps int, pd0 bool, window time.Dura
 	if _, err := browsertest.Eval[int](tab, frameCodeHarness); err != nil {
 		b.Fatal(err)
 	}
+	decodedA, _ := browsertest.Eval[float64](tab, decodedJS)
 	time.Sleep(3 * time.Second)
 	samples, err := browsertest.Eval[[][2]float64](tab, `(window.g2gStop = true, window.g2g)`)
 	if err != nil {
 		b.Fatal(err)
 	}
+	decodedB, _ := browsertest.Eval[float64](tab, decodedJS)
 	time.Sleep(100 * time.Millisecond)
 	res.clockOffset, res.clockErr, err = pageClockOffset(tab)
 	if err != nil {
@@ -323,51 +364,40 @@ func benchOnce(b *testing.B, g *glass, w, h, fps int, pd0 bool, window time.Dura
 	if off, e, err := pageClockOffset(tab); err == nil && e < res.clockErr {
 		res.clockOffset, res.clockErr = off, e
 	}
-	// drawnAt is when stamp n was drawn (ms, Go's clock), or false for one
-	// not drawn in this run's last second.
-	drawnAt := func(n uint16, seen float64) (float64, bool) {
-		drawn := r.StampDrawnAt(n)
-		at := float64(drawn.UnixMicro()) / 1000
-		return at, !drawn.IsZero() && seen > at && seen-at < 1000
-	}
-	shown.mu.Lock()
-	res.glassMisreads = shown.misreads
-	res.fpsShown = float64(len(shown.shown)) / elapsed
-	for n, t := range shown.shown {
-		seen := float64(t.UnixMicro()) / 1000
-		at, ok := drawnAt(n, seen)
-		if !ok {
-			res.unmatched++ // counted, not measured
-			continue
-		}
-		res.g2g = append(res.g2g, seen-at)
-	}
-	shown.mu.Unlock()
 	for _, s := range samples {
 		n, dec := uint16(s[0]), s[1]-res.clockOffset // on Go's clock
 		at, ok := drawnAt(n, dec)
 		if !ok {
-			res.unmatched++
+			res.decodedUnmatched++
 			continue
 		}
 		res.decoded = append(res.decoded, dec-at)
 	}
+	// How many of the frames Chromium decoded in that window the page read
+	// back: the read-back skips frames when the page is slower than the
+	// stream (1080p60 on 2 cores).
+	if decodedB > decodedA {
+		res.decodedCoverage = float64(len(samples)+res.misreads) / (decodedB - decodedA)
+	}
 	pageShown.mu.Lock()
 	for n, t := range pageShown.shown {
 		if int(n) >= len(pageAt) || pageAt[n] == 0 {
+			res.pageUnmatched++
 			continue
 		}
 		set := pageAt[n] - res.clockOffset // on Go's clock
 		if seen := float64(t.UnixMicro()) / 1000; seen > set && seen-set < 1000 {
 			res.pagePaint = append(res.pagePaint, seen-set)
+		} else {
+			res.pageUnmatched++
 		}
 	}
 	pageShown.mu.Unlock()
 	// A run that read back (almost) no stamps measures nothing: it fails
 	// rather than sorting first as a 0 ms run.
 	if min := 20; len(res.g2g) < min || len(res.decoded) < min {
-		b.Fatalf("%dx%d@%d: %d stamps read on the glass and %d decoded in %s (%d+%d misreads, %d unmatched), want at least %d each",
-			w, h, fps, len(res.g2g), len(res.decoded), window, res.misreads, res.glassMisreads, res.unmatched, min)
+		b.Fatalf("%dx%d@%d: %d stamps read on the glass and %d decoded in %s (%d+%d misreads, %d+%d unmatched), want at least %d each",
+			w, h, fps, len(res.g2g), len(res.decoded), window, res.misreads, res.glassMisreads, res.glassUnmatched, res.decodedUnmatched, min)
 	}
 	mu.Lock()
 	res.enc = slices.Clone(enc)

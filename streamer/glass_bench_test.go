@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -87,12 +88,20 @@ func (g *glass) locate(ex, ey int, timeout time.Duration) (x0, y0 int, err error
 			}
 			return len(seen) > 1 // the stamp moves: it is the stream's
 		}
+		// The middle of the corners that pass, so that reads land as near
+		// the cells' centres as the search allows.
+		var xs, ys []int
 		for y := 0; y+x11.FrameCodeCell+4 <= gh; y++ {
 			for x := 0; x+span+4 <= gw; x++ {
 				if holds(x, y) {
-					return gx + x, gy + y, nil
+					xs, ys = append(xs, x), append(ys, y)
 				}
 			}
+		}
+		if len(xs) > 0 {
+			slices.Sort(xs)
+			slices.Sort(ys)
+			return gx + xs[len(xs)/2], gy + ys[len(ys)/2], nil
 		}
 		if time.Now().After(deadline) {
 			return 0, 0, fmt.Errorf("no stamp on the glass within %d px of %d,%d after %s", slack, ex, ey, timeout)
@@ -107,6 +116,9 @@ type glassReads struct {
 	shown    map[uint16]time.Time
 	misreads int // a change on the glass whose check failed
 	reads    int
+	maxGap   time.Duration // the longest time between two reads
+	last     time.Time
+	err      error // a read failed: the watch stopped
 }
 
 // watch reads the stamp at (x0, y0) every glassPoll until ctx ends,
@@ -125,11 +137,17 @@ func (g *glass) watch(ctx context.Context, x0, y0 int) *glassReads {
 			}
 			code, err := g.disp.ReadFrameCode(x0, y0)
 			now := time.Now()
+			r.mu.Lock()
 			if err != nil {
+				r.err = err
+				r.mu.Unlock()
 				return
 			}
-			r.mu.Lock()
 			r.reads++
+			if !r.last.IsZero() {
+				r.maxGap = max(r.maxGap, now.Sub(r.last))
+			}
+			r.last = now
 			if code != last {
 				last = code
 				if n, ok := stampCounter(code); !ok {
@@ -148,7 +166,7 @@ func (g *glass) watch(ctx context.Context, x0, y0 int) *glassReads {
 func (r *glassReads) reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.shown, r.misreads, r.reads = map[uint16]time.Time{}, 0, 0
+	r.shown, r.misreads, r.reads, r.maxGap, r.last = map[uint16]time.Time{}, 0, 0, 0, time.Time{}
 }
 
 // pageClockOffset is how far the page's clock (performance.timeOrigin +
