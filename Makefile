@@ -13,16 +13,18 @@ NOCGO_PKGS = $(shell $(GO) list ./... | grep -v '/streamer')
 # One package at a time: the browser, agent and timing tests share 2 cores.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 30m
 
-.PHONY: all dev test deps tools build vet lint-jobs lint-terraform nocgo unit fuzz bench clean
+.PHONY: all dev test deps tools build images vet lint-jobs lint-terraform nocgo unit fuzz bench clean
 
 all: build
 
 ## dev: install what is missing, start Consul and Nomad, run Metal, print the player URL
-dev: deps tools build
-	$(BIN)/metal dev
+## (DRIVER=docker: build the images and run everything in containers)
+DRIVER ?= raw_exec
+dev: deps tools build $(if $(filter docker,$(DRIVER)),images)
+	$(BIN)/metal dev -driver $(DRIVER)
 
 ## test: everything CI runs
-test: deps tools build vet nocgo lint-jobs lint-terraform
+test: deps tools build images vet nocgo lint-jobs lint-terraform
 	@echo "==> compiling tests (in parallel)"
 	@rm -rf $(CURDIR)/.cache/tests && $(GO) test -c -o $(CURDIR)/.cache/tests/ ./... && rm -rf $(CURDIR)/.cache/tests
 	@echo "==> go test (one package at a time)"
@@ -38,6 +40,11 @@ tools:
 build:
 	@echo "==> building bin/metal"
 	@$(GO) build -o $(BIN)/metal ./cmd/metal
+
+## images: metal:dev and metal-desktop:dev from images/Dockerfile (the base
+## image from Debian's packages where no registry is reachable)
+images:
+	@tools/images.sh
 
 vet:
 	@echo "==> go vet"

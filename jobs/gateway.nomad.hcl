@@ -195,15 +195,19 @@ job "metal-gateway" {
       dynamic "config" {
         for_each = var.driver == "docker" ? [1] : []
 
+        # Host networking: the gateway reaches the node's Consul and Nomad
+        # agents on their usual loopback addresses, as raw_exec does.
         content {
-          image   = var.image
-          ports   = ["http"]
-          command = "metal"
-          args    = local.args
+          image        = var.image
+          network_mode = "host"
+          args         = local.args
         }
       }
 
-      env = local.env
+      env = merge(local.env, {
+        # The image's HEALTHCHECK (docker ps shows it).
+        METAL_HEALTH_URL = "http://${NOMAD_ADDR_http}/readyz"
+      })
 
       template {
         data        = local.secrets_template

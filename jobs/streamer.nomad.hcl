@@ -90,6 +90,12 @@ variable "fps" {
   }
 }
 
+variable "desktop" {
+  type        = string
+  description = "Shell command the streamer starts on its display: the session's desktop (for example \"openbox-session & xterm\"). Empty: none with raw_exec; the image's METAL_DESKTOP (Openbox and an xterm) with docker."
+  default     = ""
+}
+
 variable "idle_timeout" {
   type        = string
   description = "The streamer exits (and the job completes) after this long without a browser."
@@ -160,7 +166,7 @@ locals {
   # service's "encoder" meta is always the encoder running.
   encoder = var.encoder != "" ? var.encoder : (var.gpu ? "nvenc" : "x264enc")
 
-  args = [
+  args = concat([
     "streamer",
     "-encoder", local.encoder,
     "-listen", "${NOMAD_IP_http}:${NOMAD_PORT_http}",
@@ -173,7 +179,9 @@ locals {
     "-loopback=${var.loopback}",
     "-demo=${var.demo}",
     "-single-use-tokens",
-  ]
+    ], var.desktop == "" ? [] : [
+    "-desktop", var.desktop,
+  ])
   # The session-token key lives in a Nomad variable the gateway writes for
   # this job only; it never appears in the job specification.
   key_template = <<-EOT
@@ -242,13 +250,21 @@ job "metal-streamer" {
       dynamic "config" {
         for_each = var.driver == "docker" ? [1] : []
 
+        # Host networking: the streamer advertises the node's own addresses
+        # in its ICE candidates and its one UDP port is the node's, with no
+        # NAT, docker-proxy or port mapping between the player and it.
         content {
-          image   = var.image
-          runtime = var.gpu ? "nvidia" : "runc"
-          ports   = ["http", "webrtc"]
-          command = "metal"
-          args    = local.args
+          image        = var.image
+          runtime      = var.gpu ? "nvidia" : "runc"
+          network_mode = "host"
+          args         = local.args
         }
+      }
+
+      # The image's HEALTHCHECK reads this (docker ps shows it); Nomad's own
+      # check is the service's.
+      env = {
+        METAL_HEALTH_URL = "http://${NOMAD_ADDR_http}/healthz"
       }
 
       template {

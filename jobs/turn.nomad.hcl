@@ -201,9 +201,13 @@ job "metal-turn" {
         content {
           image        = var.image
           network_mode = "host"
-          command      = "metal"
           args         = local.args
         }
+      }
+
+      env = {
+        # The image's HEALTHCHECK (docker ps shows it).
+        METAL_HEALTH_URL = "http://${var.bind == "0.0.0.0" ? "127.0.0.1" : var.bind}:${var.health_port}/healthz"
       }
 
       template {
@@ -219,6 +223,9 @@ job "metal-turn" {
           data        = template.value
           destination = template.key
           perms       = "0600"
+          # The image runs as uid 10001, which must read its key.
+          uid = var.driver == "docker" ? 10001 : null
+          gid = var.driver == "docker" ? 10001 : null
         }
       }
 

@@ -38,6 +38,10 @@ type Config struct {
 	Audio bool
 	// Demo draws a moving scene with a frame code on the display.
 	Demo bool
+	// Desktop is a shell command started on the display once it is up
+	// (with DISPLAY and PULSE_SERVER set) and ended with the streamer: the
+	// session's desktop, for example "openbox & xterm". Empty starts none.
+	Desktop string
 	// RemoteCursor sends the X cursor to the players, who draw it at input
 	// latency, and keeps it out of the capture; false captures it.
 	RemoteCursor bool

@@ -290,6 +290,15 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 
+	// The desktop, once the display and the audio sink are there.
+	if s.cfg.Desktop != "" {
+		d, err := startDesktop(s.cfg.Desktop, s.display, s.log)
+		if err != nil {
+			return err
+		}
+		cleanup = append(cleanup, d.stop)
+	}
+
 	// Demo scene.
 	if s.cfg.Demo {
 		demo, err := x11.Open(s.display)

@@ -2,7 +2,7 @@
 # Builds the pinned agent and tool binaries from their wrapper modules
 # (tools/<name>/go.mod) and links them into bin/.
 #
-#   tools/build.sh nomad consul tofu nvidia-plugin
+#   tools/build.sh nomad consul tofu nvidia-plugin buildx
 #
 # Each build is cached under $METAL_CACHE (default ~/.cache/metal) by a key
 # over the wrapper's go.mod, go.sum and `go version`: the first build takes
@@ -19,6 +19,7 @@ for name in "$@"; do
 	consul) pkg=github.com/hashicorp/consul ;;
 	tofu) pkg=github.com/opentofu/opentofu/cmd/tofu ;;
 	nvidia-plugin) pkg=. ;;
+	buildx) pkg=github.com/docker/buildx/cmd/buildx ;;
 	*)
 		echo "tools/build.sh: unknown tool $name" >&2
 		exit 2

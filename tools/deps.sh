@@ -14,6 +14,8 @@ pkgs=(
 	chromium fonts-dejavu-core
 	# TURN comparison and network-namespace tests
 	coturn iproute2 procps util-linux
+	# container images without a registry (tools/base-image.sh)
+	debootstrap curl
 )
 
 missing=()

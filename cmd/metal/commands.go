@@ -23,6 +23,7 @@ func commands() []command {
 		{"turn", "run the TURN relay for one edge", runTURN},
 		{"dev", "run Metal locally on real Consul and Nomad agents", runDev},
 		{"player", "issue, list and revoke player links (admin API)", runPlayer},
+		{"health", "GET a health URL and exit 0 on 2xx (the images' HEALTHCHECK)", runHealth},
 		{"version", "print the version", runVersion},
 	}
 }

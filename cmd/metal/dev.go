@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,8 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	fps := fs.Int("fps", 30, "stream frame rate: 30 or 60 (60 needs twice the CPU per player)")
 	queue := fs.Int("queue", 10, "sessions that may wait beyond capacity")
 	gateways := fs.Int("gateways", 1, "gateway instances (the job's count); more than one puts a local load balancer on the gateway port")
+	driver := fs.String("driver", "raw_exec", "task driver: raw_exec (this metal binary) or docker (the metal and metal-desktop images, `make images`)")
+	tag := fs.String("image-tag", "dev", "tag of the metal and metal-desktop images (-driver docker)")
 	flagenv.Usage(fs, "metal dev [flags]")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
@@ -46,6 +49,21 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	}
 	if *gateways < 1 || *gateways > 5 {
 		return fmt.Errorf("-gateways %d: want 1 to 5", *gateways)
+	}
+	metalImage, desktopImage := "metal:"+*tag, "metal-desktop:"+*tag
+	switch *driver {
+	case "raw_exec":
+	case "docker":
+		if *tag == "latest" {
+			return fmt.Errorf("-image-tag latest: Nomad pulls a latest tag on every start, and no registry has these images; build and name another (make images)")
+		}
+		for _, img := range []string{metalImage, desktopImage} {
+			if err := exec.CommandContext(ctx, "docker", "image", "inspect", img).Run(); err != nil {
+				return fmt.Errorf("-driver docker: image %s not in the local Docker engine (make images): %w", img, err)
+			}
+		}
+	default:
+		return fmt.Errorf("-driver %q: want raw_exec or docker", *driver)
 	}
 	var front net.Listener // the load balancer's, with several gateways
 	if *port != 0 || *gateways > 1 {
@@ -65,7 +83,7 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	step("starting Consul and Nomad on 127.0.0.1")
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	cluster, err := localcluster.Start(startCtx, localcluster.Options{
-		Dir: *dir, NomadBin: *nomadBin, ConsulBin: *consulBin, Logger: log,
+		Dir: *dir, NomadBin: *nomadBin, ConsulBin: *consulBin, Logger: log, Docker: *driver == "docker",
 	})
 	cancel()
 	if err != nil {
@@ -107,10 +125,13 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 		return err
 	}
 	turnPort, healthPort := ports[0], ports[1]
-	step("registering job metal-turn (raw_exec, 127.0.0.1:%d)", turnPort)
+	step("registering job metal-turn (%s, 127.0.0.1:%d)", *driver, turnPort)
 	if _, err := localcluster.RunJob(ctx, cluster.Nomad, turnHCL, map[string]any{
-		"driver": "raw_exec", "metal_binary": self, "relay_ip": "127.0.0.1", "bind": "127.0.0.1",
+		"driver": *driver, "metal_binary": self, "image": metalImage, "relay_ip": "127.0.0.1", "bind": "127.0.0.1",
 		"port": turnPort, "health_port": healthPort,
+		// Everything here is on 127.0.0.1: a browser told to relay must be
+		// relayed to a streamer on this machine.
+		"allow_local_peers": true,
 	}); err != nil {
 		return err
 	}
@@ -122,20 +143,30 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	if *gateways > 1 {
 		gatewayPort = 0 // several on one node: dynamic ports, the balancer in front
 	}
-	step("registering job metal-gateway (raw_exec, %d instance(s), open mode, capacity %s, queue %d, 720p%d, %d MHz per stream)", *gateways, *capacity, *queue, *fps, streamerCPU)
+	streamerArgs := []string{"-gpu=false", "-streamer-loopback", "-resolution", "1280x720", "-fps", strconv.Itoa(*fps),
+		"-streamer-cpu", strconv.Itoa(streamerCPU)}
+	what := "the demo scene"
+	if *driver == "docker" {
+		// The image's desktop (Openbox and an xterm), not the demo.
+		streamerArgs = append(streamerArgs, "-streamer-image", desktopImage)
+		what = "the desktop of " + desktopImage
+	} else {
+		streamerArgs = append(streamerArgs, "-streamer-demo")
+	}
+	step("registering job metal-gateway (%s, %d instance(s), open mode, capacity %s, queue %d, 720p%d, %d MHz per stream, %s)", *driver, *gateways, *capacity, *queue, *fps, streamerCPU, what)
 	if _, err := localcluster.RunJob(ctx, cluster.Nomad, hcl, map[string]any{
 		"count":           *gateways,
-		"driver":          "raw_exec",
+		"driver":          *driver,
 		"metal_binary":    self,
+		"image":           metalImage,
 		"nomad_addr":      cluster.NomadAddr,
 		"consul_addr":     cluster.ConsulAddr,
 		"open_mode":       true,
 		"port":            gatewayPort,
 		"capacity":        *capacity,
 		"queue":           *queue,
-		"streamer_driver": "raw_exec",
-		"streamer_args": []string{"-gpu=false", "-streamer-loopback", "-streamer-demo", "-resolution", "1280x720", "-fps", strconv.Itoa(*fps),
-			"-streamer-cpu", strconv.Itoa(streamerCPU)},
+		"streamer_driver": *driver,
+		"streamer_args":   streamerArgs,
 	}); err != nil {
 		return err
 	}

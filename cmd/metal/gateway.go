@@ -46,6 +46,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	gpu := fs.Bool("gpu", true, "streams require an NVIDIA GPU with NVENC")
 	loopback := fs.Bool("streamer-loopback", false, "streamers offer 127.0.0.1 candidates (development)")
 	demo := fs.Bool("streamer-demo", false, "streamers draw the demo scene")
+	desktop := fs.String("streamer-desktop", "", "shell command each streamer starts on its display, the session's desktop (the job's desktop variable; empty: none with raw_exec, the image's Openbox and xterm with docker)")
 	encoder := fs.String("streamer-encoder", "", "streamers' encoder; empty runs nvenc with -gpu, x264enc without (the job's encoder variable)")
 	resolution := fs.String("resolution", "1280x720", "stream resolution: 1280x720 or 1920x1080")
 	fps := fs.Int("fps", 60, "stream frame rate: 30 or 60")
@@ -95,7 +96,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	sc.JobVars = map[string]any{
 		"driver": *driver, "metal_binary": *binary, "image": *image, "gpu": *gpu, "loopback": *loopback,
 		"demo": *demo, "resolution": *resolution, "fps": *fps, "idle_timeout": idle.String(),
-		"cpu": *cpu, "memory": *memory, "encoder": *encoder,
+		"cpu": *cpu, "memory": *memory, "encoder": *encoder, "desktop": *desktop,
 	}
 
 	ncfg := nomad.DefaultConfig()

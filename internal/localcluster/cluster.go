@@ -36,6 +36,10 @@ type Options struct {
 	ConsulACLToken string
 	// PluginDir is Nomad's plugin_dir (Metal's metal-nvidia device plugin).
 	PluginDir string
+	// Docker configures Nomad's docker driver for images that exist only
+	// in the local engine (no registry: images are never garbage
+	// collected) and makes Start wait until the driver is healthy.
+	Docker bool
 	// MinDevices makes Start wait until the node reports at least this many
 	// device instances (fingerprinted by a device plugin).
 	MinDevices int

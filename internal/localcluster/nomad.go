@@ -152,6 +152,9 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 	if o.ACL {
 		o.NomadHCL += "\nacl {\n  enabled = true\n}\n"
 	}
+	if o.Docker {
+		o.NomadHCL += dockerPlugin
+	}
 	minDyn := 20000 + rand.IntN(22)*500
 	cfg := nomadConfig(nomadParams{
 		Name:        o.NodeName,
@@ -244,6 +247,9 @@ func waitNomadReady(ctx context.Context, p *process, c *nomad.Client, o Options)
 			if !ok || !d.Healthy {
 				continue
 			}
+			if d, ok := n.Drivers["docker"]; o.Docker && (!ok || !d.Healthy) {
+				continue
+			}
 			node, _, err := c.Nodes().Info(n.ID, (&nomad.QueryOptions{}).WithContext(ctx))
 			if err != nil {
 				return false, err
@@ -266,6 +272,20 @@ func waitNomadReady(ctx context.Context, p *process, c *nomad.Client, o Options)
 		return false, nil
 	})
 }
+
+// dockerPlugin configures Nomad's docker driver for a machine whose images
+// exist only in the local engine: Nomad must never remove one it no longer
+// uses (nothing could pull it back). Pinned tags (not latest) keep it from
+// pulling at all.
+const dockerPlugin = `
+plugin "docker" {
+  config {
+    gc {
+      image = false
+    }
+  }
+}
+`
 
 func heartbeat(o Options) string {
 	if o.HeartbeatTTL <= 0 {

@@ -1,0 +1,67 @@
+package streamer
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+)
+
+// desktop is what the player sees and drives: a shell command (a window
+// manager and a terminal, say) the streamer starts on its display once the
+// display and PulseAudio are up, with DISPLAY and PULSE_SERVER set, and
+// ends, with everything it started, when the streamer stops. A desktop that
+// exits (the player closed its last window) leaves the stream running.
+type desktop struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startDesktop(command, display string, log *slog.Logger) (*desktop, error) {
+	cmd := exec.Command("/bin/sh", "-c", command)
+	cmd.Env = append(os.Environ(), "DISPLAY="+display)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("desktop: %w", err)
+	}
+	cmd.Stderr = cmd.Stdout // one pipe for both
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start desktop %q: %w", command, err)
+	}
+	log = log.With("component", "desktop", "pid", cmd.Process.Pid)
+	log.Info("desktop started", "command", command, "display", display)
+	d := &desktop{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		// Its output, a line at a time and bounded, in the streamer's log.
+		sc := bufio.NewScanner(io.LimitReader(out, 1<<20))
+		for sc.Scan() {
+			log.Debug("desktop", "line", sc.Text())
+		}
+		_, _ = io.Copy(io.Discard, out)
+		err := cmd.Wait()
+		log.Info("desktop exited; the stream goes on", "err", err)
+		close(d.done)
+	}()
+	return d, nil
+}
+
+// stop ends the desktop's whole process group: SIGTERM, then SIGKILL after
+// 5 s.
+func (d *desktop) stop() {
+	pgid := -d.cmd.Process.Pid
+	_ = syscall.Kill(pgid, syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(pgid, syscall.SIGKILL)
+		<-d.done
+	}
+	// Children that outlived the shell (a window manager the shell ran in
+	// the background) are in the same group.
+	_ = syscall.Kill(pgid, syscall.SIGKILL)
+}
