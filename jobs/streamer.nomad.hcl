@@ -90,9 +90,15 @@ variable "fps" {
   }
 }
 
+variable "ice_interfaces" {
+  type        = string
+  description = "Comma-separated interfaces the streamer gathers ICE candidates on; empty: all. `metal dev` sets lo: nothing it runs is reachable beyond this machine."
+  default     = ""
+}
+
 variable "desktop" {
   type        = string
-  description = "Shell command the streamer starts on its display: the session's desktop (for example \"openbox-session & xterm\"). Empty: none with raw_exec; the image's METAL_DESKTOP (Openbox and an xterm) with docker."
+  description = "Shell command the streamer starts on its display: the session's desktop (for example \"openbox & xterm\"). Empty: none with raw_exec; the image's METAL_DESKTOP (Openbox and an xterm) with docker."
   default     = ""
 }
 
@@ -181,6 +187,8 @@ locals {
     "-single-use-tokens",
     ], var.desktop == "" ? [] : [
     "-desktop", var.desktop,
+    ], var.ice_interfaces == "" ? [] : [
+    "-ice-interfaces", var.ice_interfaces,
   ])
   # The session-token key lives in a Nomad variable the gateway writes for
   # this job only; it never appears in the job specification.

@@ -143,7 +143,10 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	if *gateways > 1 {
 		gatewayPort = 0 // several on one node: dynamic ports, the balancer in front
 	}
-	streamerArgs := []string{"-gpu=false", "-streamer-loopback", "-resolution", "1280x720", "-fps", strconv.Itoa(*fps),
+	// Streamers offer loopback candidates only: a docker streamer shares
+	// the host's network, and nothing `metal dev` runs is meant to be
+	// reached from beyond this machine.
+	streamerArgs := []string{"-gpu=false", "-streamer-loopback", "-streamer-ice-interfaces", "lo", "-resolution", "1280x720", "-fps", strconv.Itoa(*fps),
 		"-streamer-cpu", strconv.Itoa(streamerCPU)}
 	what := "the demo scene"
 	if *driver == "docker" {

@@ -45,6 +45,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	image := fs.String("streamer-image", "ghcr.io/metal-stream/metal-desktop:latest", "streamer image (docker)")
 	gpu := fs.Bool("gpu", true, "streams require an NVIDIA GPU with NVENC")
 	loopback := fs.Bool("streamer-loopback", false, "streamers offer 127.0.0.1 candidates (development)")
+	iceIfaces := fs.String("streamer-ice-interfaces", "", "comma-separated interfaces streamers gather ICE candidates on (empty: all; metal dev: lo)")
 	demo := fs.Bool("streamer-demo", false, "streamers draw the demo scene")
 	desktop := fs.String("streamer-desktop", "", "shell command each streamer starts on its display, the session's desktop (the job's desktop variable; empty: none with raw_exec, the image's Openbox and xterm with docker)")
 	encoder := fs.String("streamer-encoder", "", "streamers' encoder; empty runs nvenc with -gpu, x264enc without (the job's encoder variable)")
@@ -94,7 +95,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	}
 	sc.JobHCL = hcl
 	sc.JobVars = map[string]any{
-		"driver": *driver, "metal_binary": *binary, "image": *image, "gpu": *gpu, "loopback": *loopback,
+		"driver": *driver, "metal_binary": *binary, "image": *image, "gpu": *gpu, "loopback": *loopback, "ice_interfaces": *iceIfaces,
 		"demo": *demo, "resolution": *resolution, "fps": *fps, "idle_timeout": idle.String(),
 		"cpu": *cpu, "memory": *memory, "encoder": *encoder, "desktop": *desktop,
 	}
