@@ -200,7 +200,10 @@ job "metal-gateway" {
         content {
           image        = var.image
           network_mode = "host"
-          args         = local.args
+          # An init as PID 1 reaps what the task orphans (a desktop
+          # started in the background).
+          init = true
+          args = local.args
         }
       }
 

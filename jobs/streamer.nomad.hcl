@@ -265,7 +265,10 @@ job "metal-streamer" {
           image        = var.image
           runtime      = var.gpu ? "nvidia" : "runc"
           network_mode = "host"
-          args         = local.args
+          # An init as PID 1 reaps what the task orphans (a desktop
+          # started in the background).
+          init = true
+          args = local.args
         }
       }
 

@@ -201,7 +201,10 @@ job "metal-turn" {
         content {
           image        = var.image
           network_mode = "host"
-          args         = local.args
+          # An init as PID 1 reaps what the task orphans (a desktop
+          # started in the background).
+          init = true
+          args = local.args
         }
       }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -23,7 +24,7 @@ type desktop struct {
 
 func startDesktop(command, display string, log *slog.Logger) (*desktop, error) {
 	cmd := exec.Command("/bin/sh", "-c", command)
-	cmd.Env = append(os.Environ(), "DISPLAY="+display)
+	cmd.Env = append(desktopEnv(os.Environ()), "DISPLAY="+display)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -48,6 +49,24 @@ func startDesktop(command, display string, log *slog.Logger) (*desktop, error) {
 		close(d.done)
 	}()
 	return d, nil
+}
+
+// desktopEnv is the streamer's environment without its secrets and its
+// agents' addresses: the desktop is the player's (a terminal, a game), so
+// nothing in it may read the session-token key (METAL_TOKEN_KEY, from the
+// job's template) or any METAL_, NOMAD_, CONSUL_ or VAULT_ variable.
+func desktopEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(name, "METAL_"), strings.HasPrefix(name, "NOMAD_"),
+			strings.HasPrefix(name, "CONSUL_"), strings.HasPrefix(name, "VAULT_"):
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 // stop ends the desktop's whole process group: SIGTERM, then SIGKILL after

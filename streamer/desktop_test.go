@@ -11,16 +11,19 @@ import (
 )
 
 // TestDesktopRunsOnTheDisplayAndEndsWithTheStreamer: the desktop command
-// starts once the display and the audio sink are up, sees both, and it
-// and what it started in the background end when the streamer stops.
+// starts once the display and the audio sink are up, sees both but none of
+// the streamer's secrets, and it and what it started in the background end
+// when the streamer stops.
 func TestDesktopRunsOnTheDisplayAndEndsWithTheStreamer(t *testing.T) {
+	t.Setenv("METAL_TOKEN_KEY", "the-session-token-key-the-player-must-not-read")
+	t.Setenv("NOMAD_TOKEN", "a-nomad-token")
 	dir := t.TempDir()
 	env, pids := filepath.Join(dir, "env"), filepath.Join(dir, "pids")
 	// A window manager in the background and a terminal in front, as the
 	// image's default does: both must go.
 	r := startStreamer(t, func(c *Config) {
 		c.Demo = false
-		c.Desktop = `sleep 300 & echo $! > ` + pids + `; echo "$DISPLAY $PULSE_SERVER" > ` + env + `; exec sleep 300`
+		c.Desktop = `sleep 300 & echo $! > ` + pids + `; echo "$DISPLAY $PULSE_SERVER ${METAL_TOKEN_KEY:-none}${NOMAD_TOKEN:-none}" > ` + env + `; exec sleep 300`
 	})
 	var got string
 	deadline := time.Now().Add(10 * time.Second)
@@ -32,9 +35,12 @@ func TestDesktopRunsOnTheDisplayAndEndsWithTheStreamer(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	display, pulse, _ := strings.Cut(got, " ")
-	if display != r.Display() || !strings.HasPrefix(pulse, "unix:") {
-		t.Fatalf("the desktop saw DISPLAY=%q PULSE_SERVER=%q, want %q and the streamer's sink", display, pulse, r.Display())
+	f := strings.Fields(got)
+	if len(f) != 3 || f[0] != r.Display() || !strings.HasPrefix(f[1], "unix:") {
+		t.Fatalf("the desktop saw %q, want DISPLAY %q and the streamer's sink", got, r.Display())
+	}
+	if f[2] != "nonenone" {
+		t.Fatalf("the desktop can read the streamer's secrets: %q", f[2])
 	}
 	b, err := os.ReadFile(pids)
 	if err != nil {

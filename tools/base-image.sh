@@ -23,6 +23,11 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/metal/base
 mkdir -p "$cache"
 
 command -v docker >/dev/null || { echo "base-image: docker is missing" >&2; exit 1; }
+# debootstrap, apt and the root filesystem's files need root: the script
+# runs itself again under sudo when not root, as tools/deps.sh uses sudo.
+if [[ $(id -u) -ne 0 ]]; then
+	exec sudo -E "$0" "$@"
+fi
 # The key changes with this script and with the suite's packages: the
 # Release file's Date line moves whenever the archive publishes updates
 # (fetched as a few hundred bytes; unreachable, the cached tarball stands).

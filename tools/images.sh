@@ -21,9 +21,11 @@ targets=("$@")
 # Size budgets (issue #17), in MB as Docker counts them (10^6 bytes).
 declare -A budget=([metal]=120 [metal-desktop]=1200)
 
-if ! docker image inspect debian:bookworm-slim >/dev/null 2>&1 || [[ ${METAL_BASE_IMAGE:-} == build ]]; then
-	tools/base-image.sh >/dev/null
-fi
+command -v docker >/dev/null || { echo "images: docker is missing (Debian: apt-get install docker.io)" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "images: the Docker engine does not answer (is dockerd running, and may this user reach it?)" >&2; exit 1; }
+# The base: kept while its key holds (a few hundred bytes fetched), built
+# or imported again when it changes (tools/base-image.sh).
+tools/base-image.sh >/dev/null
 
 if docker buildx version >/dev/null 2>&1; then
 	buildx=(docker buildx)

@@ -17,7 +17,7 @@ import (
 func runHealth(ctx context.Context, _ *slog.Logger, args []string) error {
 	fs := flag.NewFlagSet("health", flag.ContinueOnError)
 	url := fs.String("health-url", "http://127.0.0.1:8080/readyz", "URL to GET; healthy on a 2xx answer")
-	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the answer (the gateway's /readyz itself checks Nomad and Consul within 3 s)")
 	flagenv.Usage(fs, "metal health [flags]")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
@@ -28,7 +28,9 @@ func runHealth(ctx context.Context, _ *slog.Logger, args []string) error {
 	if err != nil {
 		return fmt.Errorf("health %s: %w", *url, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// Never through a proxy: the URL is this node's own listener.
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("health %s: %w", *url, err)
 	}

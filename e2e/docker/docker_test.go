@@ -91,7 +91,10 @@ func startDev(t *testing.T, ctx context.Context, extra ...string) (*exec.Cmd, st
 	}
 	nomadBin, consulBin := clustertest.Binaries(t)
 	args := append([]string{"dev", "-gateway-port", "0", "-nomad-bin", nomadBin, "-consul-bin", consulBin}, extra...)
-	cmd := exec.CommandContext(ctx, bin, args...)
+	// Not CommandContext: a deadline must stop metal dev with SIGINT (the
+	// test's deferred stop), never SIGKILL, which would leave its agents
+	// and their containers running.
+	cmd := exec.Command(bin, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +226,9 @@ func TestDevOnDockerPlaysADesktop(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			browsertest.Screenshot(t, tab, "docker-desktop")
-			t.Fatalf("the player sees no desktop: bright %.3f, dark %.3f of the frame (%v), want a window (> 5%% bright) on the root (> 20%% dark)", frac[0], frac[1], err)
+			ps, _ := exec.Command("docker", "exec", desk, "sh", "-c", "ps -eo pid,stat,args; for p in $(pgrep xterm) $(pgrep openbox); do echo \"== $p\"; tr '\\0' '\\n' < /proc/$p/environ | grep -E 'DISPLAY|HOME'; done").CombinedOutput()
+			logs, _ := exec.Command("docker", "logs", "--tail", "40", desk).CombinedOutput()
+			t.Fatalf("the player sees no desktop: bright %.3f, dark %.3f of the frame (%v), want a window (> 5%% bright) on the root (> 20%% dark)\nin the desktop container:\n%s\nits log:\n%s", frac[0], frac[1], err, ps, logs)
 		}
 		time.Sleep(time.Second)
 	}
