@@ -141,8 +141,13 @@ func TestStreamerGPUConstraint(t *testing.T) {
 	if task := job.TaskGroups[0].Tasks[0]; task.Driver != "raw_exec" || task.Config["command"] != "/usr/local/bin/metal" || task.Config["image"] != nil {
 		t.Fatalf("raw_exec task %s config %v", task.Driver, task.Config)
 	}
+	// The image's entrypoint is metal: the task gives the arguments only
+	// (a command would run "metal metal streamer"), on the host's network
+	// with an init as PID 1.
 	docker := tg.Tasks[0]
-	if docker.Driver != "docker" || docker.Config["image"] == nil || docker.Config["runtime"] != "nvidia" || docker.Config["command"] != "metal" {
+	args, _ := docker.Config["args"].([]any)
+	if docker.Driver != "docker" || docker.Config["image"] == nil || docker.Config["runtime"] != "nvidia" || docker.Config["command"] != nil ||
+		len(args) == 0 || args[0] != "streamer" || docker.Config["network_mode"] != "host" || docker.Config["init"] != true {
 		t.Fatalf("docker task %s config %v", docker.Driver, docker.Config)
 	}
 }
