@@ -175,9 +175,18 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	entries, err := localcluster.WaitService(waitCtx, cluster.Consul, "metal-gateway")
+	if err == nil {
+		// The relay too: a page opened before it answers measures no edge.
+		_, err = localcluster.WaitService(waitCtx, cluster.Consul, "metal-turn")
+		if err != nil {
+			err = fmt.Errorf("TURN did not become healthy in Consul: %w", err)
+		}
+	} else {
+		err = fmt.Errorf("gateway did not become healthy in Consul: %w", err)
+	}
 	cancel()
 	if err != nil {
-		return fmt.Errorf("gateway did not become healthy in Consul: %w", err)
+		return err
 	}
 	svc := entries[0].Service
 	url := fmt.Sprintf("http://%s:%d/", svc.Address, svc.Port)
