@@ -91,18 +91,18 @@ type g2gRun struct {
 const pageStampTop = 32
 
 // pageStampHarness draws a stamp of the page's own (stamp.go's code, 16
-// divs) over the video at pageStampTop, a new one every 4 ms, recording
+// divs) over the video at pageStampTop (its one %d verb), a new one every 4 ms, recording
 // when each was set on the page's clock (window.pageAt, by counter).
 const pageStampHarness = `(() => {
   window.pageAt = new Array(4096).fill(0);
   const bar = document.createElement("div");
-  bar.style.cssText = "position: fixed; left: 0; top: 32px; width: 256px; height: 16px; z-index: 2147483647; display: flex;";
+  bar.style.cssText = "position: fixed; left: 0; top: %dpx; width: 256px; height: 16px; z-index: 2147483647; display: flex;";
   const cells = [];
   for (let i = 0; i < 16; i++) { const c = document.createElement("div"); c.style.cssText = "width: 16px; height: 16px;"; bar.appendChild(c); cells.push(c); }
   document.body.appendChild(bar);
   let n = 0;
   window.pageTimer = setInterval(() => {
-    n = (n + 1) % 4096;
+    n = (n + 1) %% 4096;
     const code = (n << 4) | (~(n ^ (n >> 4) ^ (n >> 8)) & 0xf);
     for (let i = 0; i < 16; i++) cells[i].style.background = ((code >> (15 - i)) & 1) ? "#fff" : "#000";
     window.pageAt[n] = performance.timeOrigin + performance.now();
@@ -348,7 +348,7 @@ func benchOnce(b *testing.B, g *glass, w, h, fps int, pd0 bool, window time.Dura
 	// Then, for comparison, the browser's own paint path: a stamp the page
 	// draws itself (a DOM change, no video), from the moment the page
 	// changes it to the moment the screen shows it, for 2 s.
-	if _, err := browsertest.Eval[int](tab, pageStampHarness); err != nil {
+	if _, err := browsertest.Eval[int](tab, fmt.Sprintf(pageStampHarness, pageStampTop)); err != nil {
 		b.Fatal(err)
 	}
 	pctx, stopPage := context.WithCancel(context.Background())
