@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -23,6 +24,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	nomad "github.com/hashicorp/nomad/api"
+	"github.com/pion/stun/v2"
 
 	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/localcluster"
@@ -205,24 +207,38 @@ func TestHTTPSGatewayPlays(t *testing.T) {
 	c := clustertest.Cluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, _, _ = c.Nomad.Variables().Create(&nomad.Variable{Path: "nomad/jobs/metal-turn", Items: nomad.VariableItems{"secret": "https-test-turn-secret-0123456789"}}, nil)
+	// The relays' TLS certificate and key come from the job's Nomad
+	// variable (tls_cert, tls_key), as an operator stores them.
+	cert, key := selfSigned(t)
+	certPEM, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Nomad.Variables().Create(&nomad.Variable{Path: "nomad/jobs/metal-turn", Items: nomad.VariableItems{
+		"secret": "https-test-turn-secret-0123456789", "tls_cert": string(certPEM), "tls_key": string(keyPEM)}}, nil); err != nil {
+		t.Fatal(err)
+	}
 	turnHCL, err := jobs.Read("turn.nomad.hcl")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports, err := localcluster.FreePorts(2)
+	ports, err := localcluster.FreePorts(3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := localcluster.RunJob(ctx, c.Nomad, turnHCL, map[string]any{
 		"driver": "raw_exec", "metal_binary": metalBinary(t), "relay_ip": "127.0.0.1", "bind": "127.0.0.1",
-		"port": ports[0], "health_port": ports[1],
+		"port": ports[0], "health_port": ports[1], "tls_port": ports[2],
 	}); err != nil {
 		t.Fatal(err)
 	}
 	waitPassing(t, c, "metal-turn", 1)
+	checkTURNSCertificate(t, fmt.Sprintf("127.0.0.1:%d", ports[2]), certPEM)
 
-	cert, key := selfSigned(t)
 	g := startGateway(t, 2, 3, "-tls-cert", cert, "-tls-key", key)
 	browser := browsertest.NewTrustingSelfSigned(t)
 	tab := browsertest.Stranger(t, browser)
@@ -260,5 +276,35 @@ func TestHTTPSGatewayPlays(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no owner cookie")
+	}
+}
+
+// checkTURNSCertificate dials the relay's turns: listener trusting only
+// certPEM and has a STUN Binding request answered over it: the listener
+// serves the certificate the job's template rendered from the variable.
+func checkTURNSCertificate(t *testing.T, addr string, certPEM []byte) {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(certPEM) {
+		t.Fatal("test certificate does not parse")
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatalf("turns: listener %s with the certificate from the Nomad variable: %v", addr, err)
+	}
+	defer conn.Close()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write(req.Raw); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("no STUN answer over turns: %v", err)
+	}
+	res := &stun.Message{Raw: buf[:n]}
+	if err := res.Decode(); err != nil || res.Type != stun.BindingSuccess || res.TransactionID != req.TransactionID {
+		t.Fatalf("STUN over turns: answer %v (%v), want a Binding success", res, err)
 	}
 }

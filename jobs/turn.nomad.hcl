@@ -86,6 +86,18 @@ variable "allow" {
   default     = ""
 }
 
+variable "self_ips" {
+  type        = string
+  description = "Comma-separated addresses of each edge that relays must refuse besides its interfaces, relay_ip and meta.public_ip (always refused): for example a load balancer's address in front of the edge."
+  default     = ""
+}
+
+variable "deny_ports" {
+  type        = string
+  description = "Comma-separated peer ports refused on every address: the cluster's Nomad and Consul ports (set these if yours are not the defaults)."
+  default     = "4646,4647,4648,8300,8301,8302,8500,8501,8502,8503,8600"
+}
+
 variable "allow_local_peers" {
   type        = bool
   description = "Let relays reach the node's other addresses (a single node whose streamers share it); off, a relay reaches streamers on other nodes only."
@@ -115,6 +127,10 @@ locals {
     "-max-port", "${var.max_port}",
     "-allow", var.allow,
     "-allow-local-peers=${var.allow_local_peers}",
+    # The node's public address is the edge's own even when relay_ip names
+    # another (NAT): no relay into ourselves.
+    "-self-ip", join(",", compact(["$${meta.public_ip}", var.self_ips])),
+    "-deny-ports", var.deny_ports,
     ], var.tls_port == 0 ? [] : [
     "-tls-listen", "${var.bind}:${var.tls_port}",
     "-tls-cert", "$${NOMAD_SECRETS_DIR}/turn-tls.crt",

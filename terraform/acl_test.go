@@ -11,6 +11,7 @@ import (
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/hcl/v2"
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/metal-stream/metal/internal/localcluster"
@@ -33,6 +34,32 @@ func policyText(t *testing.T, m *module, typ, attr string) string {
 	}
 	t.Fatalf("no %s in the module", typ)
 	return ""
+}
+
+// sessionDrivers is the module's session namespace's enabled_task_drivers
+// (with the variables' defaults).
+func sessionDrivers(t *testing.T, m *module) []string {
+	t.Helper()
+	for _, b := range m.resources["nomad_namespace"] {
+		if b.Labels[1] != "sessions" {
+			continue
+		}
+		content, _, diags := b.Body.PartialContent(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "capabilities"}}})
+		if diags.HasErrors() || len(content.Blocks) != 1 {
+			t.Fatalf("nomad_namespace.sessions: want one capabilities block: %v", diags)
+		}
+		v, diags := attrs(t, content.Blocks[0])["enabled_task_drivers"].Expr.Value(m.evalContext(t))
+		if diags.HasErrors() {
+			t.Fatal(diags)
+		}
+		var out []string
+		for _, d := range v.AsValueSlice() {
+			out = append(out, d.AsString())
+		}
+		return out
+	}
+	t.Fatal("no nomad_namespace.sessions in the module")
+	return nil
 }
 
 func uuid(t *testing.T) string {
@@ -68,10 +95,13 @@ func TestGatewayTokensOnClustersWithACLs(t *testing.T) {
 	}
 	defer c.Stop(context.Background())
 
-	for _, ns := range []string{metalNS, sessNS} {
-		if _, err := c.Nomad.Namespaces().Register(&nomad.Namespace{Name: ns}, nil); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := c.Nomad.Namespaces().Register(&nomad.Namespace{Name: metalNS}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The session namespace as the module declares it: its drivers too.
+	if _, err := c.Nomad.Namespaces().Register(&nomad.Namespace{Name: sessNS,
+		Capabilities: &nomad.NamespaceCapabilities{EnabledTaskDrivers: sessionDrivers(t, m)}}, nil); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := c.Nomad.ACLPolicies().Upsert(&nomad.ACLPolicy{Name: "metal-gateway", Rules: nomadRules}, nil); err != nil {
 		t.Fatalf("real Nomad refused the gateway policy:\n%s\n%v", nomadRules, err)
@@ -130,6 +160,10 @@ func TestGatewayTokensOnClustersWithACLs(t *testing.T) {
 		refused("write a key that is not a session's", err)
 		_, err = gw.Namespaces().Register(&nomad.Namespace{Name: "evil"}, nil)
 		refused("create namespaces", err)
+		other := localcluster.SleepJob("metal-session-ffffffffffffffffffffffffffffffff", sessNS)
+		other.TaskGroups[0].Tasks[0].Driver = "exec" // not the streamers' driver (raw_exec here, docker in production)
+		_, _, err = gw.Jobs().Register(other, nil)
+		refused("submit a session job with another task driver", err)
 	})
 
 	ctoken := ""

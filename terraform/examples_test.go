@@ -148,6 +148,13 @@ func TestVariablesRefuseBadValues(t *testing.T) {
 		{"driver", cty.StringVal("exec"), false},
 		{"turn_tls_port", cty.NumberIntVal(5349), true},
 		{"turn_tls_port", cty.NumberIntVal(70000), false},
+		{"turn_allow", cty.StringVal(""), true},
+		{"turn_allow", cty.StringVal("10.1.0.0/16, 203.0.113.0/24,fd12::/48"), true},
+		{"turn_allow", cty.StringVal("10.1.0.0"), false},
+		{"turn_allow", cty.StringVal("10.1.0.0/16;rm"), false},
+		{"turn_relay_ip", cty.StringVal("203.0.113.7"), true},
+		{"turn_relay_ip", cty.StringVal("203.0.113.700"), false},
+		{"turn_relay_ip", cty.StringVal("edge.example.com"), false},
 	}
 	for _, c := range cases {
 		b, ok := root.variables[c.name]
@@ -160,6 +167,60 @@ func TestVariablesRefuseBadValues(t *testing.T) {
 		}
 		if !c.ok && len(problems) == 0 {
 			t.Errorf("%s = %#v accepted", c.name, c.v)
+		}
+	}
+}
+
+// TestTURNPreconditions: the TURN job's preconditions refuse a TLS port
+// without a certificate and key, and one equal to the TURN port, as
+// `tofu plan` would, and pass the defaults and a complete TLS setup.
+func TestTURNPreconditions(t *testing.T) {
+	root := load(t, ".")
+	var job *hcl.Block
+	for _, b := range root.resources["nomad_job"] {
+		if b.Labels[1] == "turn" {
+			job = b
+		}
+	}
+	if job == nil {
+		t.Fatal("no nomad_job.turn")
+	}
+	content, _, _ := job.Body.PartialContent(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "lifecycle"}}})
+	if len(content.Blocks) != 1 {
+		t.Fatal("nomad_job.turn has no lifecycle block")
+	}
+	lc, _, _ := content.Blocks[0].Body.PartialContent(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "precondition"}}})
+	failing := func(over map[string]cty.Value) (n int) {
+		ctx := root.evalContext(t)
+		vars := ctx.Variables["var"].AsValueMap()
+		for k, v := range over {
+			vars[k] = v
+		}
+		ctx.Variables["var"] = cty.ObjectVal(vars)
+		for _, p := range lc.Blocks {
+			v, diags := attrs(t, p)["condition"].Expr.Value(ctx)
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			if v.False() {
+				n++
+			}
+		}
+		return n
+	}
+	pem := cty.StringVal("-----BEGIN CERTIFICATE-----")
+	for _, c := range []struct {
+		name string
+		over map[string]cty.Value
+		fail int
+	}{
+		{"defaults", nil, 0},
+		{"TLS with cert and key", map[string]cty.Value{"turn_tls_port": cty.NumberIntVal(5349), "turn_tls_cert": pem, "turn_tls_key": pem}, 0},
+		{"TLS without a key", map[string]cty.Value{"turn_tls_port": cty.NumberIntVal(5349), "turn_tls_cert": pem}, 1},
+		{"TLS on the TURN port", map[string]cty.Value{"turn_tls_port": cty.NumberIntVal(3478), "turn_tls_cert": pem, "turn_tls_key": pem}, 1},
+	} {
+		if got := failing(c.over); got != c.fail {
+			t.Errorf("%s: %d preconditions fail, want %d", c.name, got, c.fail)
 		}
 	}
 }

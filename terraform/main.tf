@@ -24,6 +24,13 @@ resource "nomad_namespace" "sessions" {
   name        = var.session_namespace
   description = "Metal: one job per streaming session, registered by the gateway."
   depends_on  = [nomad_acl_token.gateway, consul_acl_token.gateway]
+
+  # Session jobs run the streamer's driver and no other: a leaked gateway
+  # token cannot submit, say, a raw_exec job to production clients (a
+  # root shell on each) when the streamers run in docker.
+  capabilities {
+    enabled_task_drivers = [var.driver]
+  }
 }
 
 # Secrets: generated here, stored only in Nomad variables that the jobs'
@@ -84,6 +91,17 @@ resource "nomad_job" "turn" {
       allow        = var.turn_allow
       tls_port     = var.turn_tls_port
       tls_name     = var.turn_tls_name
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.turn_tls_port == 0 || (var.turn_tls_cert != "" && var.turn_tls_key != "")
+      error_message = "turn_tls_port needs turn_tls_cert and turn_tls_key (PEM)."
+    }
+    precondition {
+      condition     = var.turn_tls_port != var.turn_port
+      error_message = "turn_tls_port must differ from turn_port (TCP on turn_port is plain TURN)."
     }
   }
 }

@@ -140,12 +140,22 @@ variable "turn_relay_ip" {
   type        = string
   description = "Public IPv4 of the relays; empty uses each node's meta.public_ip."
   default     = ""
+
+  validation {
+    condition     = var.turn_relay_ip == "" || can(regex("^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}$", var.turn_relay_ip))
+    error_message = "turn_relay_ip is empty or an IPv4 address."
+  }
 }
 
 variable "turn_allow" {
   type        = string
-  description = "Comma-separated CIDRs the relays may reach (the streamers' networks); empty allows any public address."
+  description = "Comma-separated CIDRs the relays may reach (the streamers' networks: public ones, or RFC 1918 / ULA VPC ranges); empty allows any public address."
   default     = ""
+
+  validation {
+    condition     = var.turn_allow == "" || can(regex("^ *[0-9A-Fa-f:.]+/[0-9]{1,3} *(, *[0-9A-Fa-f:.]+/[0-9]{1,3} *)*$", var.turn_allow))
+    error_message = "turn_allow is a comma-separated list of CIDRs, such as \"10.1.0.0/16,203.0.113.0/24\"."
+  }
 }
 
 variable "turn_tls_port" {

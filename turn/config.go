@@ -24,7 +24,7 @@ type Config struct {
 	// RelayBind is where relay sockets are bound (default: RelayIP).
 	RelayBind string
 	// MinPort and MaxPort bound the relay ports; the Nomad client reserves
-	// this range (client { reserved { reserved_ports = "49160-49200" } }).
+	// this range (client { reserved { reserved_ports = "49160-49559" } }).
 	MinPort, MaxPort uint16
 	// Secret is the TURN REST shared secret (coturn's static-auth-secret).
 	Secret string
@@ -54,6 +54,9 @@ type Config struct {
 	// PerUserAllocations and PerIPAllocations cap live relays per username
 	// (one session's credential) and per client IP (0: no cap).
 	PerUserAllocations, PerIPAllocations int
+	// SpectatorAllocations caps the live relays of all of a session's
+	// spectators together (the gateway names them "<session>-w<random>").
+	SpectatorAllocations int
 	// MaxTCPConns caps TCP (and TLS) connections; TCPIdle closes one that
 	// sends nothing for that long (a relay over TCP carries media, or at
 	// least refreshes).
@@ -76,12 +79,15 @@ func DefaultConfig() Config {
 		Listeners:          runtime.GOMAXPROCS(0),
 		MaxAllocations:     400,
 		PerUserAllocations: 4,
-		PerIPAllocations:   64,
-		MaxTCPConns:        1000,
-		TCPIdle:            2 * time.Minute,
-		AllocationKbps:     20000,
-		MaxLifetime:        12 * time.Hour,
-		DeniedPorts:        []int{4646, 4647, 4648, 8300, 8301, 8302, 8500, 8501, 8502, 8503, 8600},
+		// Up to five relay-only spectators (three relays each: one per
+		// TURN URL) per session.
+		SpectatorAllocations: 16,
+		PerIPAllocations:     64,
+		MaxTCPConns:          1000,
+		TCPIdle:              2 * time.Minute,
+		AllocationKbps:       20000,
+		MaxLifetime:          12 * time.Hour,
+		DeniedPorts:          []int{4646, 4647, 4648, 8300, 8301, 8302, 8500, 8501, 8502, 8503, 8600},
 	}
 }
 
@@ -97,6 +103,11 @@ func (c Config) Validate() error {
 	}
 	if ip := net.ParseIP(c.RelayIP); ip == nil || ip.To4() == nil {
 		errs = append(errs, fmt.Errorf("-relay-ip %q: want the edge's IPv4 address", c.RelayIP))
+	}
+	for _, p := range c.Allowed {
+		if err := checkAllowed(p); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.TLSListen != "" {
 		if _, _, err := net.SplitHostPort(c.TLSListen); err != nil {
@@ -116,8 +127,8 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("-max-allocations %d needs %d relay ports; -min-port %d to -max-port %d gives %d: widen the range (and the Nomad client's reserved ports) or lower the cap",
 			c.MaxAllocations, c.MaxAllocations, c.MinPort, c.MaxPort, ports))
 	}
-	if c.PerUserAllocations < 0 || c.PerIPAllocations < 0 || c.MaxTCPConns < 0 || c.TCPIdle < 0 {
-		errs = append(errs, errors.New("-per-user-allocations, -per-ip-allocations, -max-tcp-conns, -tcp-idle must not be negative"))
+	if c.PerUserAllocations < 0 || c.SpectatorAllocations < 0 || c.PerIPAllocations < 0 || c.MaxTCPConns < 0 || c.TCPIdle < 0 {
+		errs = append(errs, errors.New("-per-user-allocations, -spectator-allocations, -per-ip-allocations, -max-tcp-conns, -tcp-idle must not be negative"))
 	}
 	if len(c.Secret) < 16 {
 		errs = append(errs, errors.New("-secret (METAL_SECRET): want at least 16 characters"))

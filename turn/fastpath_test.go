@@ -97,7 +97,7 @@ func TestChannelDataTakesTheFastPath(t *testing.T) {
 // relay, it leaves to pion: a ChannelData shorter than its length field, an
 // unknown channel or client, a binding whose relay is closed or expired.
 func TestFastPathLeavesToPion(t *testing.T) {
-	q := newQuotas(0, 0, nil)
+	q := newQuotas(0, 0, 0, nil)
 	ch := newChannels(q, time.Minute, nil)
 	client := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")

@@ -1,13 +1,16 @@
 package turn
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 )
 
-// private are internal ranges an explicit allow-list may admit (a cloud
-// VPC's streamer network); every other denied range stays denied.
-var private = mustPrefixes("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+// private are the internal ranges an explicit allow-list may admit (a cloud
+// VPC's streamer network): RFC 1918 and its IPv6 counterpart, unique local
+// addresses (RFC 4193). Every other denied range (CGNAT, loopback,
+// link-local, ...) stays denied whatever the allow-list says.
+var private = mustPrefixes("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 
 // denied are the networks a relay must never reach.
 var denied = mustPrefixes(
@@ -44,9 +47,9 @@ func mustPrefixes(s ...string) []netip.Prefix {
 //     refused: no TURN inside TURN; so is every other address of this
 //     host (Local: its interfaces), unless AllowLocal (a single-node
 //     setup whose streamers share the relay's host);
-//  2. an address in Allowed is admitted, even an RFC 1918, CGNAT or ULA one
-//     (a VPC's streamers on other nodes), but never loopback, link-local
-//     (cloud metadata), multicast or reserved;
+//  2. an address in Allowed is admitted, even an RFC 1918 or ULA one (a
+//     VPC's streamers on other nodes), but never CGNAT, loopback,
+//     link-local (cloud metadata), multicast or reserved;
 //  3. every denied range is refused;
 //  4. anything else is admitted when Allowed is empty.
 //
@@ -140,4 +143,24 @@ func embeddedIPv4(a netip.Addr) netip.Addr {
 		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}) // 6to4
 	}
 	return a
+}
+
+// checkAllowed refuses an allow-list entry that spans internal ranges it
+// cannot mean: one overlapping a denied range must lie inside one private
+// range (10.1.0.0/16 is a VPC; 0.0.0.0/0 or 100.64.0.0/10 is a mistake
+// that would otherwise read as "every private network").
+func checkAllowed(p netip.Prefix) error {
+	p = p.Masked()
+	for _, d := range denied {
+		if !d.Overlaps(p) {
+			continue
+		}
+		for _, v := range private {
+			if v.Bits() <= p.Bits() && v.Contains(p.Addr()) {
+				return nil
+			}
+		}
+		return fmt.Errorf("-allow %s overlaps the internal range %s: list public networks and RFC 1918 or ULA VPC ranges (inside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7) apart", p, d)
+	}
+	return nil
 }

@@ -20,8 +20,8 @@ import (
 // sees it. The same table tells which peers a relay has permitted, so the
 // relay's bandwidth limiter only counts datagrams pion will deliver.
 type quotas struct {
-	perUser, perIP int
-	held           *held // credentials that outlive their TTL (held.go)
+	perUser, perSpectators, perIP int
+	held                          *held // credentials that outlive their TTL (held.go)
 
 	mu      sync.Mutex
 	pending map[[stun.TransactionIDSize]byte]owner // Allocate asked, not answered
@@ -42,17 +42,37 @@ type owner struct {
 	account string // the whole username, for held.go
 }
 
-// sessionOf is the session part of a TURN REST username ("expiry:session"):
-// every credential issued for a session counts against one quota.
-func sessionOf(username string) string {
+// sessionOf is the quota account of a TURN REST username
+// ("expiry:session"): every credential issued for a session counts against
+// one quota. The gateway names each spectator of a session
+// "<session>-w<random>", a fresh name on every poll of the share link, so
+// all of a session's spectators share one account, "<session>-w", with a
+// cap of its own: a share link handed around cannot take relays without
+// bound, nor take the owner's.
+func sessionOf(username string) (account string, spectators bool) {
 	if i := strings.IndexByte(username, ':'); i >= 0 {
-		return username[i+1:]
+		username = username[i+1:]
 	}
-	return username
+	if i := strings.LastIndex(username, "-w"); i > 0 && isHex(username[i+2:]) {
+		return username[:i+2], true
+	}
+	return username, false
 }
 
-func newQuotas(perUser, perIP int, h *held) *quotas {
-	return &quotas{perUser: perUser, perIP: perIP, held: h,
+func isHex(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func newQuotas(perUser, perSpectators, perIP int, h *held) *quotas {
+	return &quotas{perUser: perUser, perSpectators: perSpectators, perIP: perIP, held: h,
 		pending: map[[stun.TransactionIDSize]byte]owner{}, byPort: map[int]owner{},
 		byUser: map[string]int{}, byIP: map[netip.Addr]int{}, conns: map[int]*cappedConn{}, client: map[string]int{}}
 }
@@ -83,7 +103,12 @@ func (q *quotas) request(msg *stun.Message, src net.Addr) bool {
 	if user.GetFrom(msg) != nil {
 		return true // the unauthenticated first try: pion answers 401
 	}
-	o := owner{user: sessionOf(user.String()), account: user.String(), ip: addrIP(src), client: src.String(), key: clientKey(src), at: time.Now()}
+	account, spectators := sessionOf(user.String())
+	limit := q.perUser
+	if spectators {
+		limit = q.perSpectators
+	}
+	o := owner{user: account, account: user.String(), ip: addrIP(src), client: src.String(), key: clientKey(src), at: time.Now()}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if o.at.Sub(q.lastGC) > time.Second {
@@ -108,7 +133,7 @@ func (q *quotas) request(msg *stun.Message, src net.Addr) bool {
 			ips++
 		}
 	}
-	if (q.perUser > 0 && users >= q.perUser) || (q.perIP > 0 && ips >= q.perIP) || len(q.pending) >= maxPending {
+	if (limit > 0 && users >= limit) || (q.perIP > 0 && ips >= q.perIP) || len(q.pending) >= maxPending {
 		return false
 	}
 	q.pending[msg.TransactionID] = o

@@ -222,3 +222,41 @@ func TestTCPQuotaHoldsAcrossSegments(t *testing.T) {
 		t.Fatalf("second relay of one session over TCP, split: %v (code %v), want 486", res, code.Code)
 	}
 }
+
+// TestSpectatorsShareOneQuota: the gateway names every spectator of a
+// session "<session>-w<random>", a new name on each poll of the share link;
+// together they hold at most SpectatorAllocations relays, apart from the
+// owner's quota, which they cannot touch.
+func TestSpectatorsShareOneQuota(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.PerUserAllocations, c.SpectatorAllocations, c.PerIPAllocations = 1, 2, 0 })
+	for i, name := range []string{"sess-9-w0a1b2c3d", "sess-9-wdeadbeef"} {
+		u, p, _ := Credentials(secret, name, time.Hour)
+		if _, _, err := client(t, s, u, p); err != nil {
+			t.Fatalf("spectator %d's relay: %v", i+1, err)
+		}
+	}
+	u, p, _ := Credentials(secret, "sess-9-w0badf00d", time.Hour)
+	if _, _, err := client(t, s, u, p); err == nil || !strings.Contains(err.Error(), "error 486") {
+		t.Fatalf("a third spectator's relay (a fresh name): %v, want 486", err)
+	}
+	u, p, _ = Credentials(secret, "sess-9", time.Hour)
+	if _, _, err := client(t, s, u, p); err != nil {
+		t.Fatalf("the owner's relay while spectators hold theirs: %v", err)
+	}
+}
+
+func TestSessionOfNamesTheAccount(t *testing.T) {
+	for _, tt := range []struct {
+		user, account string
+		spectators    bool
+	}{
+		{"1700000000:abc123", "abc123", false},
+		{"1700000000:abc123-w0a1b2c3d", "abc123-w", true},
+		{"abc123-w", "abc123-w", false}, // no hex after -w: a name like any
+		{"1700000000:abc-wxyz", "abc-wxyz", false},
+	} {
+		if a, sp := sessionOf(tt.user); a != tt.account || sp != tt.spectators {
+			t.Errorf("sessionOf(%q) = %q, %v; want %q, %v", tt.user, a, sp, tt.account, tt.spectators)
+		}
+	}
+}

@@ -200,7 +200,7 @@ func (s *Server) Run(ctx context.Context) error {
 		},
 		max: int64(s.cfg.MaxAllocations), bytesPerS: s.cfg.AllocationKbps * 1000 / 8,
 		lifetime: s.cfg.MaxLifetime, m: s.m, ports: deniedPorts,
-		q:      newQuotas(s.cfg.PerUserAllocations, s.cfg.PerIPAllocations, &held{lifetime: s.cfg.MaxLifetime}),
+		q:      newQuotas(s.cfg.PerUserAllocations, s.cfg.SpectatorAllocations, s.cfg.PerIPAllocations, &held{lifetime: s.cfg.MaxLifetime}),
 		toPeer: s.m.relayed.WithLabelValues("to_peer"), toClient: s.m.relayed.WithLabelValues("to_client"),
 	}
 	// pion logs refused permissions and bad requests at info, one line

@@ -306,6 +306,12 @@ func TestConfigValidate(t *testing.T) {
 		// The relay port range must hold the allocation cap (README: the
 		// arithmetic).
 		{func(c *Config) { c.MinPort, c.MaxPort, c.MaxAllocations = 50000, 50009, 100 }, "-max-allocations"},
+		// An allow-list admits public networks and RFC 1918 / ULA VPC
+		// ranges, nothing that spans other internal ranges.
+		{func(c *Config) { c.Allowed = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")} }, "-allow 0.0.0.0/0"},
+		{func(c *Config) { c.Allowed = []netip.Prefix{netip.MustParsePrefix("100.64.0.0/10")} }, "-allow 100.64.0.0/10"},
+		{func(c *Config) { c.Allowed = []netip.Prefix{netip.MustParsePrefix("8.0.0.0/4")} }, "-allow 0.0.0.0/4"},
+		{func(c *Config) { c.Allowed = []netip.Prefix{netip.MustParsePrefix("::/0")} }, "-allow ::/0"},
 	} {
 		c := good
 		tt.mutate(&c)
@@ -316,6 +322,11 @@ func TestConfigValidate(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), secret) {
 			t.Error("the secret leaked into an error")
 		}
+	}
+	vpc := good
+	vpc.Allowed = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("fd12:3456::/48")}
+	if err := vpc.Validate(); err != nil {
+		t.Errorf("a VPC allow-list: %v", err)
 	}
 }
 

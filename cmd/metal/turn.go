@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/metal-stream/metal/internal/flagenv"
 	"github.com/metal-stream/metal/turn"
@@ -30,6 +31,7 @@ func runTURN(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.IntVar(&cfg.Listeners, "listeners", cfg.Listeners, "UDP sockets sharing the port (SO_REUSEPORT), one per core")
 	fs.IntVar(&cfg.MaxAllocations, "max-allocations", cfg.MaxAllocations, "live relays at most (each holds a port of -min-port..-max-port, so the range must be at least this wide)")
 	fs.IntVar(&cfg.PerUserAllocations, "per-user-allocations", cfg.PerUserAllocations, "live relays per TURN username (one session's credential); 0: no cap")
+	fs.IntVar(&cfg.SpectatorAllocations, "spectator-allocations", cfg.SpectatorAllocations, "live relays of all of a session's spectators together (share links); 0: no cap")
 	fs.IntVar(&cfg.PerIPAllocations, "per-ip-allocations", cfg.PerIPAllocations, "live relays per client IP; 0: no cap")
 	fs.IntVar(&cfg.MaxTCPConns, "max-tcp-conns", cfg.MaxTCPConns, "TCP and TLS connections at most; more are closed at once")
 	fs.DurationVar(&cfg.TCPIdle, "tcp-idle", cfg.TCPIdle, "close a TCP or TLS connection that sends nothing for this long")
@@ -55,6 +57,12 @@ func runTURN(ctx context.Context, log *slog.Logger, args []string) error {
 		cfg.Allowed = append(cfg.Allowed, p)
 	}
 	for _, a := range splitList(*selfIPs) {
+		if strings.HasPrefix(a, "${") {
+			// The job passes ${meta.public_ip}; Nomad leaves it as it is
+			// on a node without that meta (relay_ip set by hand).
+			log.Warn("-self-ip: left unresolved by Nomad, skipped", "value", a)
+			continue
+		}
 		ip, err := netip.ParseAddr(a)
 		if err != nil {
 			return fmt.Errorf("-self-ip %q: %w", a, err)

@@ -103,7 +103,7 @@ client {
   gc_max_allocs     = 200
   reserved {
     # TURN relay ports (jobs/turn.nomad.hcl)
-    reserved_ports = "49160-49200"
+    reserved_ports = "49160-49559"
   }
   options = {
     "fingerprint.denylist" = %q

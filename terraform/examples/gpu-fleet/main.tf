@@ -6,11 +6,11 @@
 #   plugin "metal-nvidia" { config { fingerprint_period = "10s" } }
 #   client {
 #     meta     = { public_ip = "<the instance's public IPv4>" }
-#     reserved { reserved_ports = "49160-49200" }
+#     reserved { reserved_ports = "49160-49559" }
 #   }
 #   plugin "docker" { config { allow_runtimes = ["runc", "nvidia"] } }
 #
-# and security groups open for UDP and TCP 3478, UDP 49160-49200 (TURN
+# and security groups open for UDP and TCP 3478, UDP 49160-49559 (TURN
 # relays) and the streamers' dynamic ports. The instances themselves come
 # from your cloud's module (an autoscaling group per region); this module
 # only deploys Metal onto the result.
