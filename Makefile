@@ -19,9 +19,11 @@ all: build
 
 ## dev: install what is missing, start Consul and Nomad, run Metal, print the player URL
 ## (DRIVER=docker: build the images and run everything in containers)
+## (GATEWAYS=3: the gateway job with count = 3 behind a local load balancer)
 DRIVER ?= raw_exec
+GATEWAYS ?= 1
 dev: deps tools build $(if $(filter docker,$(DRIVER)),images)
-	$(BIN)/metal dev -driver $(DRIVER)
+	$(BIN)/metal dev -driver $(DRIVER) -gateways $(GATEWAYS)
 
 ## test: everything CI runs
 test: deps tools build images vet nocgo lint-jobs lint-terraform

@@ -32,8 +32,9 @@ type edgeSite struct {
 // player's namespace, where Chromium runs. Each edge has its own Consul agent
 // and Nomad client (datacenter = edge name) and a TURN relay. The session must
 // land on the 10 ms edge; when that edge dies, the player is told within 5 s
-// and the replacement lands on the 40 ms edge. Every packet stays in the
-// test's own namespaces.
+// and the replacement lands on the 40 ms edge. Three gateways run the fleet
+// and the player talks to one that does not lead. Every packet stays in
+// the test's own namespaces.
 func TestNearestEdgeAndFailover(t *testing.T) {
 	if os.Getenv("METAL_TEST_NETNS") != "1" {
 		if os.Getenv("CI") == "true" {
@@ -109,20 +110,48 @@ func TestNearestEdgeAndFailover(t *testing.T) {
 	must(err)
 	waitPassing(t, server, "metal-turn", 3)
 
-	g := &gatewayProc{netns: srv, url: "http://198.20.0.1:8080"}
-	g.args = []string{"gateway", "-listen", "198.20.0.1:8080", "-key", e2eKey, "-admin-token", e2eAdmin,
-		"-datacenter", "edge-3,edge-2,edge-1", // default edge is the farthest: the choice must come from RTT
-		"-capacity", "1", "-queue", "3", "-failover", "auto", "-turn-secret", secret,
-		"-streamer-driver", "raw_exec", "-streamer-binary", metalBinary(t), "-gpu=false", "-streamer-demo",
-		"-resolution", "1280x720", "-fps", "30", "-rate", "1000", "-burst", "1000"}
-	g.env = append(os.Environ(), "NOMAD_ADDR="+server.NomadAddr, "CONSUL_HTTP_ADDR="+server.ConsulAddr)
-	g.start(t)
+	// Three gateways, as a fleet runs them; the player talks to one that
+	// does not lead, so every signal below crosses from the leader (which
+	// acts on Nomad's and Consul's events) to the player's gateway through
+	// the shared records.
+	var gws []*gatewayProc
+	for k := range 3 {
+		listen := fmt.Sprintf("198.20.0.1:%d", 8080+k)
+		gw := &gatewayProc{netns: srv, url: "http://" + listen}
+		gw.args = []string{"gateway", "-listen", listen, "-instance", fmt.Sprintf("gw-%d", k), "-key", e2eKey, "-admin-token", e2eAdmin,
+			"-datacenter", "edge-3,edge-2,edge-1", // default edge is the farthest: the choice must come from RTT
+			"-capacity", "1", "-queue", "3", "-failover", "auto", "-turn-secret", secret,
+			"-streamer-driver", "raw_exec", "-streamer-binary", metalBinary(t), "-gpu=false", "-streamer-demo",
+			"-resolution", "1280x720", "-fps", "30", "-rate", "1000", "-burst", "1000"}
+		gw.env = append(os.Environ(), "NOMAD_ADDR="+server.NomadAddr, "CONSUL_HTTP_ADDR="+server.ConsulAddr)
+		gw.start(t)
+		gws = append(gws, gw)
+	}
 	t.Cleanup(func() {
-		g.stop(t)
+		for _, gw := range gws {
+			gw.stop(t)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		_ = localcluster.PurgeJobs(ctx, server.Nomad)
 	})
+	var g *gatewayProc // the player's: the first that does not lead
+	for _, gw := range gws {
+		if l, ok := gw.leads(); ok && !l {
+			g = gw
+			break
+		}
+	}
+	if g == nil {
+		t.Fatal("no gateway answers as a follower")
+	}
+	logs := func() string {
+		var b strings.Builder
+		for _, gw := range gws {
+			fmt.Fprintf(&b, "--- gateway %s:\n%s\n", gw.url, gw.stderr.String())
+		}
+		return b.String()
+	}
 
 	browser := browsertest.New(t)
 	tab := browsertest.Tab(t, browser)
@@ -149,7 +178,7 @@ func TestNearestEdgeAndFailover(t *testing.T) {
 	}
 	t.Logf("player told after %v", time.Since(killed).Round(time.Millisecond))
 	if err := browsertest.WaitTrue(tab, `metal.session && metal.session.id !== "`+first.ID+`" && metal.stats && metal.stats.framesDecoded > 10`, 120*time.Second); err != nil {
-		t.Fatalf("%v\ngateway log:\n%s", err, g.stderr.String())
+		t.Fatalf("%v\ngateway logs:\n%s", err, logs())
 	}
 	second := g.sessionFull(t, sessionOf(t, tab))
 	if second.Edge != "edge-2" {
@@ -170,11 +199,11 @@ func TestNearestEdgeAndFailover(t *testing.T) {
 	must(edges[1].cluster.KillNomad())
 	t.Cleanup(func() { lab.Kill(edges[1].ns) }) // its orphaned streamer
 	if err := browsertest.WaitTrue(tab, `(metal.failovers || 0) >= 2`, 5*time.Second); err != nil {
-		t.Fatalf("player not told within 5 s of edge-2's Nomad client dying: %v\ngateway log:\n%s", err, g.stderr.String())
+		t.Fatalf("player not told within 5 s of edge-2's Nomad client dying: %v\ngateway logs:\n%s", err, logs())
 	}
 	t.Logf("player told %v after the client died", time.Since(stopped).Round(time.Millisecond))
 	if err := browsertest.WaitTrue(tab, `metal.session && metal.session.id !== "`+second.ID+`" && metal.stats && metal.stats.framesDecoded > 10`, 120*time.Second); err != nil {
-		t.Fatalf("%v\ngateway log:\n%s", err, g.stderr.String())
+		t.Fatalf("%v\ngateway logs:\n%s", err, logs())
 	}
 	third := g.sessionFull(t, sessionOf(t, tab))
 	if third.Edge != "edge-3" {

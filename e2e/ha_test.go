@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -87,12 +88,17 @@ func (g *gatewayProc) kill(t testing.TB) {
 }
 
 // watchJobs records the most session jobs Nomad held at once (registered
-// and not yet purged) until the returned stop is called. It follows Nomad's
-// event stream, which carries every evaluation in order (Nomad creates one
-// for each registration and each deregistration, and v1.6 emits no job
-// event for a purge), so no peak between two polls is missed; each new
-// peak is checked against Nomad's job table (CI runs counted a job whose
-// purge this stream never showed: Nomad listed 2 jobs, the count said 3).
+// and not yet purged) until the returned stop is called, which callers do
+// once Nomad holds none. It follows Nomad's event stream, which carries
+// every evaluation in index order (Nomad creates one for each registration
+// and each deregistration, and v1.6 emits no job event for a purge), so no
+// peak between two polls is missed, and a purge seen after a registration
+// was truly after it. Every peak is kept with the jobs it held; at stop,
+// a job whose deregistration the stream never showed and that Nomad no
+// longer lists is taken out of the peaks it is in (CI runs met one such
+// job: Nomad listed 2, the count said 3). Nothing is forgiven for a purge
+// that landed moments after an overshoot: that purge's evaluation is in
+// the stream, after the registration, so the overshoot stands.
 func watchJobs(t testing.TB, c *localcluster.Cluster) (stop func() int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -104,18 +110,24 @@ func watchJobs(t testing.TB, c *localcluster.Cluster) (stop func() int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	held := map[string]bool{}
-	seen := map[string]bool{} // evaluations already counted (they update)
-	most := 0
-	var mostHeld []string // the jobs held at the most, for the failure message
-	var streamErr error
+	var (
+		mu       sync.Mutex
+		held     = map[string]bool{}
+		seen     = map[string]bool{} // evaluations already counted (they update)
+		dereg    = map[string]bool{} // jobs whose deregistration the stream showed
+		peaks    [][]string          // the jobs held at each new raw peak
+		rawMost  int
+		streamEr error
+	)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for evs := range ch {
 			if evs.Err != nil {
 				if ctx.Err() == nil {
-					streamErr = evs.Err
+					mu.Lock()
+					streamEr = evs.Err
+					mu.Unlock()
 				}
 				cancel()
 				for range ch { // drain until the client gives up
@@ -125,6 +137,7 @@ func watchJobs(t testing.TB, c *localcluster.Cluster) (stop func() int) {
 			if evs.IsHeartbeat() {
 				continue
 			}
+			mu.Lock()
 			for _, e := range evs.Events {
 				ev, err := e.Evaluation()
 				if err != nil || ev == nil || seen[ev.ID] || !strings.HasPrefix(ev.JobID, "metal-session-") {
@@ -136,38 +149,67 @@ func watchJobs(t testing.TB, c *localcluster.Cluster) (stop func() int) {
 					held[ev.JobID] = true
 				case "job-deregister":
 					delete(held, ev.JobID)
+					dereg[ev.JobID] = true
 				}
-				if len(held) > most {
-					// A peak is checked against Nomad's job table: a job
-					// purged without a deregistration evaluation seen here
-					// must not count as held.
-					if listed, _, err := c.Nomad.Jobs().PrefixList("metal-session-"); err == nil {
-						live := map[string]bool{}
-						for _, j := range listed {
-							if j.Status != "dead" {
-								live[j.ID] = true
-							}
-						}
-						for id := range held {
-							if !live[id] {
-								t.Logf("%s: registered, no deregistration seen, not in Nomad's job table: not held", id)
-								delete(held, id)
-							}
-						}
-					}
-				}
-				if len(held) > most {
-					most, mostHeld = len(held), slices.Sorted(maps.Keys(held))
-					t.Logf("Nomad holds %d session jobs: %v (eval %s, %s, index %d)", most, mostHeld, ev.ID[:8], ev.TriggeredBy, e.Index)
+				// A ghost (below) never leaves held, so every true peak
+				// is at or after a raw peak: recording raw peaks is enough.
+				if len(held) >= rawMost && len(held) > 0 {
+					rawMost = len(held)
+					peaks = append(peaks, slices.Sorted(maps.Keys(held)))
 				}
 			}
+			mu.Unlock()
 		}
 	}()
 	return func() int {
+		// Give the stream a moment to show the purges that emptied Nomad.
+		ghosts := func() map[string]bool {
+			mu.Lock()
+			defer mu.Unlock()
+			g := map[string]bool{}
+			for _, p := range peaks {
+				for _, id := range p {
+					if !dereg[id] {
+						g[id] = true
+					}
+				}
+			}
+			return g
+		}
+		for deadline := time.Now().Add(5 * time.Second); len(ghosts()) > 0 && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+		}
 		cancel()
 		<-done
-		if streamErr != nil {
-			t.Errorf("the job count is incomplete: Nomad's event stream failed: %v", streamErr)
+		if streamEr != nil {
+			t.Errorf("the job count is incomplete: Nomad's event stream failed: %v", streamEr)
+		}
+		g := ghosts()
+		if len(g) > 0 {
+			listed, _, err := c.Nomad.Jobs().PrefixList("metal-session-")
+			if err != nil {
+				t.Errorf("listing Nomad's jobs: %v", err)
+				return math.MaxInt
+			}
+			for _, j := range listed {
+				delete(g, j.ID) // still in Nomad: held, not a ghost
+			}
+		}
+		most := 0
+		for _, p := range peaks {
+			n := 0
+			for _, id := range p {
+				if !g[id] {
+					n++
+				}
+			}
+			if n > most {
+				most = n
+				t.Logf("Nomad held %d session jobs at once: %v", n, p)
+			}
+		}
+		for id := range g {
+			t.Logf("%s: registered, no deregistration seen, not in Nomad's job table: not counted", id)
 		}
 		return most
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -456,4 +457,46 @@ func TestShutdownEndsProgressStreams(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	t.Logf("stream ended and Run returned %s after shutdown began", time.Since(start).Round(time.Millisecond))
+}
+
+// storeAway is the real scheduler whose session store does not answer for
+// one id, as scheduler.Get reports a Consul outage for a session this
+// gateway has not seen yet (scheduler's TestGetDuringConsulOutage drives
+// the real one through a cut line).
+type storeAway struct {
+	Placer
+	id string
+}
+
+func (p storeAway) Get(id string) (scheduler.Status, error) {
+	if id == p.id {
+		return scheduler.Status{}, fmt.Errorf("%w: consul: connection refused", scheduler.ErrUnavailable)
+	}
+	return p.Placer.Get(id)
+}
+
+// TestSessionStoreAwayIsRetried: a session route during a Consul outage
+// answers 503 with Retry-After, the same to owner and stranger (it says
+// nothing about the id), never the 404 that ends a player's page.
+func TestSessionStoreAwayIsRetried(t *testing.T) {
+	s := newTestServer(t, func(c *Config) { c.OpenMode = true }, nil)
+	rec := do(t, s, "POST", "/v1/sessions", "application/json", "", `{"guest":"alice-browser-0001"}`)
+	if rec.Code != 201 && rec.Code != 202 {
+		t.Fatalf("create = %d %s", rec.Code, rec.Body)
+	}
+	var v SessionView
+	_ = json.Unmarshal(rec.Body.Bytes(), &v)
+	alice := ownerCookieOf(t, rec)
+	s.placer = storeAway{Placer: s.placer, id: v.ID}
+	for _, cookies := range [][]*http.Cookie{{alice}, nil} {
+		for _, r := range []struct{ method, path string }{
+			{"GET", "/v1/sessions/" + v.ID},
+			{"DELETE", "/v1/sessions/" + v.ID},
+		} {
+			got := do(t, s, r.method, r.path, "", "", "", cookies...)
+			if got.Code != http.StatusServiceUnavailable || got.Header().Get("Retry-After") == "" {
+				t.Errorf("%s %s (cookies %d) = %d %q %s, want 503 with Retry-After", r.method, r.path, len(cookies), got.Code, got.Header().Get("Retry-After"), got.Body)
+			}
+		}
+	}
 }

@@ -149,6 +149,7 @@ func (s *Server) createSession(c echo.Context) error {
 			return jsonError(c, http.StatusUnauthorized, "%v", err)
 		}
 		if err != nil {
+			c.Response().Header().Set("Retry-After", "2")
 			return jsonError(c, http.StatusServiceUnavailable, "player store unavailable: %v", err)
 		}
 		player = p.Name
@@ -207,6 +208,12 @@ func (s *Server) ownedSession(c echo.Context) (scheduler.Status, error) {
 		return scheduler.Status{}, echo.NewHTTPError(http.StatusBadRequest, "malformed session id")
 	}
 	st, err := s.placer.Get(id)
+	if errors.Is(err, scheduler.ErrUnavailable) {
+		// Consul away: the same request answers once it is back. Says
+		// nothing about whether the id is live.
+		c.Response().Header().Set("Retry-After", "2")
+		return scheduler.Status{}, echo.NewHTTPError(http.StatusServiceUnavailable, "session store unavailable, try again shortly")
+	}
 	if err != nil {
 		return scheduler.Status{}, errNoSession
 	}

@@ -46,11 +46,36 @@ func TestCriticalCheckFailsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := time.Now()
+	// When Consul first reports the check critical, seen from its health
+	// endpoint every 50 ms: the 5 s the issue allows start there.
+	critical := make(chan time.Time, 1)
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go func() {
+		for watchCtx.Err() == nil {
+			entries, _, err := clustertest.Cluster(t).Consul.Health().Service("metal-streamer", "session-"+st.ID, false, nil)
+			if err == nil && len(entries) > 0 && entries[0].Checks.AggregatedStatus() == "critical" {
+				critical <- time.Now()
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
 	got := waitState(t, s, st.ID, StateFailed)
 	took := time.Since(at)
 	t.Logf("failed over %v after the check was made to fail (it runs every 2 s)", took.Round(time.Millisecond))
 	if got.Reason != ReasonUnhealthy {
 		t.Fatalf("reason %q, want %q", got.Reason, ReasonUnhealthy)
+	}
+	select {
+	case c := <-critical:
+		if since := time.Since(c); since > 5*time.Second {
+			t.Fatalf("failed over %v after Consul reported the check critical, want within 5 s", since)
+		} else {
+			t.Logf("failed over %v after Consul reported the check critical", since.Round(time.Millisecond))
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the session failed over, but Consul never reported its check critical")
 	}
 	// The check fails at its next run (2 s interval), then criticalGrace.
 	if took > 2*time.Second+criticalGrace+2*time.Second {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	consul "github.com/hashicorp/consul/api"
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/metal-stream/metal/internal/localcluster"
@@ -147,4 +149,36 @@ func TestNomadOutageQueuesNotFails(t *testing.T) {
 		st, _, err := s.Enqueue(ctx, "c", Prefs{})
 		return err == nil && st.State == StateQueued
 	})
+}
+
+// TestGetDuringConsulOutage: a session this gateway has not seen yet is
+// read from Consul; while Consul does not answer (a leader election), that
+// is an outage the caller retries (ErrUnavailable, a 503), never "no such
+// session", which would end a player's page at a gateway that is merely
+// behind.
+func TestGetDuringConsulOutage(t *testing.T) {
+	c := clustertest.Cluster(t)
+	line := newCutter(t, strings.TrimPrefix(c.ConsulAddr, "http://"))
+	ccfg := consul.DefaultConfig()
+	ccfg.Address = line.addr
+	cc, err := consul.NewClient(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hcl, _ := jobs.Read("streamer.nomad.hcl")
+	cfg := DefaultConfig()
+	cfg.JobHCL, cfg.MasterKey = hcl, []byte("scheduler-test-key-0123456789abcdef")
+	cfg.KVPrefix = "metal-test/" + t.Name() + "/"
+	s, err := New(cfg, c.Nomad, cc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const unseen = "0123456789abcdef0123456789abcdef"
+	if _, err := s.Get(unseen); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get of an unknown id with Consul up: %v, want ErrNotFound", err)
+	}
+	line.cut()
+	if _, err := s.Get(unseen); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get with Consul away: %v, want ErrUnavailable", err)
+	}
 }

@@ -164,3 +164,20 @@ func TestQueueOrderSurvivesRefusals(t *testing.T) {
 		t.Fatalf("%s placed while c's refused job is being purged", r.ID)
 	}
 }
+
+// TestPositionIgnoresAdmissionsInFlight: a record this gateway is still
+// admitting has no CreateIndex yet; the queue's positions are the same
+// with it as without, as they are at every other gateway.
+func TestPositionIgnoresAdmissionsInFlight(t *testing.T) {
+	s := &Scheduler{records: map[string]*record{}}
+	a := &record{ID: "a", createIndex: 10}
+	b := &record{ID: "b", createIndex: 20}
+	placed := &record{ID: "p", createIndex: 5, Placed: true}
+	s.records["a"], s.records["b"], s.records["p"] = a, b, placed
+	before := []int{s.positionLocked(a), s.positionLocked(b)}
+	s.records["n"] = &record{ID: "n", creating: true}
+	after := []int{s.positionLocked(a), s.positionLocked(b)}
+	if before[0] != 1 || before[1] != 2 || after[0] != before[0] || after[1] != before[1] {
+		t.Fatalf("positions of a, b: %v before an admission in flight, %v during it; want [1 2] both", before, after)
+	}
+}

@@ -531,7 +531,12 @@ func (s *Scheduler) Get(id string) (Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	got, err := s.store.get(ctx, id)
-	if err != nil || got == nil {
+	if err != nil {
+		// Consul away (a leader election): the session may well exist, so
+		// not a 404 but an outage the caller retries.
+		return Status{}, unavailable(err)
+	}
+	if got == nil {
 		return Status{}, ErrNotFound
 	}
 	s.mu.Lock()
@@ -657,7 +662,9 @@ func (s *Scheduler) statusLocked(r *record) Status {
 func (s *Scheduler) positionLocked(r *record) int {
 	pos := 1
 	for _, o := range s.records {
-		if !o.Ended && !o.Placed && o.createIndex < r.createIndex {
+		// A record still being admitted has no CreateIndex yet: counting
+		// it would move everyone back one place at this gateway only.
+		if !o.Ended && !o.Placed && !o.creating && o.createIndex < r.createIndex {
 			pos++
 		}
 	}
