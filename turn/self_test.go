@@ -267,3 +267,48 @@ func TestErrorAnswersCarryRealmAndNonce(t *testing.T) {
 		})
 	}
 }
+
+// TestAllowListAndInternalRangesOverTransports: over UDP and TCP, for
+// CreatePermission and ChannelBind, an allow-list naming a VPC range
+// (10.1.0.0/16) admits its peers while every other internal range stays
+// refused: the rest of 10.0.0.0/8, CGNAT, loopback, the cloud metadata
+// address, multicast; a public address outside the list is refused too.
+func TestAllowListAndInternalRangesOverTransports(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.Allowed = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("198.18.0.0/24")}
+	})
+	u, p := creds(t, time.Hour)
+	peers := []struct {
+		ip      string
+		allowed bool
+	}{
+		{"10.2.0.1", false},
+		{"172.16.0.1", false},
+		{"192.168.1.1", false},
+		{"100.64.0.1", false},
+		{"127.0.0.1", false},
+		{"169.254.169.254", false},
+		{"224.0.0.251", false},
+		{"203.0.113.7", false}, // public, not listed
+		// The VPC's streamers, last: the helper binds channel 0x4001, and
+		// a channel bound once cannot take another peer.
+		{"10.1.2.3", true},
+	}
+	for _, transport := range []string{"udp", "tcp"} {
+		t.Run(transport, func(t *testing.T) {
+			c, relay := clientOver(t, s, transport, u, p)
+			for _, peer := range peers {
+				addr := &net.UDPAddr{IP: net.ParseIP(peer.ip), Port: 5004}
+				code := channelBind(t, c, s.Addr(), u, p, addr)
+				if (code == stun.CodeForbidden) == peer.allowed || (peer.allowed && code != 0) {
+					t.Errorf("ChannelBind to %s: code %d, want allowed=%v", peer.ip, code, peer.allowed)
+				}
+				_, err := relay.WriteTo([]byte("hello"), addr)
+				refused := err != nil && strings.Contains(err.Error(), "error 403")
+				if refused == peer.allowed {
+					t.Errorf("CreatePermission to %s: %v, want allowed=%v", peer.ip, err, peer.allowed)
+				}
+			}
+		})
+	}
+}
