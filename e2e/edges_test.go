@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -244,8 +245,39 @@ func waitPassing(t *testing.T, c *localcluster.Cluster, service string, n int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d passing, want %d (%v)", service, len(entries), n, err)
+			t.Fatalf("%s: %d passing, want %d (%v)\n%s", service, len(entries), n, err, taskLogs(c, service))
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// taskLogs is what the allocations of job say of themselves: task events
+// and the tail of stderr, for a failure message.
+func taskLogs(c *localcluster.Cluster, job string) string {
+	allocs, _, err := c.Nomad.Jobs().Allocations(job, true, nil)
+	if err != nil {
+		return fmt.Sprintf("allocations of %s: %v", job, err)
+	}
+	var b strings.Builder
+	for _, stub := range allocs {
+		fmt.Fprintf(&b, "allocation %s on %s: %s\n", stub.ID[:8], stub.NodeName, stub.ClientStatus)
+		for task, st := range stub.TaskStates {
+			for _, ev := range st.Events {
+				fmt.Fprintf(&b, "  %s: %s %s\n", task, ev.Type, ev.DisplayMessage)
+			}
+			alloc, _, err := c.Nomad.Allocations().Info(stub.ID, nil)
+			if err != nil {
+				continue
+			}
+			if r, err := c.Nomad.AllocFS().Cat(alloc, "alloc/logs/"+task+".stderr.0", nil); err == nil {
+				out, _ := io.ReadAll(io.LimitReader(r, 1<<20))
+				r.Close()
+				if len(out) > 2000 {
+					out = out[len(out)-2000:]
+				}
+				fmt.Fprintf(&b, "  %s stderr:\n%s\n", task, out)
+			}
+		}
+	}
+	return b.String()
 }

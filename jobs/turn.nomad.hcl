@@ -88,7 +88,7 @@ variable "allow" {
 
 variable "self_ips" {
   type        = string
-  description = "Comma-separated addresses of each edge that relays must refuse besides its interfaces, relay_ip and meta.public_ip (always refused): for example a load balancer's address in front of the edge."
+  description = "Comma-separated addresses of the edges that relays must refuse besides their interfaces and relay IP: the nodes' public addresses when relay_ip is set (NAT), a load balancer's address in front of them."
   default     = ""
 }
 
@@ -127,9 +127,11 @@ locals {
     "-max-port", "${var.max_port}",
     "-allow", var.allow,
     "-allow-local-peers=${var.allow_local_peers}",
-    # The node's public address is the edge's own even when relay_ip names
-    # another (NAT): no relay into ourselves.
-    "-self-ip", join(",", compact(["$${meta.public_ip}", var.self_ips])),
+    # Without relay_ip the relay IP is the node's meta.public_ip, refused
+    # as the relay's own; with relay_ip (a NAT, or nodes without that meta:
+    # Nomad refuses to start a task whose args name a missing meta), list
+    # the nodes' public addresses in self_ips.
+    "-self-ip", var.self_ips,
     "-deny-ports", var.deny_ports,
     ], var.tls_port == 0 ? [] : [
     "-tls-listen", "${var.bind}:${var.tls_port}",

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/metal-stream/metal/internal/flagenv"
 	"github.com/metal-stream/metal/turn"
@@ -57,12 +56,6 @@ func runTURN(ctx context.Context, log *slog.Logger, args []string) error {
 		cfg.Allowed = append(cfg.Allowed, p)
 	}
 	for _, a := range splitList(*selfIPs) {
-		if strings.HasPrefix(a, "${") {
-			// The job passes ${meta.public_ip}; Nomad leaves it as it is
-			// on a node without that meta (relay_ip set by hand).
-			log.Warn("-self-ip: left unresolved by Nomad, skipped", "value", a)
-			continue
-		}
 		ip, err := netip.ParseAddr(a)
 		if err != nil {
 			return fmt.Errorf("-self-ip %q: %w", a, err)

@@ -57,6 +57,15 @@ type Options struct {
 	// Netns runs both agents in this network namespace (ip netns exec), on
 	// the agents' default ports.
 	Netns string
+	// Container runs both agents inside this running container (docker
+	// exec), a host of their own on a Docker network, on the agents'
+	// default ports. Dir and the agent binaries must be mounted in it at
+	// the same paths. docker kill of the container is the node's loss.
+	Container string
+	// WellKnownPorts puts the agents on their default ports (4646-4648,
+	// 8300-8301, 8500) on BindIP: an address of the test's own, such as
+	// the gateway of a Docker network whose containers join these agents.
+	WellKnownPorts bool
 	// BindIP is where the agents listen and advertise (default 127.0.0.1).
 	BindIP string
 	// NetworkInterface is the Nomad client's (default "lo").

@@ -31,7 +31,7 @@ func consulAgentConfig(p consulParams) string {
 	if !p.IsServer {
 		role = "server               = false\nretry_join           = " + hclList(p.Join)
 	}
-	return fmt.Sprintf(`# Written by metal (internal/localcluster). Loopback or test namespaces only.
+	return fmt.Sprintf(`# Written by metal (internal/localcluster). Loopback or test namespaces and networks only.
 datacenter           = %q
 node_name            = %q
 data_dir             = %q
@@ -99,7 +99,7 @@ func startConsul(ctx context.Context, bin, dir string, o Options) (*process, str
 	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 		return nil, "", fmt.Errorf("write consul config: %w", err)
 	}
-	p, err := startProcess("consul", filepath.Join(dir, "consul.log"), o.Netns, bin, "agent", "-config-file", cfgPath)
+	p, err := startProcess("consul", filepath.Join(dir, "consul.log"), o, bin, "agent", "-config-file", cfgPath)
 	if err != nil {
 		return nil, "", err
 	}

@@ -181,7 +181,7 @@ func startNomad(ctx context.Context, bin, dir string, o Options, consulAddr stri
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, nil, "", "", fmt.Errorf("write nomad config: %w", err)
 	}
-	p, err := startProcess("nomad", filepath.Join(dir, "nomad.log"), o.Netns, bin, "agent", "-config", cfgPath)
+	p, err := startProcess("nomad", filepath.Join(dir, "nomad.log"), o, bin, "agent", "-config", cfgPath)
 	if err != nil {
 		return nil, nil, "", "", err
 	}

@@ -33,9 +33,10 @@ func FreePorts(n int) ([]int, error) {
 }
 
 // agentPorts returns n ports: free ones on this machine's loopback, or the
-// agents' well-known defaults inside a network namespace of the agent's own.
+// agents' well-known defaults inside a network namespace (or container) of
+// the agents' own, or on an address of their own.
 func agentPorts(o Options, n int, defaults ...int) ([]int, error) {
-	if o.Netns != "" {
+	if o.Netns != "" || o.Container != "" || o.WellKnownPorts {
 		return defaults[:n], nil
 	}
 	return FreePorts(n)

@@ -22,12 +22,17 @@ type process struct {
 	err     error
 }
 
-// startProcess starts bin, inside network namespace netns when not empty
-// (ip netns exec replaces itself with bin, so the PID is the agent's).
-func startProcess(name, logPath, netns, bin string, args ...string) (*process, error) {
-	if netns != "" {
-		args = append([]string{"netns", "exec", netns, bin}, args...)
+// startProcess starts bin, inside o's network namespace (ip netns exec
+// replaces itself with bin, so the PID is the agent's) or container (the PID
+// is docker exec's; the agent ends with its container).
+func startProcess(name, logPath string, o Options, bin string, args ...string) (*process, error) {
+	switch {
+	case o.Netns != "":
+		args = append([]string{"netns", "exec", o.Netns, bin}, args...)
 		bin = "ip"
+	case o.Container != "":
+		args = append([]string{"exec", o.Container, bin}, args...)
+		bin = "docker"
 	}
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
