@@ -18,6 +18,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	consul "github.com/hashicorp/consul/api"
+	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/metal-stream/metal/internal/browsertest"
 
@@ -32,9 +33,17 @@ func TestDevPrintsAWorkingURLAndCleansUp(t *testing.T) {
 	defer cancel()
 	cmd, stdout, stderr := startDev(t, ctx)
 	defer func() {
+		// On a failure too, metal dev stops as a user stops it (Ctrl-C):
+		// a SIGKILL would leave its agents and their tasks running.
 		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+			_ = cmd.Process.Signal(syscall.SIGINT)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Minute):
+				_ = cmd.Process.Kill()
+			}
 		}
 	}()
 
@@ -93,6 +102,18 @@ func TestDevPrintsAWorkingURLAndCleansUp(t *testing.T) {
 	if a, b := sessionOf(t, tabs[0]), sessionOf(t, tabs[1]); a == b || a == "" {
 		t.Fatalf("two strangers share session %q", a)
 	}
+
+	checkDevDesktop(t, tabs[0], func() string {
+		m := devAddrRE.FindStringSubmatch(stderr.String())
+		if m == nil {
+			return "(no Nomad address in metal dev's log)"
+		}
+		nc, err := nomad.NewClient(&nomad.Config{Address: m[2]})
+		if err != nil {
+			return err.Error()
+		}
+		return taskLogs(nc, "metal-session-"+sessionOf(t, tabs[0]), "")
+	})
 
 	pids := agentPIDs(stderr.String())
 	if len(pids) != 2 {
@@ -304,4 +325,86 @@ func startDev(t *testing.T, ctx context.Context, extra ...string) (*exec.Cmd, io
 		t.Fatal(err)
 	}
 	return cmd, stdout, stderr
+}
+
+// checkDevDesktop: the player of `make dev` sees a desktop (the xterm's
+// white window on the dark root, not the demo scene), clicks into the
+// terminal and types a command that runs, and GL programs have Mesa's
+// llvmpipe on the session's display.
+func checkDevDesktop(t *testing.T, tab context.Context, streamerLog func() string) {
+	t.Helper()
+	const brightJS = `(() => {
+	  const v = document.getElementById("video"), c = document.createElement("canvas");
+	  c.width = 160; c.height = 90;
+	  const x = c.getContext("2d"); x.drawImage(v, 0, 0, 160, 90);
+	  const d = x.getImageData(0, 0, 160, 90).data;
+	  let bright = 0, dark = 0;
+	  for (let i = 0; i < d.length; i += 4) { const l = (d[i] + d[i+1] + d[i+2]) / 3; if (l > 200) bright++; else if (l < 60) dark++; }
+	  return [bright / (160 * 90), dark / (160 * 90)];
+	})()`
+	var frac []float64
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+		frac, err = browsertest.Eval[[]float64](tab, brightJS)
+		if err == nil && frac[0] > 0.05 && frac[1] > 0.2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			browsertest.Screenshot(t, tab, "dev-desktop")
+			t.Fatalf("the player sees no desktop: bright %.3f, dark %.3f of the frame (%v), want a window (> 5%% bright) on the root (> 20%% dark)\nthe streamer:\n%s", frac[0], frac[1], err, streamerLog())
+		}
+	}
+	// The session's display, from its streamer's log.
+	m := regexp.MustCompile(`msg="started Xvfb".* display=(:[0-9]+)`).FindStringSubmatch(streamerLog())
+	if m == nil {
+		t.Fatalf("no display in the streamer's log:\n%s", streamerLog())
+	}
+	display := m[1]
+	// Click into the terminal, where openbox put it, then type a command
+	// as the player's keyboard would.
+	info, err := exec.Command("xwininfo", "-display", display, "-name", "xterm").Output()
+	if err != nil {
+		t.Fatalf("xwininfo -name xterm on %s: %v", display, err)
+	}
+	geom := func(field string) float64 {
+		m := regexp.MustCompile(field + `:\s+(-?[0-9]+)`).FindSubmatch(info)
+		if m == nil {
+			t.Fatalf("xwininfo says no %q:\n%s", field, info)
+		}
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		return v
+	}
+	cx, cy := (geom("Absolute upper-left X")+geom("Width")/2)/1280, (geom("Absolute upper-left Y")+geom("Height")/2)/720
+	marker := fmt.Sprintf("/tmp/metaldevtyped%d", time.Now().UnixNano())
+	t.Cleanup(func() { _ = os.Remove(marker) })
+	// The shell may not be reading yet when its window shows (typeahead
+	// before readline starts is dropped), so the command is typed again
+	// until it has run: touch is idempotent.
+	for try := 1; ; try++ {
+		if _, err := browsertest.Eval[any](tab, `(() => { metal.send({type: "move", x: ` + strconv.FormatFloat(cx, 'f', 4, 64) + `, y: ` + strconv.FormatFloat(cy, 'f', 4, 64) + `}); metal.send({type: "button", button: 1, down: true}); metal.send({type: "button", button: 1, down: false}); return true; })()`); err != nil {
+			t.Fatal(err)
+		}
+		if err := chromedp.Do(tab, chromedp.KeyEvent("touch "+marker+"\r")); err != nil {
+			t.Fatal(err)
+		}
+		created := false
+		for deadline := time.Now().Add(4 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if _, err := os.Stat(marker); err == nil {
+				created = true
+				break
+			}
+		}
+		if created {
+			break
+		}
+		if try == 5 {
+			browsertest.Screenshot(t, tab, "dev-typing")
+			t.Fatalf("typed %q into the desktop's terminal 5 times; %s was not created\nthe streamer:\n%s", "touch "+marker, marker, streamerLog())
+		}
+	}
+	// GL on the session's display.
+	gl, err := exec.Command("glxinfo", "-B", "-display", display).CombinedOutput()
+	if err != nil || !strings.Contains(string(gl), "llvmpipe") {
+		t.Fatalf("glxinfo on the session's display %s: %v\n%s", display, err, gl)
+	}
 }

@@ -245,16 +245,17 @@ func waitPassing(t *testing.T, c *localcluster.Cluster, service string, n int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d passing, want %d (%v)\n%s", service, len(entries), n, err, taskLogs(c, service))
+			t.Fatalf("%s: %d passing, want %d (%v)\n%s", service, len(entries), n, err, taskLogs(c.Nomad, service, ""))
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
 }
 
-// taskLogs is what the allocations of job say of themselves: task events
-// and the tail of stderr, for a failure message.
-func taskLogs(c *localcluster.Cluster, job string) string {
-	allocs, _, err := c.Nomad.Jobs().Allocations(job, true, nil)
+// taskLogs is what the allocations of job (in namespace ns, "" for the
+// client's) say of themselves: task events and the tail of stderr, for a
+// failure message.
+func taskLogs(nc *nomad.Client, job, ns string) string {
+	allocs, _, err := nc.Jobs().Allocations(job, true, &nomad.QueryOptions{Namespace: ns})
 	if err != nil {
 		return fmt.Sprintf("allocations of %s: %v", job, err)
 	}
@@ -265,15 +266,15 @@ func taskLogs(c *localcluster.Cluster, job string) string {
 			for _, ev := range st.Events {
 				fmt.Fprintf(&b, "  %s: %s %s\n", task, ev.Type, ev.DisplayMessage)
 			}
-			alloc, _, err := c.Nomad.Allocations().Info(stub.ID, nil)
+			alloc, _, err := nc.Allocations().Info(stub.ID, &nomad.QueryOptions{Namespace: ns})
 			if err != nil {
 				continue
 			}
-			if r, err := c.Nomad.AllocFS().Cat(alloc, "alloc/logs/"+task+".stderr.0", nil); err == nil {
+			if r, err := nc.AllocFS().Cat(alloc, "alloc/logs/"+task+".stderr.0", nil); err == nil {
 				out, _ := io.ReadAll(io.LimitReader(r, 1<<20))
 				r.Close()
-				if len(out) > 2000 {
-					out = out[len(out)-2000:]
+				if len(out) > 4000 {
+					out = out[len(out)-4000:]
 				}
 				fmt.Fprintf(&b, "  %s stderr:\n%s\n", task, out)
 			}

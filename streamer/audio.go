@@ -39,12 +39,13 @@ func startPulse(ctx context.Context) (*pulse, error) {
 		"--log-target=stderr", "--log-level=error")
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_RUNTIME_DIR="+dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	wait, err := startPinned(cmd)
+	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start pulseaudio (apt-get install pulseaudio): %w", err)
 	}
 	p := &pulse{server: "unix:" + sock, cmd: cmd, dir: dir, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
+	go func() { _ = wait(); close(p.done) }()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {

@@ -181,6 +181,18 @@ func TestBrowserInputReachesX(t *testing.T) {
 	}
 	waitX(t, "key a released", func() bool { return !xd.KeyDown('a') })
 
+	// A key held when the page loses focus (Alt+Tab: its keyup goes to
+	// another window) is released in the session.
+	evs = kb.Encode('b')
+	if err := dispatch(evs[0]); err != nil {
+		t.Fatal(err)
+	}
+	waitX(t, "key b held", func() bool { return xd.KeyDown('b') })
+	if _, err := browsertest.Eval[any](tab, `window.dispatchEvent(new Event("blur")), 0`); err != nil {
+		t.Fatal(err)
+	}
+	waitX(t, "key b released when the page lost focus", func() bool { return !xd.KeyDown('b') })
+
 	// Malformed data-channel messages get an error reply; input still works.
 	if _, err := browsertest.Eval[any](tab, `metal.state.dc.send("not json"), 0`); err != nil {
 		t.Fatal(err)

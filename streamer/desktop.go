@@ -1,9 +1,8 @@
 package streamer
 
 import (
-	"bufio"
+	"bytes"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -26,25 +25,18 @@ func startDesktop(command, display string, log *slog.Logger) (*desktop, error) {
 	cmd := exec.Command("/bin/sh", "-c", command)
 	cmd.Env = append(desktopEnv(os.Environ()), "DISPLAY="+display)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	out, err := cmd.StdoutPipe()
+	// Its output, a line at a time and bounded, in the streamer's log.
+	lines := &lineLog{log: log.With("component", "desktop"), left: 1 << 20}
+	cmd.Stdout, cmd.Stderr = lines, lines
+	wait, err := startPinned(cmd)
 	if err != nil {
-		return nil, fmt.Errorf("desktop: %w", err)
-	}
-	cmd.Stderr = cmd.Stdout // one pipe for both
-	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start desktop %q: %w", command, err)
 	}
 	log = log.With("component", "desktop", "pid", cmd.Process.Pid)
 	log.Info("desktop started", "command", command, "display", display)
 	d := &desktop{cmd: cmd, done: make(chan struct{})}
 	go func() {
-		// Its output, a line at a time and bounded, in the streamer's log.
-		sc := bufio.NewScanner(io.LimitReader(out, 1<<20))
-		for sc.Scan() {
-			log.Debug("desktop", "line", sc.Text())
-		}
-		_, _ = io.Copy(io.Discard, out)
-		err := cmd.Wait()
+		err := wait()
 		log.Info("desktop exited; the stream goes on", "err", err)
 		close(d.done)
 	}()
@@ -83,4 +75,33 @@ func (d *desktop) stop() {
 	// Children that outlived the shell (a window manager the shell ran in
 	// the background) are in the same group.
 	_ = syscall.Kill(pgid, syscall.SIGKILL)
+}
+
+// lineLog writes what it is given to log, a line at a time, at most left
+// bytes in all (a chatty desktop must not fill the streamer's log).
+type lineLog struct {
+	log  *slog.Logger
+	left int
+	buf  []byte
+}
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	n := len(p)
+	if l.left <= 0 {
+		return n, nil
+	}
+	if len(p) > l.left {
+		p = p[:l.left]
+	}
+	l.left -= len(p)
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.log.Debug("desktop", "line", string(l.buf[:i]))
+		l.buf = l.buf[i+1:]
+	}
+	return n, nil
 }

@@ -30,13 +30,14 @@ func startXvfb(ctx context.Context, w, h int) (*xvfb, error) {
 		"-nolisten", "tcp", "-noreset", "+extension", "XTEST")
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	wait, err := startPinned(cmd)
+	if err != nil {
 		pw.Close()
 		return nil, fmt.Errorf("start Xvfb (apt-get install xvfb): %w", err)
 	}
 	pw.Close()
 	x := &xvfb{cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(x.done) }()
+	go func() { _ = wait(); close(x.done) }()
 
 	line := make(chan string, 1)
 	go func() {

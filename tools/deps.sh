@@ -10,6 +10,8 @@ pkgs=(
 	gstreamer1.0-plugins-ugly gstreamer1.0-x gstreamer1.0-pulseaudio
 	# streamer: display, input injection and audio
 	xvfb x11-utils x11-apps xdotool libx11-dev libxtst-dev libxfixes-dev pulseaudio
+	# make dev's desktop: a window manager, a terminal, Mesa's llvmpipe for GL
+	openbox xterm libgl1-mesa-dri libglx-mesa0 mesa-utils
 	# browser tests
 	chromium fonts-dejavu-core
 	# TURN comparison and network-namespace tests

@@ -36,6 +36,7 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	gateways := fs.Int("gateways", 1, "gateway instances (the job's count); more than one puts a local load balancer on the gateway port")
 	driver := fs.String("driver", "raw_exec", "task driver: raw_exec (this metal binary) or docker (the metal and metal-desktop images, `make images`)")
 	tag := fs.String("image-tag", "dev", "tag of the metal and metal-desktop images (-driver docker)")
+	desktop := fs.String("desktop", "openbox & xterm", "the session's desktop with raw_exec: a shell command started on the streamer's display (Debian's openbox and xterm, tools/deps.sh); empty: the moving demo scene (benchmarks)")
 	flagenv.Usage(fs, "metal dev [flags]")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err
@@ -148,13 +149,19 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	// reached from beyond this machine.
 	streamerArgs := []string{"-gpu=false", "-streamer-loopback", "-streamer-ice-interfaces", "lo", "-resolution", "1280x720", "-fps", strconv.Itoa(*fps),
 		"-streamer-cpu", strconv.Itoa(streamerCPU)}
-	what := "the demo scene"
-	if *driver == "docker" {
+	var what string
+	switch {
+	case *driver == "docker":
 		// The image's desktop (Openbox and an xterm), not the demo.
 		streamerArgs = append(streamerArgs, "-streamer-image", desktopImage)
 		what = "the desktop of " + desktopImage
-	} else {
+	case *desktop != "":
+		// A real desktop from this machine's packages, as the image has.
+		streamerArgs = append(streamerArgs, "-streamer-desktop", *desktop)
+		what = "desktop " + strconv.Quote(*desktop)
+	default:
 		streamerArgs = append(streamerArgs, "-streamer-demo")
+		what = "the demo scene"
 	}
 	step("registering job metal-gateway (%s, %d instance(s), open mode, capacity %s, queue %d, 720p%d, %d MHz per stream, %s)", *driver, *gateways, *capacity, *queue, *fps, streamerCPU, what)
 	if _, err := localcluster.RunJob(ctx, cluster.Nomad, hcl, map[string]any{

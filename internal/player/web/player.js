@@ -246,14 +246,27 @@
     }
     return 0;
   }
+  // What this page holds down, released when it loses focus: the keyup of
+  // an Alt+Tab away (or a click on another window) never reaches the page,
+  // and the session would keep the key or button held.
+  const heldKeys = new Set(), heldButtons = new Set();
   for (const type of ["keydown", "keyup"]) {
     document.addEventListener(type, (e) => {
       const k = keysym(e);
       if (!k) return;
       e.preventDefault();
+      if (type === "keydown") heldKeys.add(k); else heldKeys.delete(k);
       send({ type: "key", keysym: k, down: type === "keydown" });
     });
   }
+  function releaseAll() {
+    for (const k of heldKeys) send({ type: "key", keysym: k, down: false });
+    for (const b of heldButtons) send({ type: "button", button: b, down: false });
+    heldKeys.clear(); heldButtons.clear();
+  }
+  window.addEventListener("blur", releaseAll);
+  document.addEventListener("visibilitychange", () => { if (document.hidden) releaseAll(); });
+  window.metal.held = () => ({ keys: [...heldKeys], buttons: [...heldButtons] });
 
   // Map a client position to 0..1 of the picture (object-fit: contain).
   function position(e) {
@@ -277,6 +290,7 @@
       if (!b) return;
       e.preventDefault();
       video.focus();
+      if (type === "mousedown") heldButtons.add(b); else heldButtons.delete(b);
       send({ type: "button", button: b, down: type === "mousedown" });
     });
   }
