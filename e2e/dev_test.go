@@ -381,7 +381,7 @@ func checkDevDesktop(t *testing.T, tab context.Context, streamerLog func() strin
 	// before readline starts is dropped), so the command is typed again
 	// until it has run: touch is idempotent.
 	for try := 1; ; try++ {
-		if _, err := browsertest.Eval[any](tab, `(() => { metal.send({type: "move", x: ` + strconv.FormatFloat(cx, 'f', 4, 64) + `, y: ` + strconv.FormatFloat(cy, 'f', 4, 64) + `}); metal.send({type: "button", button: 1, down: true}); metal.send({type: "button", button: 1, down: false}); return true; })()`); err != nil {
+		if _, err := browsertest.Eval[any](tab, `(() => { metal.send({type: "move", x: `+strconv.FormatFloat(cx, 'f', 4, 64)+`, y: `+strconv.FormatFloat(cy, 'f', 4, 64)+`}); metal.send({type: "button", button: 1, down: true}); metal.send({type: "button", button: 1, down: false}); return true; })()`); err != nil {
 			t.Fatal(err)
 		}
 		if err := chromedp.Do(tab, chromedp.KeyEvent("touch "+marker+"\r")); err != nil {
