@@ -31,7 +31,7 @@ test: deps tools build images vet nocgo lint-jobs lint-terraform
 	@rm -rf $(CURDIR)/.cache/tests && $(GO) test -c -o $(CURDIR)/.cache/tests/ ./... && rm -rf $(CURDIR)/.cache/tests
 	@echo "==> go test (one package at a time; CI=true: a test that would skip for a missing tool or privilege fails)"
 	CI=true $(GO) test $(TEST_FLAGS) ./...
-	cd tools/nvidia-plugin && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" $(GO) vet . && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" $(GO) test $(TEST_FLAGS) .
+	cd tools/nvidia-plugin && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" $(GO) vet . && CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" CI=true $(GO) test $(TEST_FLAGS) .
 
 deps:
 	@tools/deps.sh

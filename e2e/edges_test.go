@@ -136,7 +136,11 @@ func TestNearestEdgeAndFailover(t *testing.T) {
 		defer cancel()
 		_ = localcluster.PurgeJobs(ctx, server.Nomad)
 	})
-	var g *gatewayProc // the player's: the first that does not lead
+	// Once the fleet has a leader, the player's gateway is one that does
+	// not lead (checked again after the kills: it must not have taken
+	// over, or the test would be the one-gateway case again).
+	leaderOf(t, gws, 10*time.Second)
+	var g *gatewayProc
 	for _, gw := range gws {
 		if l, ok := gw.leads(); ok && !l {
 			g = gw
@@ -212,6 +216,9 @@ func TestNearestEdgeAndFailover(t *testing.T) {
 	}
 	if old := g.sessionFull(t, second.ID); old.State != "failed" || old.Replacement != third.ID || !strings.Contains(old.Reason, ReasonNodeLost) {
 		t.Fatalf("second session after its client died: %+v", old)
+	}
+	if l, _ := g.leads(); l {
+		t.Fatal("the player's gateway took the lead during the test: the signals never crossed gateways")
 	}
 }
 

@@ -487,7 +487,16 @@ func TestSessionStoreAwayIsRetried(t *testing.T) {
 	var v SessionView
 	_ = json.Unmarshal(rec.Body.Bytes(), &v)
 	alice := ownerCookieOf(t, rec)
+	rec = do(t, s, "POST", "/v1/sessions/"+v.ID+"/shares", "application/json", "", `{}`, alice)
+	var sh Share
+	if err := json.Unmarshal(rec.Body.Bytes(), &sh); err != nil || sh.ID == "" {
+		t.Fatalf("share = %d %s", rec.Code, rec.Body)
+	}
 	s.placer = storeAway{Placer: s.placer, id: v.ID}
+	// A spectator's page polls its share: 503, retried, not a 500.
+	if got := do(t, s, "GET", "/v1/shares/"+sh.ID, "", "", ""); got.Code != http.StatusServiceUnavailable || got.Header().Get("Retry-After") == "" {
+		t.Errorf("GET /v1/shares/%s = %d %q %s, want 503 with Retry-After", sh.ID, got.Code, got.Header().Get("Retry-After"), got.Body)
+	}
 	for _, cookies := range [][]*http.Cookie{{alice}, nil} {
 		for _, r := range []struct{ method, path string }{
 			{"GET", "/v1/sessions/" + v.ID},

@@ -51,9 +51,10 @@ func TestCriticalCheckFailsOver(t *testing.T) {
 	critical := make(chan time.Time, 1)
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
+	health := clustertest.Cluster(t).Consul.Health()
 	go func() {
 		for watchCtx.Err() == nil {
-			entries, _, err := clustertest.Cluster(t).Consul.Health().Service("metal-streamer", "session-"+st.ID, false, nil)
+			entries, _, err := health.Service("metal-streamer", "session-"+st.ID, false, nil)
 			if err == nil && len(entries) > 0 && entries[0].Checks.AggregatedStatus() == "critical" {
 				critical <- time.Now()
 				return

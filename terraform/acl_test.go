@@ -164,6 +164,9 @@ func TestGatewayTokensOnClustersWithACLs(t *testing.T) {
 		other.TaskGroups[0].Tasks[0].Driver = "exec" // not the streamers' driver (raw_exec here, docker in production)
 		_, _, err = gw.Jobs().Register(other, nil)
 		refused("submit a session job with another task driver", err)
+		if err != nil && !strings.Contains(err.Error(), "driver") {
+			t.Errorf("a job with another driver was refused, but not for its driver: %v", err)
+		}
 	})
 
 	ctoken := ""

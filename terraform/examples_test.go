@@ -155,6 +155,13 @@ func TestVariablesRefuseBadValues(t *testing.T) {
 		{"turn_relay_ip", cty.StringVal("203.0.113.7"), true},
 		{"turn_relay_ip", cty.StringVal("203.0.113.700"), false},
 		{"turn_relay_ip", cty.StringVal("edge.example.com"), false},
+		{"turn_relay_ip", cty.StringVal("01.2.3.4"), false},
+		{"turn_allow", cty.StringVal("0.0.0.0/0"), false},
+		{"turn_allow", cty.StringVal("10.1.0.0/16,::/0"), false},
+		{"turn_allow", cty.StringVal("100.64.0.0/10"), false},
+		{"turn_allow", cty.StringVal("8.8.8.0/24, 100.100.0.0/16"), false},
+		{"turn_deny_ports", cty.StringVal("4646,8500"), true},
+		{"turn_deny_ports", cty.StringVal("4646;8500"), false},
 	}
 	for _, c := range cases {
 		b, ok := root.variables[c.name]

@@ -89,6 +89,8 @@ resource "nomad_job" "turn" {
       port         = var.turn_port
       relay_ip     = var.turn_relay_ip
       allow        = var.turn_allow
+      self_ips     = var.turn_self_ips
+      deny_ports   = var.turn_deny_ports
       tls_port     = var.turn_tls_port
       tls_name     = var.turn_tls_name
     }

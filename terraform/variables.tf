@@ -142,7 +142,7 @@ variable "turn_relay_ip" {
   default     = ""
 
   validation {
-    condition     = var.turn_relay_ip == "" || can(regex("^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}$", var.turn_relay_ip))
+    condition     = var.turn_relay_ip == "" || can(regex("^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$", var.turn_relay_ip))
     error_message = "turn_relay_ip is empty or an IPv4 address."
   }
 }
@@ -155,6 +155,30 @@ variable "turn_allow" {
   validation {
     condition     = var.turn_allow == "" || can(regex("^ *[0-9A-Fa-f:.]+/[0-9]{1,3} *(, *[0-9A-Fa-f:.]+/[0-9]{1,3} *)*$", var.turn_allow))
     error_message = "turn_allow is a comma-separated list of CIDRs, such as \"10.1.0.0/16,203.0.113.0/24\"."
+  }
+
+  # What metal turn refuses at start (-allow): a range spanning internal
+  # ones, such as 0.0.0.0/0, ::/0 or CGNAT.
+  validation {
+    condition     = !can(regex("(^|,) *([0-9.]+/[0-7]|[0-9A-Fa-f:]*:[0-9A-Fa-f:]*/[0-6]|100\\.(6[4-9]|[7-9][0-9]|1[01][0-9]|12[0-7])\\.[0-9.]+/[0-9]+) *(,|$)", var.turn_allow))
+    error_message = "turn_allow lists public networks and RFC 1918 or ULA VPC ranges apart: no range spanning loopback, link-local or CGNAT (0.0.0.0/0, ::/0, 100.64.0.0/10)."
+  }
+}
+
+variable "turn_self_ips" {
+  type        = string
+  description = "Comma-separated addresses the relays refuse as their own besides their interfaces and relay IP: the nodes' public addresses when turn_relay_ip is set (NAT), a load balancer's address."
+  default     = ""
+}
+
+variable "turn_deny_ports" {
+  type        = string
+  description = "Comma-separated peer ports the relays never send to, on any address: the cluster's Nomad and Consul ports."
+  default     = "4646,4647,4648,8300,8301,8302,8500,8501,8502,8503,8600"
+
+  validation {
+    condition     = can(regex("^[0-9]{1,5}(,[0-9]{1,5})*$", var.turn_deny_ports))
+    error_message = "turn_deny_ports is a comma-separated list of ports."
   }
 }
 
