@@ -1,14 +1,18 @@
 package streamer
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -340,4 +344,147 @@ func TestBrowserDrawsTheCursor(t *testing.T) {
 			t.Fatalf("spectator's hidden cursor: %v", err)
 		}
 	}
+}
+
+// xEvents records the X events xev sees on the root window of display
+// (Xvfb has no window manager in these tests, so input lands there).
+func xEvents(t *testing.T, display string) *syncBuffer {
+	t.Helper()
+	cmd := exec.Command("xev", "-display", display, "-root", "-event", "button", "-event", "keyboard")
+	out := &syncBuffer{}
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("xev (x11-utils): %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	time.Sleep(300 * time.Millisecond) // xev selects its events
+	return out
+}
+
+func touchAction(typ input.DispatchTouchEventType, points ...[2]float64) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		p := input.DispatchTouchEventParams{Type: typ, TouchPoints: []*input.TouchPoint{}}
+		for _, xy := range points {
+			p.TouchPoints = append(p.TouchPoints, &input.TouchPoint{X: xy[0], Y: xy[1]})
+		}
+		_, err := cdp.Call(ctx, tg, input.DispatchTouchEvent, p)
+		return err
+	})
+}
+
+// TestBrowserTouchInput: on a touch screen, one finger dragging moves the
+// X pointer without clicking, a tap clicks where it lands, two fingers
+// dragging up scroll down (X button 5), and the Keyboard button's field
+// types what the on-screen keyboard inserts.
+func TestBrowserTouchInput(t *testing.T) {
+	r := startStreamer(t, func(c *Config) { c.Audio = false })
+	browser := browsertest.New(t)
+	tab := browsertest.Tab(t, browser)
+	touchOn := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, emulation.SetTouchEmulationEnabled, emulation.SetTouchEmulationEnabledParams{Enabled: true, MaxTouchPoints: 5})
+		return err
+	})
+	if err := chromedp.Do(tab, chromedp.EmulateViewport(1280, 720), touchOn, chromedp.Navigate(r.playerURL(t, token.RoleOwner))); err != nil {
+		t.Fatal(err)
+	}
+	waitPlaying(t, tab, 1280, 720)
+	if err := browsertest.WaitTrue(tab, `metal.state.dc && metal.state.dc.readyState === "open"`, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	xd, err := x11.Open(r.Display())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xd.Close()
+	events := xEvents(t, r.Display())
+	defer func() {
+		if t.Failed() {
+			t.Logf("xev saw:\n%s", events.String())
+		}
+	}()
+	presses := func(button int) int { // ButtonPress events of button
+		n := 0
+		for _, ev := range strings.Split(events.String(), "\n\n") {
+			if strings.HasPrefix(strings.TrimSpace(ev), "ButtonPress event") && strings.Contains(ev, fmt.Sprintf("button %d,", button)) {
+				n++
+			}
+		}
+		return n
+	}
+
+	// Drag: the pointer follows the finger, nothing is clicked.
+	if err := chromedp.Do(tab, touchAction(input.DispatchTouchEventTypeTouchStart, [2]float64{100, 100}),
+		touchAction(input.DispatchTouchEventTypeTouchMove, [2]float64{200, 150}),
+		touchAction(input.DispatchTouchEventTypeTouchMove, [2]float64{320, 180}),
+		touchAction(input.DispatchTouchEventTypeTouchEnd)); err != nil {
+		t.Fatal(err)
+	}
+	waitX(t, "pointer dragged to (320,180)", func() bool {
+		x, y := xd.Pointer()
+		return abs(x-320) <= 2 && abs(y-180) <= 2
+	})
+	time.Sleep(300 * time.Millisecond)
+	if n := presses(1); n != 0 {
+		t.Fatalf("a drag clicked (%d presses of button 1)", n)
+	}
+
+	// Tap: a click where the finger lands.
+	if err := chromedp.Do(tab, touchAction(input.DispatchTouchEventTypeTouchStart, [2]float64{640, 360}),
+		touchAction(input.DispatchTouchEventTypeTouchEnd)); err != nil {
+		t.Fatal(err)
+	}
+	waitX(t, "a tap's click at (640,360)", func() bool {
+		x, y := xd.Pointer()
+		return presses(1) == 1 && abs(x-640) <= 2 && abs(y-360) <= 2
+	})
+
+	// Two fingers drag up: the content follows, scrolling down.
+	if err := chromedp.Do(tab, touchAction(input.DispatchTouchEventTypeTouchStart, [2]float64{600, 500}, [2]float64{700, 500}),
+		touchAction(input.DispatchTouchEventTypeTouchMove, [2]float64{600, 440}, [2]float64{700, 440}),
+		touchAction(input.DispatchTouchEventTypeTouchMove, [2]float64{600, 380}, [2]float64{700, 380}),
+		touchAction(input.DispatchTouchEventTypeTouchEnd)); err != nil {
+		t.Fatal(err)
+	}
+	waitX(t, "two-finger scroll as button 5", func() bool { return presses(5) >= 1 })
+	if n := presses(1); n != 1 {
+		t.Fatalf("the scroll clicked: %d presses of button 1, want the tap's 1", n)
+	}
+
+	// The on-screen keyboard: its button shows on a touch screen, and what
+	// it inserts into the field is typed in the session.
+	if shown, err := browsertest.Eval[bool](tab, `!document.getElementById("keyboard").hidden`); err != nil || !shown {
+		t.Fatalf("no Keyboard button on a touch screen (%v)", err)
+	}
+	insert := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, input.InsertText, input.InsertTextParams{Text: "hi"})
+		return err
+	})
+	if _, err := browsertest.Eval[any](tab, `document.getElementById("keyboard").click(), 0`); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(tab, insert); err != nil {
+		t.Fatal(err)
+	}
+	waitX(t, "h and i typed from the on-screen keyboard", func() bool {
+		out := events.String()
+		return strings.Count(out, "KeyPress event") >= 2 && strings.Contains(out, "(keysym 0x68, h)") && strings.Contains(out, "(keysym 0x69, i)")
+	})
+}
+
+// syncBuffer is a bytes.Buffer a subprocess writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -24,7 +24,9 @@
   <button id="lock" title="Capture the mouse for games (Esc releases it)">Lock mouse</button>
   <button id="togglestats" title="Show or hide statistics">Stats</button>
   <button id="fullscreen" title="Fullscreen">Fullscreen</button>
-</div>`);
+  <button id="keyboard" title="On-screen keyboard (touch screens)" hidden>Keyboard</button>
+</div>
+<input id="softkeys" autocapitalize="off" autocomplete="off" autocorrect="off" spellcheck="false" aria-label="Keyboard input">`);
   }
   const video = document.getElementById("video");
   const statusEl = document.getElementById("status");
@@ -300,6 +302,77 @@
     const step = (v) => Math.max(-16, Math.min(16, Math.round(v / 100) || Math.sign(v)));
     send({ type: "wheel", dx: step(e.deltaX), dy: step(e.deltaY) });
   }, { passive: false });
+
+  // Touch (phones, tablets): a tap clicks where it lands, one finger
+  // dragging moves the pointer, two fingers scroll; Keyboard opens the
+  // on-screen keyboard through a hidden text field, whose input is typed.
+  const touch = { start: null, moved: false, lastY: 0, lastX: 0 };
+  const TAP_MS = 300, TAP_PX = 10, SCROLL_PX = 40;
+  video.addEventListener("touchstart", (e) => {
+    e.preventDefault();
+    const t = e.touches[0];
+    touch.start = { x: t.clientX, y: t.clientY, at: performance.now(), fingers: e.touches.length };
+    touch.moved = false;
+    touch.lastX = t.clientX; touch.lastY = t.clientY;
+    if (e.touches.length === 1) send(Object.assign({ type: "move" }, position(t)));
+  }, { passive: false });
+  video.addEventListener("touchmove", (e) => {
+    e.preventDefault();
+    if (!touch.start) return;
+    const t = e.touches[0];
+    if (Math.hypot(t.clientX - touch.start.x, t.clientY - touch.start.y) > TAP_PX) touch.moved = true;
+    if (e.touches.length >= 2 || touch.start.fingers >= 2) {
+      touch.start.fingers = 2;
+      const dy = t.clientY - touch.lastY, dx = t.clientX - touch.lastX;
+      if (Math.abs(dy) >= SCROLL_PX || Math.abs(dx) >= SCROLL_PX) {
+        // Content follows the fingers: dragging up scrolls down.
+        send({ type: "wheel", dx: Math.abs(dx) >= SCROLL_PX ? -Math.sign(dx) : 0, dy: Math.abs(dy) >= SCROLL_PX ? -Math.sign(dy) : 0 });
+        touch.lastX = t.clientX; touch.lastY = t.clientY;
+      }
+      return;
+    }
+    send(Object.assign({ type: "move" }, position(t)));
+  }, { passive: false });
+  video.addEventListener("touchend", (e) => {
+    e.preventDefault();
+    const s = touch.start;
+    if (!s || e.touches.length > 0) return;
+    touch.start = null;
+    if (s.fingers === 1 && !touch.moved && performance.now() - s.at < TAP_MS) {
+      send({ type: "button", button: 1, down: true });
+      send({ type: "button", button: 1, down: false });
+    }
+  }, { passive: false });
+  const softkeys = document.getElementById("softkeys");
+  const keyboardButton = document.getElementById("keyboard");
+  if (softkeys) {
+    // Kept in the page (a hidden field gets no keyboard) but out of sight.
+    Object.assign(softkeys.style, { position: "absolute", left: "-1000px", top: "0", opacity: "0", width: "1px", height: "1px" });
+    keyboardButton.hidden = !("ontouchstart" in window || navigator.maxTouchPoints > 0);
+    keyboardButton.onclick = () => softkeys.focus();
+    softkeys.addEventListener("input", (e) => {
+      const type = (k) => { send({ type: "key", keysym: k, down: true }); send({ type: "key", keysym: k, down: false }); };
+      if (e.inputType === "deleteContentBackward") type(0xff08);
+      else if (e.inputType === "insertLineBreak") type(0xff0d);
+      else for (const ch of e.data || "") {
+        const cp = ch.codePointAt(0);
+        type(cp === 10 ? 0xff0d : cp < 0x100 ? cp : 0x01000000 + cp);
+      }
+      softkeys.value = "";
+    });
+    // Named keys (Enter, Backspace, arrows) come as key events, sent here
+    // and kept from the field (so no input event types them twice); text
+    // comes as input events (soft keyboards report key "Unidentified").
+    for (const type of ["keydown", "keyup"]) {
+      softkeys.addEventListener(type, (e) => {
+        e.stopPropagation();
+        const k = e.key !== " " && special[e.key];
+        if (!k) return;
+        e.preventDefault();
+        send({ type: "key", keysym: k, down: type === "keydown" });
+      });
+    }
+  }
 
   if (!cfg.manual) connect();
 })();
