@@ -21,6 +21,7 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/metal-stream/metal/internal/browsertest"
+	"github.com/metal-stream/metal/internal/localcluster"
 
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 )
@@ -112,7 +113,7 @@ func TestDevPrintsAWorkingURLAndCleansUp(t *testing.T) {
 		if err != nil {
 			return err.Error()
 		}
-		return taskLogs(nc, "metal-session-"+sessionOf(t, tabs[0]), "")
+		return localcluster.TaskLogs(nc, "metal-session-"+sessionOf(t, tabs[0]), "")
 	})
 
 	pids := agentPIDs(stderr.String())

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
+	"github.com/metal-stream/metal/internal/netlab"
 	"github.com/metal-stream/metal/jobs"
 )
 
@@ -57,49 +59,48 @@ func edgeNetwork(t *testing.T) (name, prefix string) {
 // datacenter) from the host's agent binaries.
 type edgeHost struct {
 	name, dc, ip string
-	delay        time.Duration // added on the host's side of its link
+	// publicIP is the edge's address for players, at the end of a line
+	// from the host's playerIP that adds delay (round trip).
+	publicIP, playerIP string
+	delay              time.Duration
 }
 
 // start runs the edge's container and its agents, joined to the servers at
 // gateway (the host's address on the network).
-func (e *edgeHost) start(t *testing.T, ctx context.Context, network, gateway, nomadBin, consulBin string) *localcluster.Cluster {
+func (e *edgeHost) start(t *testing.T, ctx context.Context, lab *netlab.Lab, network, gateway, nomadBin, consulBin string) *localcluster.Cluster {
 	t.Helper()
 	dir := t.TempDir()
 	// The edge is the desktop image (metal, Xvfb, GStreamer), run as root
-	// so that its Nomad client may run tasks; privileged for the client's
-	// cgroups. The agents' configs and data live in dir, mounted at the
-	// same path, as are the agent binaries.
+	// with CAP_SYS_ADMIN so that its Nomad client may mount each task's
+	// secrets directory (--privileged: this machine's engine refuses it).
+	// The agents' configs and data live in dir, mounted at the same path,
+	// as are the agent binaries.
 	docker(t, "run", "-d", "--name", e.name, "--hostname", e.name, "--network", network, "--ip", e.ip,
-		"--privileged", "--user", "0", "--label", "metal-e2e=edges", "--entrypoint", "sleep",
+		"--user", "0", "--cap-add", "SYS_ADMIN", "--label", "metal-e2e=edges", "--entrypoint", "sleep",
 		"-v", dir+":"+dir, "-v", nomadBin+":"+nomadBin+":ro", "-v", consulBin+":"+consulBin+":ro",
 		dockerImages[1], "infinity")
 	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", e.name).Run() })
-	if e.delay > 0 {
-		// The host's end of the container's veth: its egress is the way
-		// from the player (and the servers) to the edge.
-		idx := docker(t, "exec", e.name, "cat", "/sys/class/net/eth0/iflink")
-		out, err := exec.Command("ip", "-o", "link").Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		veth := ""
-		for _, l := range strings.Split(string(out), "\n") {
-			if f := strings.Fields(l); len(f) > 1 && f[0] == idx+":" {
-				veth, _, _ = strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-			}
-		}
-		if veth == "" {
-			t.Fatalf("no host link with index %s for %s", idx, e.name)
-		}
-		if out, err := exec.Command("tc", "qdisc", "add", "dev", veth, "root", "netem", "delay", e.delay.String()).CombinedOutput(); err != nil {
-			t.Fatalf("tc netem on %s: %v\n%s", veth, err, out)
-		}
+	// The player reaches the edge's public address over a line of its
+	// own, delayed in both directions: a TUN pair between the host and the
+	// container's network namespace (netlab; this kernel has no netem).
+	pid := docker(t, "inspect", "-f", "{{.State.Pid}}", e.name)
+	n, err := strconv.Atoi(pid)
+	if err != nil {
+		t.Fatalf("container %s pid %q", e.name, pid)
+	}
+	ns, err := lab.Adopt(e.dc, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := fmt.Sprintf("pl-%s", e.dc)
+	if err := lab.DelayLink("", host, e.playerIP, ns, "pl", e.publicIP, e.delay/2); err != nil {
+		t.Fatal(err)
 	}
 	c, err := localcluster.Start(ctx, localcluster.Options{
 		Container: e.name, Dir: dir, BindIP: e.ip, NetworkInterface: "eth0", NodeName: e.name,
 		Datacenter: e.dc, ConsulJoin: []string{gateway}, NomadRole: "client",
 		NomadServers: []string{gateway + ":4647"}, NomadBin: nomadBin, ConsulBin: consulBin,
-		ClientMeta: map[string]string{"public_ip": e.ip},
+		ClientMeta: map[string]string{"public_ip": e.publicIP},
 	})
 	if err != nil {
 		logs, _ := exec.Command("docker", "logs", e.name).CombinedOutput()
@@ -133,8 +134,8 @@ func sessionFromPage(t *testing.T, tab context.Context, id string) pageSession {
 // a container with its own address on a Docker network, running a Consul
 // client and a Nomad client (its own datacenter), a TURN relay and, once
 // placed, the session's streamer; the servers and the gateway run on the
-// host, which is the player's machine too. Edge 1 is 5 ms from the player,
-// edge 2 40 ms. The session lands on edge 1; docker kill of edge 1's
+// host, which is the player's machine too. Edge 1 is 10 ms from the
+// player, edge 2 40 ms (round trip, to their public addresses). The session lands on edge 1; docker kill of edge 1's
 // container (agents, relay and streamer at once: a real node loss) tells
 // the player within 5 s, and the replacement lands on edge 2.
 func TestEdgesAsContainersNearestAndFailover(t *testing.T) {
@@ -156,12 +157,14 @@ func TestEdgesAsContainersNearestAndFailover(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = server.Stop(context.Background()) })
 
+	lab := netlab.New()
+	t.Cleanup(func() { _ = lab.Close() })
 	edges := []*edgeHost{
-		{name: fmt.Sprintf("metal-e2e-edge-1-%d", os.Getpid()), dc: "edge-1", ip: prefix + ".11", delay: 5 * time.Millisecond},
-		{name: fmt.Sprintf("metal-e2e-edge-2-%d", os.Getpid()), dc: "edge-2", ip: prefix + ".12", delay: 40 * time.Millisecond},
+		{name: fmt.Sprintf("metal-e2e-edge-1-%d", os.Getpid()), dc: "edge-1", ip: prefix + ".11", publicIP: "198.18.201.2", playerIP: "198.18.201.1", delay: 10 * time.Millisecond},
+		{name: fmt.Sprintf("metal-e2e-edge-2-%d", os.Getpid()), dc: "edge-2", ip: prefix + ".12", publicIP: "198.18.202.2", playerIP: "198.18.202.1", delay: 40 * time.Millisecond},
 	}
 	for _, e := range edges {
-		e.start(t, ctx, network, gw, nomadBin, consulBin)
+		e.start(t, ctx, lab, network, gw, nomadBin, consulBin)
 	}
 
 	// TURN on every edge (a system job), its secret in a Nomad variable.
@@ -230,8 +233,8 @@ func TestEdgesAsContainersNearestAndFailover(t *testing.T) {
 	if first.Edge != "edge-1" {
 		t.Fatalf("session on %q (rtt %v, choice %q), want edge-1", first.Edge, first.RTT, first.Choice)
 	}
-	if !(first.RTT["edge-1"] < first.RTT["edge-2"]) || first.RTT["edge-1"] < 4 || first.RTT["edge-2"] < 39 {
-		t.Fatalf("measured RTTs %v do not follow 5 < 40 ms", first.RTT)
+	if !(first.RTT["edge-1"] < first.RTT["edge-2"]) || first.RTT["edge-1"] < 9 || first.RTT["edge-2"] < 39 {
+		t.Fatalf("measured RTTs %v do not follow 10 < 40 ms", first.RTT)
 	}
 	t.Logf("placed on %s: %s; measured %v", first.Edge, first.Choice, first.RTT)
 
@@ -266,7 +269,7 @@ func waitPassingN(t *testing.T, ctx context.Context, c *localcluster.Cluster, se
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("%s: %d passing, want %d (%v)", service, len(entries), n, err)
+			t.Fatalf("%s: %d passing, want %d (%v)\n%s", service, len(entries), n, err, localcluster.TaskLogs(c.Nomad, service, ""))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -46,6 +46,20 @@ func (l *Lab) Namespace(name string) (string, error) {
 	return full, ip("-n", full, "link", "set", "lo", "up")
 }
 
+// Adopt names the network namespace of process pid (a container the test
+// started) for `ip netns exec` and the lab's other calls, and returns the
+// name. Close ends its processes too and removes the name.
+func (l *Lab) Adopt(name string, pid int) (string, error) {
+	full := l.prefix + name
+	if err := ip("netns", "attach", full, strconv.Itoa(pid)); err != nil {
+		return "", err
+	}
+	l.mu.Lock()
+	l.ns = append(l.ns, full)
+	l.mu.Unlock()
+	return full, nil
+}
+
 // Close ends every process in the lab's namespaces (SIGKILL), stops the
 // delay lines and deletes the namespaces.
 func (l *Lab) Close() error {
