@@ -352,7 +352,7 @@ func checkDevDesktop(t *testing.T, tab context.Context, streamerLog func() strin
 		}
 		if time.Now().After(deadline) {
 			browsertest.Screenshot(t, tab, "dev-desktop")
-			t.Fatalf("the player sees no desktop: bright %.3f, dark %.3f of the frame (%v), want a window (> 5%% bright) on the root (> 20%% dark)\nthe streamer:\n%s", frac[0], frac[1], err, streamerLog())
+			t.Fatalf("the player sees no desktop: bright %.3f, dark %.3f of the frame (%v), want a window (> 5%% bright) on the root (> 20%% dark)\n%s\nthe streamer:\n%s", frac[0], frac[1], err, desktopDiagnosis(tab, streamerLog()), streamerLog())
 		}
 	}
 	// The session's display, from its streamer's log.
@@ -408,4 +408,31 @@ func checkDevDesktop(t *testing.T, tab context.Context, streamerLog func() strin
 	if err != nil || !strings.Contains(string(gl), "llvmpipe") {
 		t.Fatalf("glxinfo on the session's display %s: %v\n%s", display, err, gl)
 	}
+}
+
+// desktopDiagnosis says, for a black desktop, whether the X screen itself
+// shows a window (xwd of the root: the share of bright bytes) and whether
+// the player's video still advances.
+func desktopDiagnosis(tab context.Context, log string) string {
+	var b strings.Builder
+	if m := regexp.MustCompile(`msg="started Xvfb".* display=(:[0-9]+)`).FindStringSubmatch(log); m != nil {
+		if img, err := exec.Command("xwd", "-root", "-silent", "-display", m[1]).Output(); err == nil && len(img) > 8 {
+			header := int(img[0])<<24 | int(img[1])<<16 | int(img[2])<<8 | int(img[3])
+			bright := 0
+			px := img[min(header, len(img)):]
+			for _, v := range px {
+				if v > 200 {
+					bright++
+				}
+			}
+			fmt.Fprintf(&b, "X screen %s: %.3f of its bytes bright\n", m[1], float64(bright)/float64(max(1, len(px))))
+		} else {
+			fmt.Fprintf(&b, "xwd %s: %v\n", m[1], err)
+		}
+	}
+	f1, _ := browsertest.Eval[float64](tab, `metal.stats ? metal.stats.framesDecoded : -1`)
+	time.Sleep(2 * time.Second)
+	f2, _ := browsertest.Eval[float64](tab, `metal.stats ? metal.stats.framesDecoded : -1`)
+	fmt.Fprintf(&b, "frames decoded: %.0f, 2 s later %.0f", f1, f2)
+	return b.String()
 }

@@ -98,7 +98,7 @@ variable "ice_interfaces" {
 
 variable "desktop" {
   type        = string
-  description = "Shell command the streamer starts on its display: the session's desktop (for example \"openbox & xterm\"). Empty: none with raw_exec; the image's METAL_DESKTOP (Openbox and an xterm) with docker."
+  description = "Shell command the streamer starts on its display: the session's desktop (for example \"openbox --startup xterm\"). Empty: none with raw_exec; the image's METAL_DESKTOP (Openbox and an xterm) with docker."
   default     = ""
 }
 

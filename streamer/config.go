@@ -40,7 +40,7 @@ type Config struct {
 	Demo bool
 	// Desktop is a shell command started on the display once it is up
 	// (with DISPLAY and PULSE_SERVER set) and ended with the streamer: the
-	// session's desktop, for example "openbox & xterm". Empty starts none.
+	// session's desktop, for example "openbox --startup xterm". Empty starts none.
 	Desktop string
 	// RemoteCursor sends the X cursor to the players, who draw it at input
 	// latency, and keeps it out of the capture; false captures it.

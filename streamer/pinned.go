@@ -9,12 +9,11 @@ import (
 // thread held for the child's whole life, and returns the child's Wait.
 //
 // Linux sends Pdeathsig when the *thread* that forked the child ends, not
-// the process. A child started from a thread that later ends (a locked
-// goroutine's thread, or a C thread running a callback) is killed at a
-// random moment: the session's desktop went black that way, its shell and
-// windows gone while the stream ran on. Here the forking goroutine stays
-// locked to its thread until the child has exited, so the signal comes only
-// when the streamer itself dies.
+// the process. A child started from a thread that later ends (one a
+// locked goroutine held, or a C thread running a callback) would be killed
+// at a random moment. Here the forking goroutine stays locked to its
+// thread until the child has exited, so the signal comes only when the
+// streamer itself dies (chromedp starts Chromium the same way).
 func startPinned(cmd *exec.Cmd) (wait func() error, err error) {
 	started := make(chan error, 1)
 	exited := make(chan struct{})

@@ -36,7 +36,7 @@ func runDev(ctx context.Context, log *slog.Logger, args []string) error {
 	gateways := fs.Int("gateways", 1, "gateway instances (the job's count); more than one puts a local load balancer on the gateway port")
 	driver := fs.String("driver", "raw_exec", "task driver: raw_exec (this metal binary) or docker (the metal and metal-desktop images, `make images`)")
 	tag := fs.String("image-tag", "dev", "tag of the metal and metal-desktop images (-driver docker)")
-	desktop := fs.String("desktop", "openbox & xterm", "the session's desktop with raw_exec: a shell command started on the streamer's display (Debian's openbox and xterm, tools/deps.sh); empty: the moving demo scene (benchmarks)")
+	desktop := fs.String("desktop", "openbox --startup xterm", "the session's desktop with raw_exec: a shell command started on the streamer's display (Debian's openbox and xterm, tools/deps.sh); empty: the moving demo scene (benchmarks)")
 	flagenv.Usage(fs, "metal dev [flags]")
 	if err := flagenv.Parse(fs, args); err != nil {
 		return err

@@ -34,7 +34,7 @@ func runStreamer(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.IntVar(&cfg.MaxKbps, "max-kbps", cfg.MaxKbps, "highest bitrate congestion control may choose, kbit/s")
 	fs.BoolVar(&cfg.Audio, "audio", cfg.Audio, "stream audio from a PulseAudio null sink")
 	fs.BoolVar(&cfg.Demo, "demo", cfg.Demo, "draw a moving demo scene and play a tone")
-	fs.StringVar(&cfg.Desktop, "desktop", cfg.Desktop, "shell command started on the display once it is up, ended with the streamer: the session's desktop (for example \"openbox & xterm\")")
+	fs.StringVar(&cfg.Desktop, "desktop", cfg.Desktop, "shell command started on the display once it is up, ended with the streamer: the session's desktop (for example \"openbox --startup xterm\")")
 	fs.StringVar(&cfg.SessionID, "session", cfg.SessionID, "session id this streamer serves")
 	key := fs.String("token-key", "", "session-token signing key, at least 32 bytes (default: random, printed link only)")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "exit 0 after this long without the owner connected (0: never)")
