@@ -41,14 +41,17 @@ func requireImages(t *testing.T) {
 // name to container ids.
 func metalContainers(t *testing.T) map[string][]string {
 	t.Helper()
-	out, err := exec.Command("docker", "ps", "--format", "{{.ID}} {{.Image}}").Output()
+	// Not the edge test's containers (same image, labelled): only what
+	// Nomad's docker driver runs.
+	out, err := exec.Command("docker", "ps", "--format", `{{.ID}} {{.Image}} {{.Label "metal-e2e"}}`).Output()
 	if err != nil {
 		t.Fatalf("docker ps: %v", err)
 	}
 	got := map[string][]string{}
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		id, img, ok := strings.Cut(l, " ")
-		if ok && (img == dockerImages[0] || img == dockerImages[1]) {
+		f := strings.Fields(l)
+		if len(f) == 2 && (f[1] == dockerImages[0] || f[1] == dockerImages[1]) {
+			id, img := f[0], f[1]
 			got[img] = append(got[img], id)
 		}
 	}

@@ -70,16 +70,22 @@ type edgeHost struct {
 func (e *edgeHost) start(t *testing.T, ctx context.Context, lab *netlab.Lab, network, gateway, nomadBin, consulBin string) *localcluster.Cluster {
 	t.Helper()
 	dir := t.TempDir()
+	// Removed however the start ends (a failed run leaves a created one).
+	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", e.name).Run() })
 	// The edge is the desktop image (metal, Xvfb, GStreamer), run as root
 	// with CAP_SYS_ADMIN so that its Nomad client may mount each task's
 	// secrets directory (--privileged: this machine's engine refuses it).
 	// The agents' configs and data live in dir, mounted at the same path,
 	// as are the agent binaries.
-	docker(t, "run", "-d", "--name", e.name, "--hostname", e.name, "--network", network, "--ip", e.ip,
-		"--user", "0", "--cap-add", "SYS_ADMIN", "--label", "metal-e2e=edges", "--entrypoint", "sleep",
-		"-v", dir+":"+dir, "-v", nomadBin+":"+nomadBin+":ro", "-v", consulBin+":"+consulBin+":ro",
-		dockerImages[1], "infinity")
-	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", e.name).Run() })
+	args := []string{"run", "-d", "--name", e.name, "--hostname", e.name, "--network", network, "--ip", e.ip,
+		"--user", "0", "--cap-add", "SYS_ADMIN", "--label", edgeLabel, "--entrypoint", "sleep",
+		"-v", dir + ":" + dir, "-v", nomadBin + ":" + nomadBin + ":ro", "-v", consulBin + ":" + consulBin + ":ro"}
+	if sec, _ := exec.Command("docker", "info", "--format", "{{.SecurityOptions}}").Output(); strings.Contains(string(sec), "apparmor") {
+		// Docker's default AppArmor profile denies mount, CAP_SYS_ADMIN
+		// or not.
+		args = append(args, "--security-opt", "apparmor=unconfined")
+	}
+	docker(t, append(args, dockerImages[1], "infinity")...)
 	// The player reaches the edge's public address over a line of its
 	// own, delayed in both directions: a TUN pair between the host and the
 	// container's network namespace (netlab; this kernel has no netem).
@@ -92,7 +98,7 @@ func (e *edgeHost) start(t *testing.T, ctx context.Context, lab *netlab.Lab, net
 	if err != nil {
 		t.Fatal(err)
 	}
-	host := fmt.Sprintf("pl-%s", e.dc)
+	host := fmt.Sprintf("mtl%d%s", os.Getpid()%100000, strings.TrimPrefix(e.dc, "edge-"))
 	if err := lab.DelayLink("", host, e.playerIP, ns, "pl", e.publicIP, e.delay/2); err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +146,13 @@ func sessionFromPage(t *testing.T, tab context.Context, id string) pageSession {
 // the player within 5 s, and the replacement lands on edge 2.
 func TestEdgesAsContainersNearestAndFailover(t *testing.T) {
 	requireImages(t)
+	if os.Geteuid() != 0 {
+		// Network namespaces and TUN lines need root.
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root (network namespaces, TUN)")
+		}
+		t.Skip("needs root (network namespaces, TUN)")
+	}
 	nomadBin, consulBin := clustertest.Binaries(t)
 	network, prefix := edgeNetwork(t)
 	gw := prefix + ".1"
@@ -159,9 +172,12 @@ func TestEdgesAsContainersNearestAndFailover(t *testing.T) {
 
 	lab := netlab.New()
 	t.Cleanup(func() { _ = lab.Close() })
+	// The edges' public addresses: a /24 of 198.18.0.0/15 (benchmarking,
+	// RFC 2544) picked at random, as the network's subnet is.
+	pub := fmt.Sprintf("198.18.%d", 100+rand.IntN(100))
 	edges := []*edgeHost{
-		{name: fmt.Sprintf("metal-e2e-edge-1-%d", os.Getpid()), dc: "edge-1", ip: prefix + ".11", publicIP: "198.18.201.2", playerIP: "198.18.201.1", delay: 10 * time.Millisecond},
-		{name: fmt.Sprintf("metal-e2e-edge-2-%d", os.Getpid()), dc: "edge-2", ip: prefix + ".12", publicIP: "198.18.202.2", playerIP: "198.18.202.1", delay: 40 * time.Millisecond},
+		{name: fmt.Sprintf("metal-e2e-edge-1-%d", os.Getpid()), dc: "edge-1", ip: prefix + ".11", publicIP: pub + ".2", playerIP: pub + ".1", delay: 10 * time.Millisecond},
+		{name: fmt.Sprintf("metal-e2e-edge-2-%d", os.Getpid()), dc: "edge-2", ip: prefix + ".12", publicIP: pub + ".6", playerIP: pub + ".5", delay: 40 * time.Millisecond},
 	}
 	for _, e := range edges {
 		e.start(t, ctx, lab, network, gw, nomadBin, consulBin)
@@ -193,6 +209,8 @@ func TestEdgesAsContainersNearestAndFailover(t *testing.T) {
 		"-admin-token", "docker-edges-admin-0123456789", "-datacenter", "edge-2,edge-1",
 		"-capacity", "1", "-queue", "3", "-failover", "auto", "-turn-secret", secret,
 		"-streamer-driver", "raw_exec", "-streamer-binary", "/usr/local/bin/metal", "-gpu=false", "-streamer-demo",
+		// Media over the edges' public lines too, not the Docker network.
+		"-streamer-ice-interfaces", "pl",
 		"-resolution", "1280x720", "-fps", "30")
 	g.Env = append(os.Environ(), "NOMAD_ADDR="+server.NomadAddr, "CONSUL_HTTP_ADDR="+server.ConsulAddr)
 	g.Stderr = gwLog
