@@ -488,3 +488,53 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestBrowserTypesAnyLayout: what a player's keyboard layout types reaches
+// the session as that keysym, whatever the session's US map: é and ß (on
+// no key of it), @ without Shift (a German AltGr+Q: on the US map it is
+// Shift+2) and / with Shift held (German Shift+7: on the US map Shift makes
+// it ?); a plain letter keeps its real key (games read keycodes).
+func TestBrowserTypesAnyLayout(t *testing.T) {
+	r := startStreamer(t, func(c *Config) { c.Audio = false })
+	browser := browsertest.New(t)
+	tab := browsertest.Tab(t, browser)
+	if err := chromedp.Do(tab, chromedp.EmulateViewport(1280, 720), chromedp.Navigate(r.playerURL(t, token.RoleOwner))); err != nil {
+		t.Fatal(err)
+	}
+	waitPlaying(t, tab, 1280, 720)
+	if err := browsertest.WaitTrue(tab, `metal.state.dc && metal.state.dc.readyState === "open"`, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	events := xEvents(t, r.Display())
+	defer func() {
+		if t.Failed() {
+			t.Logf("xev saw:\n%s", events.String())
+		}
+	}()
+	key := func(typ input.DispatchKeyEventType, k, code string) {
+		t.Helper()
+		p := &input.DispatchKeyEventParams{Type: typ, Key: k, Code: code}
+		if err := chromedp.Do(tab, keyAction(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	press := func(k, code string) {
+		key(input.DispatchKeyEventTypeKeyDown, k, code)
+		key(input.DispatchKeyEventTypeKeyUp, k, code)
+	}
+	press("é", "Digit2")
+	press("ß", "Minus")
+	press("@", "KeyQ")
+	key(input.DispatchKeyEventTypeKeyDown, "Shift", "ShiftLeft")
+	press("/", "Digit7")
+	key(input.DispatchKeyEventTypeKeyUp, "Shift", "ShiftLeft")
+	press("a", "KeyA")
+	for _, want := range []string{"(keysym 0xe9, eacute)", "(keysym 0xdf, ssharp)", "(keysym 0x40, at)", "(keysym 0x2f, slash)", "keycode 38 (keysym 0x61, a)"} {
+		waitX(t, want, func() bool {
+			return strings.Contains(events.String(), "KeyPress event") && strings.Contains(events.String(), want)
+		})
+	}
+	if strings.Contains(events.String(), "(keysym 0x3f, question)") || strings.Contains(events.String(), "(keysym 0x32, 2)") {
+		t.Fatal("the session typed the US map's key instead of the player's character")
+	}
+}
