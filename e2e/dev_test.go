@@ -33,20 +33,7 @@ func TestDevPrintsAWorkingURLAndCleansUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	cmd, stdout, stderr := startDev(t, ctx)
-	defer func() {
-		// On a failure too, metal dev stops as a user stops it (Ctrl-C):
-		// a SIGKILL would leave its agents and their tasks running.
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Signal(syscall.SIGINT)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(2 * time.Minute):
-				_ = cmd.Process.Kill()
-			}
-		}
-	}()
+	defer stopDev(cmd)
 
 	url := printedURL(ctx, stdout)
 	if url == "" {
@@ -196,18 +183,7 @@ func TestDevGatewaysKilledOneByOne(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	cmd, stdout, stderr := startDev(t, ctx, "-gateways", "3")
-	defer func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Signal(syscall.SIGINT)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(2 * time.Minute):
-				_ = cmd.Process.Kill()
-			}
-		}
-	}()
+	defer stopDev(cmd)
 	url := printedURL(ctx, stdout)
 	m := devAddrRE.FindStringSubmatch(stderr.String())
 	if url == "" || m == nil {
@@ -334,19 +310,10 @@ func startDev(t *testing.T, ctx context.Context, extra ...string) (*exec.Cmd, io
 // llvmpipe on the session's display.
 func checkDevDesktop(t *testing.T, tab context.Context, streamerLog func() string) {
 	t.Helper()
-	const brightJS = `(() => {
-	  const v = document.getElementById("video"), c = document.createElement("canvas");
-	  c.width = 160; c.height = 90;
-	  const x = c.getContext("2d"); x.drawImage(v, 0, 0, 160, 90);
-	  const d = x.getImageData(0, 0, 160, 90).data;
-	  let bright = 0, dark = 0;
-	  for (let i = 0; i < d.length; i += 4) { const l = (d[i] + d[i+1] + d[i+2]) / 3; if (l > 200) bright++; else if (l < 60) dark++; }
-	  return [bright / (160 * 90), dark / (160 * 90)];
-	})()`
-	var frac []float64
+	var frac [2]float64
 	var err error
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
-		frac, err = browsertest.Eval[[]float64](tab, brightJS)
+		frac[0], frac[1], err = browsertest.VideoLight(tab)
 		if err == nil && frac[0] > 0.05 && frac[1] > 0.2 {
 			break
 		}
@@ -435,4 +402,20 @@ func desktopDiagnosis(tab context.Context, log string) string {
 	f2, _ := browsertest.Eval[float64](tab, `metal.stats ? metal.stats.framesDecoded : -1`)
 	fmt.Fprintf(&b, "frames decoded: %.0f, 2 s later %.0f", f1, f2)
 	return b.String()
+}
+
+// stopDev stops a metal dev still running as a user stops it (Ctrl-C), on
+// a failure too: a SIGKILL would leave its agents and their tasks running.
+func stopDev(cmd *exec.Cmd) {
+	if cmd.ProcessState != nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+	}
 }

@@ -149,14 +149,7 @@ func sameFmtp(a, b string) bool {
 func TestBrowserInputReachesX(t *testing.T) {
 	r := startStreamer(t, func(c *Config) { c.Audio = false })
 	browser := browsertest.New(t)
-	tab := browsertest.Tab(t, browser)
-	if err := chromedp.Do(tab, chromedp.EmulateViewport(1280, 720), chromedp.Navigate(r.playerURL(t, token.RoleOwner))); err != nil {
-		t.Fatal(err)
-	}
-	waitPlaying(t, tab, 1280, 720)
-	if err := browsertest.WaitTrue(tab, `metal.state.dc && metal.state.dc.readyState === "open"`, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	tab := ownerTab(t, browser, r)
 	xd, err := x11.Open(r.Display())
 	if err != nil {
 		t.Fatal(err)
@@ -236,6 +229,23 @@ func TestBrowserInputReachesX(t *testing.T) {
 	if x, y := xd.Pointer(); abs(x-640) > 2 || abs(y-360) > 2 {
 		t.Fatalf("viewer moved the pointer to (%d,%d)", x, y)
 	}
+}
+
+// ownerTab opens the owner's player for r in a 1280x720 tab of browser (after setup,
+// such as touch emulation), and returns once it plays and its input
+// channel is open.
+func ownerTab(t *testing.T, browser context.Context, r *running, setup ...chromedp.Action[chromedp.Void]) context.Context {
+	t.Helper()
+	tab := browsertest.Tab(t, browser)
+	steps := append(append([]chromedp.Action[chromedp.Void]{chromedp.EmulateViewport(1280, 720)}, setup...), chromedp.Navigate(r.playerURL(t, token.RoleOwner)))
+	if err := chromedp.Do(tab, steps...); err != nil {
+		t.Fatal(err)
+	}
+	waitPlaying(t, tab, 1280, 720)
+	if err := browsertest.WaitTrue(tab, `metal.state.dc && metal.state.dc.readyState === "open"`, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return tab
 }
 
 func keyAction(p *input.DispatchKeyEventParams) chromedp.Action[chromedp.Void] {
@@ -378,19 +388,11 @@ func touchAction(typ input.DispatchTouchEventType, points ...[2]float64) chromed
 // types what the on-screen keyboard inserts.
 func TestBrowserTouchInput(t *testing.T) {
 	r := startStreamer(t, func(c *Config) { c.Audio = false })
-	browser := browsertest.New(t)
-	tab := browsertest.Tab(t, browser)
 	touchOn := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 		_, err := cdp.Call(ctx, tg, emulation.SetTouchEmulationEnabled, emulation.SetTouchEmulationEnabledParams{Enabled: true, MaxTouchPoints: 5})
 		return err
 	})
-	if err := chromedp.Do(tab, chromedp.EmulateViewport(1280, 720), touchOn, chromedp.Navigate(r.playerURL(t, token.RoleOwner))); err != nil {
-		t.Fatal(err)
-	}
-	waitPlaying(t, tab, 1280, 720)
-	if err := browsertest.WaitTrue(tab, `metal.state.dc && metal.state.dc.readyState === "open"`, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	tab := ownerTab(t, browsertest.New(t), r, touchOn)
 	xd, err := x11.Open(r.Display())
 	if err != nil {
 		t.Fatal(err)
@@ -497,14 +499,7 @@ func (s *syncBuffer) String() string {
 func TestBrowserTypesAnyLayout(t *testing.T) {
 	r := startStreamer(t, func(c *Config) { c.Audio = false })
 	browser := browsertest.New(t)
-	tab := browsertest.Tab(t, browser)
-	if err := chromedp.Do(tab, chromedp.EmulateViewport(1280, 720), chromedp.Navigate(r.playerURL(t, token.RoleOwner))); err != nil {
-		t.Fatal(err)
-	}
-	waitPlaying(t, tab, 1280, 720)
-	if err := browsertest.WaitTrue(tab, `metal.state.dc && metal.state.dc.readyState === "open"`, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	tab := ownerTab(t, browser, r)
 	events := xEvents(t, r.Display())
 	defer func() {
 		if t.Failed() {

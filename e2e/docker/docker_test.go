@@ -204,19 +204,10 @@ func TestDevOnDockerPlaysADesktop(t *testing.T) {
 
 	// The player sees a desktop: the xterm's white window on the dark
 	// root, not a uniform frame.
-	const brightJS = `(() => {
-	  const v = document.getElementById("video"), c = document.createElement("canvas");
-	  c.width = 160; c.height = 90;
-	  const x = c.getContext("2d"); x.drawImage(v, 0, 0, 160, 90);
-	  const d = x.getImageData(0, 0, 160, 90).data;
-	  let bright = 0, dark = 0;
-	  for (let i = 0; i < d.length; i += 4) { const l = (d[i] + d[i+1] + d[i+2]) / 3; if (l > 200) bright++; else if (l < 60) dark++; }
-	  return [bright / (160 * 90), dark / (160 * 90)];
-	})()`
-	var frac []float64
+	var frac [2]float64
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		frac, err = browsertest.Eval[[]float64](tab, brightJS)
+		frac[0], frac[1], err = browsertest.VideoLight(tab)
 		if err == nil && frac[0] > 0.05 && frac[1] > 0.2 {
 			break
 		}

@@ -166,3 +166,23 @@ func Screenshot(t testing.TB, tab context.Context, name string) {
 	_ = os.MkdirAll(dir, 0o755)
 	_ = os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644)
 }
+
+// VideoLight reads the player's video element (id "video") at 160x90 and
+// returns the share of bright (> 200) and dark (< 60) pixels: a desktop
+// shows a window (bright) on its root (dark); a black screen is all dark.
+func VideoLight(tab context.Context) (bright, dark float64, err error) {
+	const js = `(() => {
+	  const v = document.getElementById("video"), c = document.createElement("canvas");
+	  c.width = 160; c.height = 90;
+	  const x = c.getContext("2d"); x.drawImage(v, 0, 0, 160, 90);
+	  const d = x.getImageData(0, 0, 160, 90).data;
+	  let bright = 0, dark = 0;
+	  for (let i = 0; i < d.length; i += 4) { const l = (d[i] + d[i+1] + d[i+2]) / 3; if (l > 200) bright++; else if (l < 60) dark++; }
+	  return [bright / (160 * 90), dark / (160 * 90)];
+	})()`
+	f, err := Eval[[]float64](tab, js)
+	if err != nil || len(f) != 2 {
+		return 0, 0, fmt.Errorf("reading the video: %v", err)
+	}
+	return f[0], f[1], nil
+}
