@@ -13,9 +13,10 @@
 #   tools/gpu-check.sh            # builds what it needs (Go, module proxy)
 #   METAL_GPU_CHECK_PREBUILT=1 tools/gpu-check.sh   # uses bin/ as carried
 #
-# Prebuilt use (a machine without Go): run `make tools build` and
-# `go test -c -tags gpucheck -o bin/e2e.test ./e2e` elsewhere, copy the repository with bin/
-# (dereferenced), then run with METAL_GPU_CHECK_PREBUILT=1.
+# Prebuilt use (a machine without Go): run `make tools build`,
+# `go test -c -tags gpucheck -o bin/e2e.test ./e2e` and
+# `go test -c -o bin/streamer.test ./streamer` elsewhere, copy the repository
+# with bin/ (dereferenced), then run with METAL_GPU_CHECK_PREBUILT=1.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -30,6 +31,8 @@ if [[ ${METAL_GPU_CHECK_PREBUILT:-0} != 1 ]]; then
 	go test -c -tags gpucheck -o bin/e2e.test ./e2e
 	go test -c -o bin/streamer.test ./streamer
 fi
+# A check that would skip (no Chromium, no root) fails instead.
+export CI=true
 export METAL_NOMAD_BIN=$root/bin/nomad METAL_CONSUL_BIN=$root/bin/consul
 export METAL_NVIDIA_PLUGIN_DIR=$root/bin/plugins METAL_BIN=$root/bin/metal
 # The e2e binary moves itself into a private network namespace when root.
