@@ -455,3 +455,68 @@ func findPID(t *testing.T, marker string) int {
 	t.Fatalf("no process with %q", marker)
 	return 0
 }
+
+// TestReconnectAndReloadKeepTheSession: a dropped connection (the page's
+// reconnect, as on a network change: a new WHEP peer, with fresh ICE, on
+// the same streamer) and a reload of the player URL both resume the same
+// session on the same allocation: no new placement.
+func TestReconnectAndReloadKeepTheSession(t *testing.T) {
+	g := startGateway(t, 2, 5)
+	browser := browsertest.New(t)
+	tab := open(t, browser, g.playerLink(t, "rita"))
+	waitFrames(t, tab, 30)
+	id := sessionOf(t, tab)
+	nc := clustertest.Cluster(t).Nomad
+	allocs := func() []string {
+		t.Helper()
+		list, _, err := nc.Jobs().Allocations("metal-session-"+id, true, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, a := range list {
+			ids = append(ids, a.ID)
+		}
+		return ids
+	}
+	before := allocs()
+	if len(before) != 1 {
+		t.Fatalf("allocations of the session: %v, want one", before)
+	}
+	framesOf := func() float64 {
+		f, _ := browsertest.Eval[float64](tab, `metal.stats ? metal.stats.framesDecoded : 0`)
+		return f
+	}
+
+	// A drop: the page tears its peer down and connects again.
+	oldPC, _ := browsertest.Eval[bool](tab, `(metal.oldpc = metal.state.pc, true)`)
+	if !oldPC {
+		t.Fatal("no peer connection on the page")
+	}
+	if _, err := browsertest.Eval[any](tab, `metal.reconnect(), 0`); err != nil {
+		t.Fatal(err)
+	}
+	if err := browsertest.WaitTrue(tab, `metal.state.pc && metal.state.pc !== metal.oldpc && metal.state.pc.connectionState === "connected"`, 30*time.Second); err != nil {
+		t.Fatalf("no new connection after the reconnect: %v", err)
+	}
+	waitFrames(t, tab, int(framesOf())+30)
+	if got := sessionOf(t, tab); got != id {
+		t.Fatalf("after the reconnect the page plays session %s, want %s", got, id)
+	}
+
+	// A reload of the player URL: the owner cookie resumes the session.
+	if err := chromedp.Do(tab, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	waitFrames(t, tab, 30)
+	if got := sessionOf(t, tab); got != id {
+		t.Fatalf("after a reload the page plays session %s, want %s (a new placement)", got, id)
+	}
+	if after := allocs(); len(after) != 1 || after[0] != before[0] {
+		t.Fatalf("allocations after reconnect and reload: %v, want the same one %v", after, before)
+	}
+	jobs, _, err := nc.Jobs().List(nil)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("Nomad jobs %v (%v), want only this session's", jobs, err)
+	}
+}
