@@ -23,11 +23,6 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/metal/base
 mkdir -p "$cache"
 
 command -v docker >/dev/null || { echo "base-image: docker is missing" >&2; exit 1; }
-# debootstrap, apt and the root filesystem's files need root: the script
-# runs itself again under sudo when not root, as tools/deps.sh uses sudo.
-if [[ $(id -u) -ne 0 ]]; then
-	exec sudo -E "$0" "$@"
-fi
 # The key changes with this script and with the suite's packages: the
 # Release file's Date line moves whenever the archive publishes updates
 # (fetched as a few hundred bytes; unreachable, the cached tarball stands).
@@ -47,6 +42,19 @@ have=$(docker image inspect -f '{{index .Config.Labels "org.metal-stream.base-ke
 if [[ $have == "$key" ]]; then
 	echo "$image"
 	exit 0
+fi
+# An image of that name this script did not build (the official one, from
+# a registry) is used as it is, unless METAL_BASE_REBUILD=1.
+if [[ -z $have && ${METAL_BASE_REBUILD:-0} != 1 ]] && docker image inspect "$image" >/dev/null 2>&1; then
+	echo "==> base image: using the engine's $image (not built here; METAL_BASE_REBUILD=1 replaces it)" >&2
+	echo "$image"
+	exit 0
+fi
+# debootstrap, apt and the root filesystem's files need root: the script
+# runs itself again under sudo when not root (only now: a cached image
+# needs no root), as tools/deps.sh uses sudo.
+if [[ $(id -u) -ne 0 ]]; then
+	exec sudo -E "$0" "$@"
 fi
 
 if [[ ! -s $tarball ]]; then
