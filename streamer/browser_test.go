@@ -533,3 +533,70 @@ func TestBrowserTypesAnyLayout(t *testing.T) {
 		t.Fatal("the session typed the US map's key instead of the player's character")
 	}
 }
+
+// TestBrowserPointerLockMovesRelatively: with the mouse locked (the Lock
+// mouse button), the player sends relative motion, as games want: the X
+// pointer moves by the mouse's movement from where it was, not to where
+// the (hidden) browser cursor would be.
+func TestBrowserPointerLockMovesRelatively(t *testing.T) {
+	r := startStreamer(t, func(c *Config) { c.Audio = false })
+	tab := ownerTab(t, browsertest.New(t), r)
+	xd, err := x11.Open(r.Display())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xd.Close()
+	button, err := browsertest.Eval[[]float64](tab, `(() => { const b = document.getElementById("lock").getBoundingClientRect(); return [b.x + b.width / 2, b.y + b.height / 2]; })()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(tab, chromedp.MouseClickXY(button[0], button[1])); err != nil {
+		t.Fatal(err)
+	}
+	if err := browsertest.WaitTrue(tab, `metal.state.pointerLocked`, 5*time.Second); err != nil {
+		t.Fatalf("the mouse did not lock: %v", err)
+	}
+	x0, y0 := xd.Pointer()
+	// 100 px left and 50 up from where the lock was taken.
+	if err := chromedp.Do(tab, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, button[0]-100, button[1]-50)); err != nil {
+		t.Fatal(err)
+	}
+	waitX(t, fmt.Sprintf("pointer moved by (-100,-50) from (%d,%d)", x0, y0), func() bool {
+		x, y := xd.Pointer()
+		return abs(x-(x0-100)) <= 2 && abs(y-(y0-50)) <= 2
+	})
+}
+
+// TestBrowserFullscreenLocksTheKeyboard: the Fullscreen button also locks
+// the keyboard (Keyboard Lock API), so shortcuts the browser would eat
+// (Esc, Ctrl+W) reach the session; leaving fullscreen unlocks it.
+func TestBrowserFullscreenLocksTheKeyboard(t *testing.T) {
+	r := startStreamer(t, func(c *Config) { c.Audio = false })
+	tab := ownerTab(t, browsertest.New(t), r)
+	// Count the page's calls into the Keyboard Lock API (they go through).
+	if _, err := browsertest.Eval[any](tab, `(() => {
+	  const k = navigator.keyboard, lock = k.lock.bind(k), unlock = k.unlock.bind(k);
+	  window.lockCalls = 0; window.unlockCalls = 0;
+	  k.lock = (...a) => { window.lockCalls++; return lock(...a); };
+	  k.unlock = () => { window.unlockCalls++; return unlock(); };
+	  return 0;
+	})()`); err != nil {
+		t.Fatalf("no Keyboard Lock API in this Chromium: %v", err)
+	}
+	button, err := browsertest.Eval[[]float64](tab, `(() => { const b = document.getElementById("fullscreen").getBoundingClientRect(); return [b.x + b.width / 2, b.y + b.height / 2]; })()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(tab, chromedp.MouseClickXY(button[0], button[1])); err != nil {
+		t.Fatal(err)
+	}
+	if err := browsertest.WaitTrue(tab, `document.fullscreenElement !== null && metal.keyboardLocked === true && window.lockCalls === 1`, 5*time.Second); err != nil {
+		t.Fatalf("fullscreen with the keyboard locked: %v", err)
+	}
+	if _, err := browsertest.Eval[any](tab, `document.exitFullscreen(), 0`); err != nil {
+		t.Fatal(err)
+	}
+	if err := browsertest.WaitTrue(tab, `document.fullscreenElement === null && metal.keyboardLocked === false && window.unlockCalls === 1`, 5*time.Second); err != nil {
+		t.Fatalf("leaving fullscreen did not unlock the keyboard: %v", err)
+	}
+}

@@ -222,7 +222,18 @@
   setInterval(stats, 1000);
   statsEl.hidden = !cfg.stats;
   document.getElementById("togglestats").onclick = () => { statsEl.hidden = !statsEl.hidden; };
-  document.getElementById("fullscreen").onclick = () => document.documentElement.requestFullscreen?.();
+  // Fullscreen also locks the keyboard where the browser can (Chromium):
+  // Esc, Ctrl+W and the like reach the session instead of the browser
+  // (holding Esc leaves fullscreen).
+  document.getElementById("fullscreen").onclick = () => {
+    document.documentElement.requestFullscreen?.()
+      .then(() => navigator.keyboard.lock())
+      .then(() => { window.metal.keyboardLocked = true; })
+      .catch(() => {}); // no Keyboard Lock API: fullscreen alone
+  };
+  document.addEventListener("fullscreenchange", () => {
+    if (!document.fullscreenElement) { navigator.keyboard?.unlock?.(); window.metal.keyboardLocked = false; }
+  });
   document.getElementById("unmute").onclick = (e) => { video.muted = !video.muted; e.target.textContent = video.muted ? "Sound off" : "Sound on"; };
   document.getElementById("lock").onclick = () => video.requestPointerLock?.();
   document.addEventListener("pointerlockchange", () => { state.pointerLocked = document.pointerLockElement === video; });
