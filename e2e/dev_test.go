@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/metal-stream/metal/internal/browsertest"
+	"github.com/metal-stream/metal/internal/devproc"
 	"github.com/metal-stream/metal/internal/localcluster"
 
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
@@ -32,10 +32,11 @@ import (
 func TestDevPrintsAWorkingURLAndCleansUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	cmd, stdout, stderr := startDev(t, ctx)
-	defer stopDev(cmd)
+	dev := startDev(t)
+	defer dev.Stop()
+	cmd, stderr := dev.Cmd, dev.Stderr
 
-	url := printedURL(ctx, stdout)
+	url := dev.URL(ctx)
 	if url == "" {
 		t.Fatalf("metal dev printed no URL; stderr:\n%s", stderr.String())
 	}
@@ -182,9 +183,10 @@ var devAddrRE = regexp.MustCompile(`Consul (http://\S+), Nomad (http://\S+)`)
 func TestDevGatewaysKilledOneByOne(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	cmd, stdout, stderr := startDev(t, ctx, "-gateways", "3")
-	defer stopDev(cmd)
-	url := printedURL(ctx, stdout)
+	dev := startDev(t, "-gateways", "3")
+	defer dev.Stop()
+	stderr := dev.Stderr
+	url := dev.URL(ctx)
 	m := devAddrRE.FindStringSubmatch(stderr.String())
 	if url == "" || m == nil {
 		t.Fatalf("metal dev printed no URL or agent addresses; stderr:\n%s", stderr.String())
@@ -261,47 +263,16 @@ func TestDevGatewaysKilledOneByOne(t *testing.T) {
 	}
 }
 
-// printedURL waits for the first http:// line metal dev prints on stdout
-// ("" if ctx ends first); the rest of stdout is drained.
-func printedURL(ctx context.Context, stdout io.Reader) string {
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "http://") {
-				select {
-				case urlc <- strings.TrimSpace(sc.Text()):
-				default:
-				}
-			}
-		}
-		close(urlc)
-	}()
-	select {
-	case url := <-urlc:
-		return url
-	case <-ctx.Done():
-		return ""
-	}
-}
-
-// startDev starts `metal dev` on any free gateway port with the test's
-// agent binaries, as a user would; extra flags follow.
-func startDev(t *testing.T, ctx context.Context, extra ...string) (*exec.Cmd, io.Reader, *lockedBuffer) {
+// startDev starts `metal dev` (the test's build) on any free gateway port
+// with the test's agent binaries, as a user would; extra flags follow.
+func startDev(t *testing.T, extra ...string) *devproc.Dev {
 	t.Helper()
 	nomadBin, consulBin := clustertest.Binaries(t)
-	args := append([]string{"dev", "-gateway-port", "0", "-nomad-bin", nomadBin, "-consul-bin", consulBin}, extra...)
-	cmd := exec.CommandContext(ctx, metalBinary(t), args...)
-	stdout, err := cmd.StdoutPipe()
+	dev, err := devproc.Start(metalBinary(t), nomadBin, consulBin, extra...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return cmd, stdout, stderr
+	return dev
 }
 
 // checkDevDesktop: the player of `make dev` sees a desktop (the xterm's
@@ -402,20 +373,4 @@ func desktopDiagnosis(tab context.Context, log string) string {
 	f2, _ := browsertest.Eval[float64](tab, `metal.stats ? metal.stats.framesDecoded : -1`)
 	fmt.Fprintf(&b, "frames decoded: %.0f, 2 s later %.0f", f1, f2)
 	return b.String()
-}
-
-// stopDev stops a metal dev still running as a user stops it (Ctrl-C), on
-// a failure too: a SIGKILL would leave its agents and their tasks running.
-func stopDev(cmd *exec.Cmd) {
-	if cmd.ProcessState != nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Minute):
-		_ = cmd.Process.Kill()
-	}
 }

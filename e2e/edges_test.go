@@ -244,15 +244,9 @@ func (g *gatewayProc) sessionFull(t *testing.T, id string) fullView {
 
 func waitPassing(t *testing.T, c *localcluster.Cluster, service string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		entries, _, err := c.Consul.Health().Service(service, "", true, nil)
-		if err == nil && len(entries) >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d passing, want %d (%v)\n%s", service, len(entries), n, err, localcluster.TaskLogs(c.Nomad, service, ""))
-		}
-		time.Sleep(250 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if _, err := localcluster.WaitServiceN(ctx, c.Consul, service, n); err != nil {
+		t.Fatalf("%v\n%s", err, localcluster.TaskLogs(c.Nomad, service, ""))
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
+	"github.com/metal-stream/metal/internal/syncbuf"
 )
 
 const (
@@ -39,7 +40,7 @@ type gatewayProc struct {
 	args   []string
 	env    []string
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *syncbuf.Buffer
 }
 
 func freePort(t testing.TB) int {
@@ -102,7 +103,7 @@ func startGatewayOn(t testing.TB, c *localcluster.Cluster, capacity string, queu
 func (g *gatewayProc) start(t testing.TB) {
 	t.Helper()
 	if g.stderr == nil {
-		g.stderr = &lockedBuffer{}
+		g.stderr = &syncbuf.Buffer{}
 	}
 	g.cmd = exec.Command(metalBinary(t), g.args...)
 	if g.netns != "" {

@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/metal-stream/metal/internal/browsertest"
+	"github.com/metal-stream/metal/internal/syncbuf"
 	"github.com/metal-stream/metal/internal/token"
 	"github.com/metal-stream/metal/turn"
 )
@@ -64,7 +65,7 @@ func startStreamerProc(t testing.TB, key string) string {
 	cmd := exec.Command(metalBinary(t), "streamer", "-listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"-ice-port", fmt.Sprint(icePort), "-loopback", "-ice-interfaces", "lo", "-audio=false",
 		"-session", "relay-test", "-token-key", key)
-	stderr := &lockedBuffer{}
+	stderr := &syncbuf.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

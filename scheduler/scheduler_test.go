@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
+	"github.com/metal-stream/metal/internal/syncbuf"
 	"github.com/metal-stream/metal/jobs"
 )
 
@@ -72,7 +72,7 @@ func newScheduler(t *testing.T, mutate func(*Config)) (*Scheduler, func()) {
 // called (as a SIGTERM would end it) or the test ends.
 func startScheduler(t *testing.T, cfg Config, nc *nomad.Client) (*Scheduler, func()) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	s, err := New(cfg, nc, clustertest.Cluster(t).Consul, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -302,24 +302,6 @@ func TestSweepRemovesOrphansBothWays(t *testing.T) {
 	if got, _ := s.Get(lost); got.State != StateFailed || got.Reason != ReasonJobGone {
 		t.Fatalf("session without its job past the grace: %+v, want failed: %s", got, ReasonJobGone)
 	}
-}
-
-// syncBuffer collects a scheduler's log for a failing test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // registerBehindTheBack registers session id's job in Nomad with no record

@@ -1,13 +1,11 @@
 package streamer
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/pion/sdp/v3"
 
 	"github.com/metal-stream/metal/internal/browsertest"
+	"github.com/metal-stream/metal/internal/syncbuf"
 	"github.com/metal-stream/metal/internal/token"
 	"github.com/metal-stream/metal/streamer/internal/x11"
 )
@@ -358,10 +357,10 @@ func TestBrowserDrawsTheCursor(t *testing.T) {
 
 // xEvents records the X events xev sees on the root window of display
 // (Xvfb has no window manager in these tests, so input lands there).
-func xEvents(t *testing.T, display string) *syncBuffer {
+func xEvents(t *testing.T, display string) *syncbuf.Buffer {
 	t.Helper()
 	cmd := exec.Command("xev", "-display", display, "-root", "-event", "button", "-event", "keyboard")
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdout = out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("xev (x11-utils): %v", err)
@@ -471,24 +470,6 @@ func TestBrowserTouchInput(t *testing.T) {
 		out := events.String()
 		return strings.Count(out, "KeyPress event") >= 2 && strings.Contains(out, "(keysym 0x68, h)") && strings.Contains(out, "(keysym 0x69, i)")
 	})
-}
-
-// syncBuffer is a bytes.Buffer a subprocess writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestBrowserTypesAnyLayout: what a player's keyboard layout types reaches

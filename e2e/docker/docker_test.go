@@ -1,15 +1,11 @@
 package docker
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/metal-stream/metal/internal/browsertest"
+	"github.com/metal-stream/metal/internal/devproc"
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 )
 
@@ -58,68 +55,21 @@ func metalContainers(t *testing.T) map[string][]string {
 	return got
 }
 
-// lockedBuffer collects a process's stderr for the test's messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// startDev builds bin/metal's source and starts `metal dev` with the
-// test's agent binaries on any free gateway port; it returns the player
-// URL it printed ("" if none within ctx).
-func startDev(t *testing.T, ctx context.Context, extra ...string) (*exec.Cmd, string, *lockedBuffer) {
+// startDev builds metal from source and starts `metal dev` with the
+// test's agent binaries on any free gateway port; it returns the player URL
+// it printed ("" if none within ctx).
+func startDev(t *testing.T, ctx context.Context, extra ...string) (*devproc.Dev, string) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "metal")
 	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/metal").CombinedOutput(); err != nil {
 		t.Fatalf("build metal: %v\n%s", err, out)
 	}
 	nomadBin, consulBin := clustertest.Binaries(t)
-	args := append([]string{"dev", "-gateway-port", "0", "-nomad-bin", nomadBin, "-consul-bin", consulBin}, extra...)
-	// Not CommandContext: a deadline must stop metal dev with SIGINT (the
-	// test's deferred stop), never SIGKILL, which would leave its agents
-	// and their containers running.
-	cmd := exec.Command(bin, args...)
-	stdout, err := cmd.StdoutPipe()
+	dev, err := devproc.Start(bin, nomadBin, consulBin, extra...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "http://") {
-				select {
-				case urlc <- strings.TrimSpace(sc.Text()):
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		close(urlc) // metal dev ended without a URL
-	}()
-	select {
-	case url := <-urlc:
-		return cmd, url, stderr
-	case <-ctx.Done():
-		return cmd, "", stderr
-	}
+	return dev, dev.URL(ctx)
 }
 
 // TestDevOnDockerPlaysADesktop runs `metal dev -driver docker` as a new
@@ -136,23 +86,14 @@ func TestDevOnDockerPlaysADesktop(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	cmd, url, stderr := startDev(t, ctx, "-driver", "docker", "-capacity", "1")
+	dev, url := startDev(t, ctx, "-driver", "docker", "-capacity", "1")
+	cmd, stderr := dev.Cmd, dev.Stderr
 	defer func() {
 		// On a failure too, metal dev stops the way a user stops it
 		// (Ctrl-C), so that Nomad stops the containers: a killed Nomad
 		// client leaves them running. Any left then are this test's, and
 		// go by id.
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Signal(syscall.SIGINT)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(2 * time.Minute):
-				_ = cmd.Process.Kill()
-				<-done
-			}
-		}
+		dev.Stop()
 		for _, ids := range metalContainers(t) {
 			for _, id := range ids {
 				t.Errorf("container %s left behind; removing it", id)

@@ -20,6 +20,7 @@ import (
 	"github.com/metal-stream/metal/internal/localcluster"
 	"github.com/metal-stream/metal/internal/localcluster/clustertest"
 	"github.com/metal-stream/metal/internal/netlab"
+	"github.com/metal-stream/metal/internal/syncbuf"
 	"github.com/metal-stream/metal/jobs"
 )
 
@@ -195,7 +196,9 @@ func TestEdgesAsContainersNearestAndFailover(t *testing.T) {
 	if _, err := localcluster.RunJob(ctx, server.Nomad, turnHCL, map[string]any{"driver": "raw_exec", "metal_binary": "/usr/local/bin/metal"}); err != nil {
 		t.Fatal(err)
 	}
-	waitPassingN(t, ctx, server, "metal-turn", len(edges))
+	if _, err := localcluster.WaitServiceN(ctx, server.Consul, "metal-turn", len(edges)); err != nil {
+		t.Fatalf("%v\n%s", err, localcluster.TaskLogs(server.Nomad, "metal-turn", ""))
+	}
 
 	// The gateway on the host, as in TestNearestEdgeAndFailover; its default
 	// edge is the farthest, so the choice must come from the RTTs.
@@ -204,7 +207,7 @@ func TestEdgesAsContainersNearestAndFailover(t *testing.T) {
 		t.Fatalf("build metal: %v\n%s", err, out)
 	}
 	url := "http://" + gw + ":8080"
-	gwLog := &lockedBuffer{}
+	gwLog := &syncbuf.Buffer{}
 	g := exec.Command(bin, "gateway", "-listen", gw+":8080", "-open", "-key", "docker-edges-key-0123456789abcdef",
 		"-admin-token", "docker-edges-admin-0123456789", "-datacenter", "edge-2,edge-1",
 		"-capacity", "1", "-queue", "3", "-failover", "auto", "-turn-secret", secret,
@@ -274,21 +277,5 @@ func TestEdgesAsContainersNearestAndFailover(t *testing.T) {
 	if old := sessionFromPage(t, tab, firstID); old.State != "failed" || old.Replacement != secondID ||
 		!(strings.Contains(old.Reason, "edge lost") || strings.Contains(old.Reason, "node lost")) {
 		t.Fatalf("first session after the kill: %+v", old)
-	}
-}
-
-// waitPassingN waits until service has n passing instances.
-func waitPassingN(t *testing.T, ctx context.Context, c *localcluster.Cluster, service string, n int) {
-	t.Helper()
-	for {
-		entries, _, err := c.Consul.Health().Service(service, "", true, nil)
-		if err == nil && len(entries) >= n {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: %d passing, want %d (%v)\n%s", service, len(entries), n, err, localcluster.TaskLogs(c.Nomad, service, ""))
-		case <-time.After(200 * time.Millisecond):
-		}
 	}
 }

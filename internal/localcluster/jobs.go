@@ -41,17 +41,22 @@ func RunJob(ctx context.Context, c *nomad.Client, hcl string, vars map[string]an
 // WaitService blocks until Consul has at least one passing instance of
 // service and returns the passing instances. It uses blocking queries.
 func WaitService(ctx context.Context, c *consul.Client, service string) ([]*consul.ServiceEntry, error) {
+	return WaitServiceN(ctx, c, service, 1)
+}
+
+// WaitServiceN is WaitService for at least n passing instances.
+func WaitServiceN(ctx context.Context, c *consul.Client, service string, n int) ([]*consul.ServiceEntry, error) {
 	var index uint64
 	for {
 		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Second}).WithContext(ctx)
 		entries, meta, err := c.Health().Service(service, "", true, q)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("wait for service %s: %w", service, ctx.Err())
+				return nil, fmt.Errorf("wait for %d passing %s: %w", n, service, ctx.Err())
 			}
 			return nil, fmt.Errorf("wait for service %s: %w", service, err)
 		}
-		if len(entries) > 0 {
+		if len(entries) >= n {
 			return entries, nil
 		}
 		index = meta.LastIndex
