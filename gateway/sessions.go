@@ -199,6 +199,14 @@ func (s *Server) createSession(c echo.Context) error {
 // the id is live.
 var errNoSession = echo.NewHTTPError(http.StatusNotFound, "no such session")
 
+// storeUnavailable is the answer while the sessions' store (Consul) does
+// not answer: the same request succeeds once it is back. It says nothing
+// about whether the session exists.
+func storeUnavailable(c echo.Context) error {
+	c.Response().Header().Set("Retry-After", "2")
+	return echo.NewHTTPError(http.StatusServiceUnavailable, "session store unavailable, try again shortly")
+}
+
 // ownedSession is the session named in the path, if the request's owner
 // cookie is its player's; otherwise errNoSession (or a 400 for a malformed
 // id). Nothing about the session changes on the way.
@@ -209,10 +217,7 @@ func (s *Server) ownedSession(c echo.Context) (scheduler.Status, error) {
 	}
 	st, err := s.placer.Get(id)
 	if errors.Is(err, scheduler.ErrUnavailable) {
-		// Consul away: the same request answers once it is back. Says
-		// nothing about whether the id is live.
-		c.Response().Header().Set("Retry-After", "2")
-		return scheduler.Status{}, echo.NewHTTPError(http.StatusServiceUnavailable, "session store unavailable, try again shortly")
+		return scheduler.Status{}, storeUnavailable(c)
 	}
 	if err != nil {
 		return scheduler.Status{}, errNoSession

@@ -260,8 +260,7 @@ func (s *Server) sharedSession(c echo.Context) (Share, scheduler.Status, error) 
 		return Share{}, scheduler.Status{}, echo.NewHTTPError(http.StatusNotFound, "the shared session is over")
 	}
 	if errors.Is(err, scheduler.ErrUnavailable) {
-		c.Response().Header().Set("Retry-After", "2")
-		return Share{}, scheduler.Status{}, echo.NewHTTPError(http.StatusServiceUnavailable, "session store unavailable, try again shortly")
+		return Share{}, scheduler.Status{}, storeUnavailable(c)
 	}
 	if err != nil {
 		return Share{}, scheduler.Status{}, err
