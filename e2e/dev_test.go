@@ -276,7 +276,8 @@ func startDev(t *testing.T, extra ...string) *devproc.Dev {
 }
 
 // checkDevDesktop: the player of `make dev` sees a desktop (the xterm's
-// white window on the dark root, not the demo scene), clicks into the
+// white window on the dark root, not the demo scene) that follows the
+// browser window's size, clicks into the
 // terminal and types a command that runs, and GL programs have Mesa's
 // llvmpipe on the session's display.
 func checkDevDesktop(t *testing.T, tab context.Context, streamerLog func() string) {
@@ -299,6 +300,32 @@ func checkDevDesktop(t *testing.T, tab context.Context, streamerLog func() strin
 		t.Fatalf("no display in the streamer's log:\n%s", streamerLog())
 	}
 	display := m[1]
+	// The desktop follows the browser window: a smaller window makes the X
+	// screen (RandR) and the video that size.
+	if err := chromedp.Do(tab, chromedp.EmulateViewport(1100, 640)); err != nil {
+		t.Fatal(err)
+	}
+	rootW, rootH := 0.0, 0.0
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		root, err := exec.Command("xwininfo", "-display", display, "-root").Output()
+		if err == nil {
+			w := regexp.MustCompile(`Width:\s+([0-9]+)`).FindSubmatch(root)
+			h := regexp.MustCompile(`Height:\s+([0-9]+)`).FindSubmatch(root)
+			if w != nil && h != nil {
+				rootW, _ = strconv.ParseFloat(string(w[1]), 64)
+				rootH, _ = strconv.ParseFloat(string(h[1]), 64)
+			}
+		}
+		if rootW == 1100 && rootH == 640 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a 1100x640 browser window: the session's X screen is %.0fx%.0f (%v)\nthe streamer:\n%s", rootW, rootH, err, streamerLog())
+		}
+	}
+	if err := browsertest.WaitTrue(tab, `document.getElementById("video").videoWidth === 1100 && document.getElementById("video").videoHeight === 640`, 20*time.Second); err != nil {
+		t.Fatalf("the video after the window changed: %v", err)
+	}
 	// Click into the terminal, where openbox put it, then type a command
 	// as the player's keyboard would.
 	info, err := exec.Command("xwininfo", "-display", display, "-name", "xterm").Output()
@@ -313,7 +340,7 @@ func checkDevDesktop(t *testing.T, tab context.Context, streamerLog func() strin
 		v, _ := strconv.ParseFloat(string(m[1]), 64)
 		return v
 	}
-	cx, cy := (geom("Absolute upper-left X")+geom("Width")/2)/1280, (geom("Absolute upper-left Y")+geom("Height")/2)/720
+	cx, cy := (geom("Absolute upper-left X")+geom("Width")/2)/rootW, (geom("Absolute upper-left Y")+geom("Height")/2)/rootH
 	marker := fmt.Sprintf("/tmp/metaldevtyped%d", time.Now().UnixNano())
 	t.Cleanup(func() { _ = os.Remove(marker) })
 	// The shell may not be reading yet when its window shows (typeahead

@@ -70,13 +70,19 @@ variable "encoder" {
 
 variable "resolution" {
   type        = string
-  description = "Capture and encode size, WIDTHxHEIGHT."
+  description = "Capture and encode size, WIDTHxHEIGHT: the screen's size at the start and the largest the player's window can make it (the CPU and memory reservation is for it)."
   default     = "1280x720"
 
   validation {
     condition     = contains(["1280x720", "1920x1080"], var.resolution)
     error_message = "The resolution must be 1280x720 or 1920x1080."
   }
+}
+
+variable "fixed_resolution" {
+  type        = bool
+  description = "Keep the screen at the resolution instead of following the player's window (RandR, at most the resolution, which the reservation is for)."
+  default     = false
 }
 
 variable "fps" {
@@ -184,6 +190,7 @@ locals {
     "-public-ip", var.public_ip,
     "-loopback=${var.loopback}",
     "-demo=${var.demo}",
+    "-fixed-resolution=${var.fixed_resolution}",
     "-single-use-tokens",
     ], var.desktop == "" ? [] : [
     "-desktop", var.desktop,

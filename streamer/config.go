@@ -24,8 +24,14 @@ type Config struct {
 
 	// Display attaches to an existing X display (":0"); empty starts Xvfb.
 	Display string
-	// Width, Height and FPS of the capture and encode.
+	// Width, Height and FPS of the capture and encode. Width x Height is
+	// the screen's size at the start and, unless FixedResolution, the
+	// largest the owner's window can make it (resize.go).
 	Width, Height, FPS int
+	// FixedResolution keeps the screen at Width x Height; otherwise it
+	// follows the owner's window (on an Xvfb this streamer started,
+	// without the demo scene).
+	FixedResolution bool
 	// Encoder is "auto" (nvcudah264enc, nvh264enc, x264enc, then vp8enc),
 	// "nvenc" (either NVENC element, nothing else) or one element.
 	Encoder string

@@ -89,7 +89,8 @@ func (s *Server) setCursor(c x11.Cursor) {
 // movePointer sends the pointer's position to every spectator, and keeps it
 // for those who join later.
 func (s *Server) movePointer(x, y int) {
-	b, _ := json.Marshal(pointerMessage{Type: "pointer", X: float64(x) / float64(s.cfg.Width), Y: float64(y) / float64(s.cfg.Height)})
+	w, h := s.screenSize()
+	b, _ := json.Marshal(pointerMessage{Type: "pointer", X: float64(x) / float64(w), Y: float64(y) / float64(h)})
 	s.mu.Lock()
 	s.pointer = b
 	s.mu.Unlock()
@@ -109,12 +110,15 @@ func (s *Server) hasSpectators() bool {
 	return viewers > 0
 }
 
-// greet sends a peer whose input channel just opened the cursor and, to a
-// spectator, where the pointer is.
+// greet sends a peer whose input channel just opened the screen's size,
+// the cursor and, to a spectator, where the pointer is.
 func (s *Server) greet(p *peer) {
 	s.mu.Lock()
 	cursor, pointer := s.cursor, s.pointer
 	s.mu.Unlock()
+	if dc := p.openInput(); dc != nil {
+		_ = dc.SendText(string(s.screenFor(p)))
+	}
 	if cursor != nil {
 		p.sendCursor(cursor)
 	}

@@ -9,6 +9,9 @@ var (
 	errPeerGone = errors.New("peer gone")
 	// ErrViewOnly is returned for input from a peer without the owner role.
 	ErrViewOnly = errors.New("view-only peer: input refused")
+	// ErrFixedResolution refuses a resize where the screen does not follow
+	// the window (-fixed-resolution, the demo scene, an attached display).
+	ErrFixedResolution = errors.New("fixed resolution: resize refused")
 	// ErrNoEncoder is returned when no usable video encoder is found.
 	ErrNoEncoder = errors.New("no usable video encoder")
 )

@@ -25,6 +25,7 @@ type Injector interface {
 //	{"type":"move","x":0.5,"y":0.25}                absolute, 0..1 of the screen
 //	{"type":"rel","dx":-3,"dy":7}                   relative (pointer lock)
 //	{"type":"wheel","dx":0,"dy":-1}                 wheel steps
+//	{"type":"resize","width":1366,"height":768}     the window's size, device pixels (resize.go)
 type InputMessage struct {
 	Type   string   `json:"type"`
 	Keysym *uint32  `json:"keysym,omitempty"`
@@ -34,12 +35,15 @@ type InputMessage struct {
 	Y      *float64 `json:"y,omitempty"`
 	DX     *int     `json:"dx,omitempty"`
 	DY     *int     `json:"dy,omitempty"`
+	Width  *int     `json:"width,omitempty"`
+	Height *int     `json:"height,omitempty"`
 }
 
 const (
 	maxKeysym   = 0x1ffffff // X keysyms, including the Unicode range 0x1000000+
 	maxRelDelta = 4096
 	maxWheel    = 16
+	maxWindow   = 16384 // device pixels a side; fitSize brings it within bounds
 )
 
 // ParseInput decodes and validates one data-channel message. Every error
@@ -71,6 +75,7 @@ func (m InputMessage) validate() error {
 		present := map[string]bool{
 			"keysym": m.Keysym != nil, "down": m.Down != nil, "button": m.Button != nil,
 			"x": m.X != nil, "y": m.Y != nil, "dx": m.DX != nil, "dy": m.DY != nil,
+			"width": m.Width != nil, "height": m.Height != nil,
 		}
 		for _, a := range allowed {
 			if !present[a] {
@@ -122,6 +127,13 @@ func (m InputMessage) validate() error {
 		}
 		if abs(*m.DX) > maxWheel || abs(*m.DY) > maxWheel {
 			return fmt.Errorf("wheel steps beyond ±%d", maxWheel)
+		}
+	case "resize":
+		if err := only("width", "height"); err != nil {
+			return err
+		}
+		if *m.Width < 1 || *m.Height < 1 || *m.Width > maxWindow || *m.Height > maxWindow {
+			return fmt.Errorf("window %dx%d outside 1..%d a side", *m.Width, *m.Height, maxWindow)
 		}
 	case "":
 		return fmt.Errorf("missing \"type\"")

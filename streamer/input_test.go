@@ -30,6 +30,7 @@ func TestParseInputValid(t *testing.T) {
 		{`{"type":"move","x":0,"y":0}`, "move 0 0"},
 		{`{"type":"rel","dx":-3,"dy":7}`, "rel -3 7"},
 		{`{"type":"wheel","dx":0,"dy":-2}`, "button 4 true,button 4 false,button 4 true,button 4 false"},
+		{`{"type":"resize","width":1366,"height":768}`, ""}, // the streamer's, not the display's
 	}
 	for _, tt := range tests {
 		t.Run(tt.msg, func(t *testing.T) {
@@ -57,6 +58,10 @@ func TestParseInputRejects(t *testing.T) {
 		{`{"type":"key","keysym":97,"down":true}{}`, "trailing"},
 		{`{"type":"key","keysym":97}`, `missing "down"`},
 		{`{"type":"key","keysym":0,"down":true}`, "out of range"},
+		{`{"type":"resize","width":0,"height":768}`, "outside 1..16384"},
+		{`{"type":"resize","width":1366,"height":16385}`, "outside 1..16384"},
+		{`{"type":"resize","width":1366}`, `missing "height"`},
+		{`{"type":"resize","width":1366,"height":768,"x":0.5}`, `unexpected "x"`},
 		{`{"type":"key","keysym":4294967295,"down":true}`, "out of range"},
 		{`{"type":"key","keysym":97,"down":true,"x":1}`, `unexpected "x"`},
 		{`{"type":"button","button":9,"down":true}`, "not 1, 2 or 3"},

@@ -21,6 +21,7 @@ type metrics struct {
 	inputMessages    *prometheus.CounterVec
 	keyframeRequests prometheus.Counter
 	framesDropped    prometheus.Counter
+	resizes          prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -51,8 +52,10 @@ func newMetrics() *metrics {
 			Name: "metal_streamer_keyframe_requests_total", Help: "Key frames requested (connect, PLI, FIR)."}),
 		framesDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "metal_streamer_frames_dropped_total", Help: "Encoded frames dropped because the sender fell behind (each asks for a key frame)."}),
+		resizes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "metal_streamer_resizes_total", Help: "Screen resizes to follow the owner's window (each restarts the capture and encoder)."}),
 	}
-	m.reg.MustRegister(m.frames, m.fps, m.encodeLatency, m.targetBitrate, m.rtt, m.loss, m.encoder,
+	m.reg.MustRegister(m.resizes, m.frames, m.fps, m.encodeLatency, m.targetBitrate, m.rtt, m.loss, m.encoder,
 		m.peers, m.inputMessages, m.keyframeRequests, m.framesDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

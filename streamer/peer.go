@@ -280,11 +280,21 @@ func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
 			reply(err)
 			return
 		}
+		if m.Type == "resize" {
+			if !s.cfg.resizable() {
+				reply(ErrFixedResolution)
+				return
+			}
+			s.requestResize(*m.Width, *m.Height)
+			s.metrics.inputMessages.WithLabelValues("ok").Inc()
+			return
+		}
 		if s.input == nil {
 			reply(errors.New("no input device"))
 			return
 		}
-		if err := p.held.inject(m, s.input, s.cfg.Width, s.cfg.Height); err != nil {
+		w, h := s.screenSize()
+		if err := p.held.inject(m, s.input, w, h); err != nil {
 			s.metrics.inputMessages.WithLabelValues("invalid").Inc()
 			reply(err)
 			return

@@ -50,7 +50,11 @@ type Server struct {
 	// or -remote-cursor=false) instead of the player.
 	showPointer bool
 	ready       atomic.Bool
-	xvfbPID     atomic.Int64 // the Xvfb this streamer started (benchmarks count its CPU)
+	// width and height are the screen's size now (guarded by mu); it
+	// follows the owner's window unless the resolution is fixed (resize.go).
+	width, height int
+	resizeReq     chan [2]int
+	xvfbPID       atomic.Int64 // the Xvfb this streamer started (benchmarks count its CPU)
 
 	mu       sync.Mutex
 	peers    map[string]*peer
@@ -103,6 +107,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		probe:    gstProbe{},
 		peers:    map[string]*peer{},
 		idleFrom: time.Now(),
+		width:    cfg.Width, height: cfg.Height,
+		resizeReq: make(chan [2]int, 1),
 	}, nil
 }
 
@@ -244,24 +250,16 @@ func (s *Server) Run(ctx context.Context) error {
 			cleanup = append(cleanup, func() { ccancel(); wait() })
 		}
 	}
-	video, err := gst.Launch(videoPipeline(s.display, b, vp, s.showPointer),
-		func(smp gst.Sample) {
-			if s.ready.CompareAndSwap(false, true) {
-				s.log.Info("first video frame encoded")
-			}
-			s.media.writeVideo(smp.Data, smp.PTS, smp.Duration, smp.Latency)
-			if s.OnEncoded != nil && smp.Latency > 0 {
-				s.OnEncoded(smp.Latency)
-			}
-		})
+	video, err := s.launchVideo(b, vp)
 	if err != nil {
-		return fmt.Errorf("video pipeline: %w", err)
+		return err
 	}
-	cleanup = append(cleanup, video.Stop)
-	s.media.setEncoder(video)
+	if s.cfg.resizable() {
+		s.log.Info("the screen follows the owner's window", "max", fmt.Sprintf("%dx%d", s.cfg.Width, s.cfg.Height))
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return video.Wait(gctx) })
+	g.Go(func() error { return s.runVideo(gctx, video, b, vp, inj.Resize) })
 	g.Go(func() error { return s.media.send(gctx) })
 
 	// Audio.
@@ -398,7 +396,7 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	h := Health{Status: "starting", Session: s.cfg.SessionID, Encoder: s.branch.Encoder, Codec: s.branch.Codec(),
 		Fmtp: s.branch.Fmtp(), NotChosen: s.skipped,
-		Width: s.cfg.Width, Height: s.cfg.Height, FPS: s.cfg.FPS, GPU: os.Getenv("NVIDIA_VISIBLE_DEVICES")}
+		Width: s.width, Height: s.height, FPS: s.cfg.FPS, GPU: os.Getenv("NVIDIA_VISIBLE_DEVICES")}
 	h.Peers, h.Viewers = s.countLocked()
 	s.mu.Unlock()
 	code := http.StatusServiceUnavailable

@@ -8,8 +8,8 @@ pkgs=(
 	pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 	gstreamer1.0-plugins-ugly gstreamer1.0-x gstreamer1.0-pulseaudio
-	# streamer: display, input injection and audio
-	xvfb x11-utils x11-apps xdotool libx11-dev libxtst-dev libxfixes-dev pulseaudio
+	# streamer: display, input injection, RandR resize, clipboard (xclip) and audio
+	xvfb x11-utils x11-apps x11-xserver-utils xdotool xclip libx11-dev libxtst-dev libxfixes-dev libxrandr-dev pulseaudio
 	# make dev's desktop: a window manager, a terminal, Mesa's llvmpipe for GL
 	openbox xterm libgl1-mesa-dri libglx-mesa0 mesa-utils
 	# browser tests

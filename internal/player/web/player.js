@@ -10,6 +10,8 @@
     iceTransportPolicy: params.get("relay") === "1" ? "relay" : "all",
     stats: params.get("stats") === "1",
     manual: params.get("manual") === "1",
+    // fixed=1: the remote screen keeps its size instead of following this window.
+    fixed: params.get("fixed") === "1",
   }, window.METAL_CONFIG || {});
 
   // Build the player's elements unless the page has them.
@@ -100,6 +102,7 @@
     state.connectStartedAt = performance.now();
     state.postSentAt = state.firstFrameAt = 0;
     cursor.seq = 0; // a new streamer (a failover) numbers from 1
+    remote.asked = ""; // a new channel: ask again
     setStatus(state.retries ? `Reconnecting (try ${state.retries + 1})…` : "Connecting…");
     const pc = new RTCPeerConnection({ iceServers: cfg.iceServers, iceTransportPolicy: cfg.iceTransportPolicy });
     state.pc = pc;
@@ -117,6 +120,8 @@
         if (m.type === "cursor" && Number(m.seq) > cursor.seq) drawCursor(m);
         // Spectators: where the pointer is (their own mouse moves nothing).
         if (m.type === "pointer") movePointer(Number(m.x), Number(m.y));
+        // The screen's size, and whether this player may ask for another.
+        if (m.type === "screen") onScreen(m);
       } catch (_) { /* ignore */ }
     };
     pc.ontrack = (e) => {
@@ -237,6 +242,31 @@
   document.getElementById("unmute").onclick = (e) => { video.muted = !video.muted; e.target.textContent = video.muted ? "Sound off" : "Sound on"; };
   document.getElementById("lock").onclick = () => video.requestPointerLock?.();
   document.addEventListener("pointerlockchange", () => { state.pointerLocked = document.pointerLockElement === video; });
+
+  // The remote screen follows this window: the player asks for its video
+  // element's size in device pixels, once the streamer says it may (the
+  // owner, unless the resolution is fixed), and again after the window or
+  // fullscreen changes (debounced: a dragged edge asks once it stops). The
+  // streamer fits the size within its bounds and restarts the encoder at
+  // it; the peer stays.
+  const remote = { width: 0, height: 0, resizable: false, asked: "" };
+  function onScreen(m) {
+    remote.width = m.width | 0; remote.height = m.height | 0; remote.resizable = !!m.resizable;
+    window.metal.screen = { width: remote.width, height: remote.height, resizable: remote.resizable };
+    fitScreen();
+  }
+  function fitScreen() {
+    if (!remote.resizable || cfg.fixed) return;
+    const r = video.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
+    const w = Math.round(r.width * dpr), h = Math.round(r.height * dpr);
+    if (w < 1 || h < 1 || `${w}x${h}` === remote.asked) return;
+    remote.asked = `${w}x${h}`;
+    send({ type: "resize", width: w, height: h });
+  }
+  let fitTimer = 0;
+  const fitSoon = () => { clearTimeout(fitTimer); fitTimer = setTimeout(fitScreen, 250); };
+  window.addEventListener("resize", fitSoon);
+  document.addEventListener("fullscreenchange", fitSoon);
 
   // Input.
   function send(msg) {

@@ -90,6 +90,7 @@ type Display struct {
 	mu   sync.Mutex
 	d    *C.Display
 	w, h int
+	mode C.ulong // the RandR mode Resize created and the screen is in, if any
 
 	// Keysyms the keyboard map cannot type as asked (not on it, or at a
 	// shift level the held modifiers do not select) go through spare
@@ -116,7 +117,11 @@ func Open(name string) (*Display, error) {
 }
 
 // Size is the screen size in pixels.
-func (x *Display) Size() (w, h int) { return x.w, x.h }
+func (x *Display) Size() (w, h int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.w, x.h
+}
 
 // Close closes the connection.
 func (x *Display) Close() {

@@ -1,0 +1,126 @@
+package x11
+
+/*
+#cgo pkg-config: x11 xrandr
+#include <stdio.h>
+#include <string.h>
+#include <X11/Xlib.h>
+#include <X11/extensions/Xrandr.h>
+
+static int metal_randr_error;
+static int metal_randr_on_error(Display *d, XErrorEvent *e) {
+	metal_randr_error = e->error_code;
+	return 0;
+}
+
+// metal_randr_size sets the screen to w x h through RandR 1.2: the first
+// output's CRTC is switched off, the screen resized and the CRTC set to a
+// mode of that size (created where the server has none; *created says
+// which, so the caller can destroy the one it replaces). Returns 0, or the
+// X error code, or -1 when the server has no output or CRTC.
+static int metal_randr_size(Display *d, int w, int h, unsigned long *mode_out, int *created) {
+	Window root = DefaultRootWindow(d);
+	XRRScreenResources *res = XRRGetScreenResources(d, root);
+	if (!res) return -1;
+	if (res->noutput < 1 || res->ncrtc < 1) { XRRFreeScreenResources(res); return -1; }
+	RROutput out = res->outputs[0];
+	XRROutputInfo *oi = XRRGetOutputInfo(d, res, out);
+	RRCrtc crtc = (oi && oi->crtc) ? oi->crtc : res->crtcs[0];
+	if (oi) XRRFreeOutputInfo(oi);
+	RRMode mode = None;
+	for (int i = 0; i < res->nmode; i++) {
+		if ((int)res->modes[i].width == w && (int)res->modes[i].height == h) { mode = res->modes[i].id; break; }
+	}
+	metal_randr_error = 0;
+	XErrorHandler old = XSetErrorHandler(metal_randr_on_error);
+	*created = 0;
+	if (mode == None) {
+		char name[32];
+		snprintf(name, sizeof name, "%dx%d", w, h);
+		XRRModeInfo mi;
+		memset(&mi, 0, sizeof mi);
+		mi.width = w; mi.height = h; mi.hTotal = w; mi.vTotal = h;
+		mi.dotClock = (unsigned long)w * h * 60;
+		mi.name = name; mi.nameLength = strlen(name);
+		mode = XRRCreateMode(d, root, &mi);
+		XRRAddOutputMode(d, out, mode);
+		*created = 1;
+	}
+	XGrabServer(d);
+	XRRSetCrtcConfig(d, res, crtc, CurrentTime, 0, 0, None, RR_Rotate_0, NULL, 0);
+	// 96 dpi, as Xvfb reports.
+	XRRSetScreenSize(d, root, w, h, w * 254 / 960, h * 254 / 960);
+	XRRSetCrtcConfig(d, res, crtc, CurrentTime, 0, 0, mode, RR_Rotate_0, &out, 1);
+	XUngrabServer(d);
+	XSync(d, False);
+	XSetErrorHandler(old);
+	XRRFreeScreenResources(res);
+	*mode_out = mode;
+	return metal_randr_error;
+}
+
+// metal_randr_forget removes a mode this connection created.
+static void metal_randr_forget(Display *d, unsigned long mode) {
+	Window root = DefaultRootWindow(d);
+	XRRScreenResources *res = XRRGetScreenResources(d, root);
+	XErrorHandler old = XSetErrorHandler(metal_randr_on_error);
+	if (res && res->noutput > 0) XRRDeleteOutputMode(d, res->outputs[0], mode);
+	XRRDestroyMode(d, mode);
+	XSync(d, False);
+	XSetErrorHandler(old);
+	if (res) XRRFreeScreenResources(res);
+}
+
+static int metal_has_randr(Display *d) {
+	int ev, err, major = 0, minor = 0;
+	if (!XRRQueryExtension(d, &ev, &err)) return 0;
+	XRRQueryVersion(d, &major, &minor);
+	return major > 1 || (major == 1 && minor >= 2);
+}
+
+static void metal_root_size(Display *d, int *w, int *h) {
+	XWindowAttributes wa;
+	XGetWindowAttributes(d, DefaultRootWindow(d), &wa);
+	*w = wa.width; *h = wa.height;
+}
+*/
+import "C"
+
+import "fmt"
+
+// Resize sets the X screen to w x h through RandR (1.2 or later): what a
+// desktop sees as a monitor changing mode, so windows maximised to it
+// follow. The size must lie within the server's range (Xvfb's largest is
+// the one it started with). Capture of the screen must be stopped around
+// it: a capture sized for the old screen reads outside the new one.
+func (x *Display) Resize(w, h int) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.d == nil {
+		return ErrClosed
+	}
+	if C.metal_has_randr(x.d) == 0 {
+		return fmt.Errorf("X display has no RandR 1.2")
+	}
+	var mode C.ulong
+	var created C.int
+	if rc := C.metal_randr_size(x.d, C.int(w), C.int(h), &mode, &created); rc != 0 {
+		return fmt.Errorf("RandR resize to %dx%d: X error %d", w, h, int(rc))
+	}
+	var rw, rh C.int
+	C.metal_root_size(x.d, &rw, &rh)
+	if int(rw) != w || int(rh) != h {
+		return fmt.Errorf("RandR resize to %dx%d: the screen is %dx%d", w, h, int(rw), int(rh))
+	}
+	// The mode replaced is destroyed when this connection made it; the
+	// server's own (the start size) stays.
+	if x.mode != 0 && x.mode != mode {
+		C.metal_randr_forget(x.d, x.mode)
+		x.mode = 0
+	}
+	if created != 0 {
+		x.mode = mode
+	}
+	x.w, x.h = w, h
+	return nil
+}
