@@ -37,6 +37,7 @@ type peer struct {
 	inputDC *webrtc.DataChannel
 	// cursorBehind is the cursor message a backed-up channel skipped.
 	cursorBehind []byte
+	clipDC       *webrtc.DataChannel // the owner's clipboard channel (clipboard.go)
 	limit        *rate.Limiter
 	refusals     *rate.Limiter
 	held         held
@@ -232,6 +233,10 @@ type inputError struct {
 // nothing is injected. A peer has one input channel: a second one is
 // closed. Limits are per peer, so opening channels buys nothing.
 func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
+	if dc.Label() == "clipboard" {
+		s.handleClipboard(p, dc)
+		return
+	}
 	if dc.Label() != "input" {
 		p.log.Warn("unknown data channel closed", "label", dc.Label())
 		_ = dc.Close()

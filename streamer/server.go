@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -54,6 +55,7 @@ type Server struct {
 	// follows the owner's window unless the resolution is fixed (resize.go).
 	width, height int
 	resizeReq     chan [2]int
+	clip          *sessionClipboard // nil without xclip or XFIXES
 	xvfbPID       atomic.Int64 // the Xvfb this streamer started (benchmarks count its CPU)
 
 	mu       sync.Mutex
@@ -219,6 +221,22 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	cleanup = append(cleanup, inj.Close)
 	s.input = inj
+
+	// The clipboard, both ways (clipboard.go).
+	if _, err := exec.LookPath("xclip"); err != nil {
+		s.log.Warn("no clipboard: xclip is not installed (apt-get install xclip)")
+	} else {
+		s.clip = &sessionClipboard{display: s.display}
+		cctx, ccancel := context.WithCancel(ctx)
+		wait, err := x11.WatchSelections(cctx, s.display, s.selectionChanged)
+		if err != nil {
+			ccancel()
+			s.clip = nil
+			s.log.Warn("no clipboard", "err", err)
+		} else {
+			cleanup = append(cleanup, func() { ccancel(); wait() })
+		}
+	}
 
 	// Encoder and video.
 	vp := videoParams{Width: s.cfg.Width, Height: s.cfg.Height, FPS: s.cfg.FPS, Kbps: s.cfg.StartKbps, Profile: s.cfg.H264Profile}

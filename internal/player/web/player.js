@@ -110,6 +110,12 @@
     pc.addTransceiver("audio", { direction: "recvonly" });
     const dc = pc.createDataChannel("input", { ordered: true });
     state.dc = dc;
+    // The clipboard has a channel of its own (texts up to 1 MiB); the
+    // streamer closes a spectator's.
+    const cdc = pc.createDataChannel("clipboard", { ordered: true });
+    state.cdc = cdc;
+    cdc.onmessage = (e) => onClipboardMessage(String(e.data));
+    cdc.onopen = () => { clip.inbuf = ""; syncClipboard(); };
     dc.onmessage = (e) => {
       try {
         const m = JSON.parse(e.data);
@@ -268,8 +274,80 @@
   window.addEventListener("resize", fitSoon);
   document.addEventListener("fullscreenchange", fitSoon);
 
+  // Clipboard, both ways, as text (streamer/clipboard.go has the framing:
+  // chunks starting "+" (more follow) or "=" (the last); "." says the
+  // session holds what was sent, "!" why it does not). From the session:
+  // written to the browser's clipboard (the async clipboard API, allowed
+  // while the page has focus). To the session: the browser's clipboard when
+  // the page gains focus, where the page may read it (the clipboard-read
+  // permission granted), and the paste event's text when the player presses
+  // a paste shortcut (Ctrl+V, Shift+Insert): the shortcut's keys wait until
+  // the session holds the text, so the application pastes the new one.
+  const clip = { inbuf: "", current: null, pasteKeys: null, pasteTimer: 0 };
+  const MAX_CLIPBOARD = 1 << 20;
+  function onClipboardMessage(d) {
+    const kind = d[0], rest = d.slice(1);
+    if (kind === "+") { clip.inbuf += rest; if (clip.inbuf.length > MAX_CLIPBOARD) clip.inbuf = ""; return; }
+    if (kind === "=") {
+      const text = clip.inbuf + rest;
+      clip.inbuf = "";
+      clip.current = text;
+      window.metal.clipboard = text;
+      navigator.clipboard?.writeText(text).catch(() => { /* no focus: kept for the next copy */ });
+      return;
+    }
+    window.metal.onClipboard?.(kind); // tests: the order of acks and keys
+    if (kind === ".") { window.metal.clipboardAcks = (window.metal.clipboardAcks || 0) + 1; flushPaste(); return; }
+    if (kind === "!") { window.metal.lastClipboardError = rest; console.warn("clipboard refused:", rest); flushPaste(); }
+  }
+  // sendClipboard sends text to the session; false when nothing was sent
+  // (the session has it already, no channel, or over 1 MiB).
+  function sendClipboard(text) {
+    const dc = state.cdc;
+    if (!dc || dc.readyState !== "open" || typeof text !== "string" || text === clip.current) return false;
+    if (new TextEncoder().encode(text).length > MAX_CLIPBOARD) {
+      window.metal.lastClipboardError = "clipboard text over 1 MiB: not sent";
+      return false;
+    }
+    clip.current = text;
+    // 4096 UTF-16 units are at most 12 KiB of UTF-8; a chunk never ends
+    // inside a surrogate pair.
+    for (let i = 0; i < text.length || i === 0;) {
+      let n = Math.min(4096, text.length - i);
+      if (n > 0 && i + n < text.length && /[\ud800-\udbff]/.test(text[i + n - 1])) n--;
+      dc.send((i + n < text.length ? "+" : "=") + text.slice(i, i + n));
+      i += n;
+      if (n === 0) break;
+    }
+    return true;
+  }
+  window.metal.sendClipboard = sendClipboard;
+  async function syncClipboard() {
+    if (!navigator.clipboard?.readText) return;
+    try {
+      if ((await navigator.permissions.query({ name: "clipboard-read" })).state !== "granted") return;
+      sendClipboard(await navigator.clipboard.readText());
+    } catch (_) { /* not allowed now */ }
+  }
+  window.addEventListener("focus", syncClipboard);
+  const isPasteKey = (e) => ((e.key === "v" || e.key === "V") && (e.ctrlKey || e.metaKey)) || (e.key === "Insert" && e.shiftKey);
+  function flushPaste() {
+    clearTimeout(clip.pasteTimer);
+    const keys = clip.pasteKeys || [];
+    clip.pasteKeys = null;
+    for (const m of keys) send(m);
+  }
+  document.addEventListener("paste", (e) => {
+    e.preventDefault();
+    const text = e.clipboardData ? e.clipboardData.getData("text/plain") : "";
+    clearTimeout(clip.pasteTimer);
+    if (text && sendClipboard(text)) clip.pasteTimer = setTimeout(flushPaste, 1000); // the "." flushes sooner
+    else flushPaste();
+  });
+
   // Input.
   function send(msg) {
+    window.metal.onSend?.(msg); // tests
     if (state.dc && state.dc.readyState === "open") state.dc.send(JSON.stringify(msg));
   }
   window.metal.send = send;
@@ -297,9 +375,20 @@
     document.addEventListener(type, (e) => {
       const k = keysym(e);
       if (!k) return;
-      e.preventDefault();
       if (type === "keydown") heldKeys.add(k); else heldKeys.delete(k);
-      send({ type: "key", keysym: k, down: type === "keydown" });
+      const msg = { type: "key", keysym: k, down: type === "keydown" };
+      // A paste shortcut goes on to the browser (which then fires the
+      // paste event with its clipboard); its keys, and those after it,
+      // wait until the session holds that text (150 ms at most when no
+      // paste event comes).
+      if (type === "keydown" && isPasteKey(e) && !clip.pasteKeys && state.cdc && state.cdc.readyState === "open") {
+        clip.pasteKeys = [msg];
+        clip.pasteTimer = setTimeout(flushPaste, 150);
+        return;
+      }
+      e.preventDefault();
+      if (clip.pasteKeys) { clip.pasteKeys.push(msg); return; }
+      send(msg);
     });
   }
   function releaseAll() {
