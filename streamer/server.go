@@ -56,7 +56,7 @@ type Server struct {
 	width, height int
 	resizeReq     chan [2]int
 	clip          *sessionClipboard // nil without xclip or XFIXES
-	xvfbPID       atomic.Int64 // the Xvfb this streamer started (benchmarks count its CPU)
+	xvfbPID       atomic.Int64      // the Xvfb this streamer started (benchmarks count its CPU)
 
 	mu       sync.Mutex
 	peers    map[string]*peer
