@@ -85,6 +85,17 @@ variable "fixed_resolution" {
   default     = false
 }
 
+variable "gamepad" {
+  type        = string
+  description = "The player's gamepads in the session: auto (virtual Xbox 360 controllers through uinput where the task can write /dev/uinput, otherwise keys), uinput, keys or off."
+  default     = "auto"
+
+  validation {
+    condition     = contains(["auto", "uinput", "keys", "off"], var.gamepad)
+    error_message = "The gamepad must be auto, uinput, keys or off."
+  }
+}
+
 variable "fps" {
   type        = number
   description = "Frames per second."
@@ -191,6 +202,7 @@ locals {
     "-loopback=${var.loopback}",
     "-demo=${var.demo}",
     "-fixed-resolution=${var.fixed_resolution}",
+    "-gamepad", var.gamepad,
     "-single-use-tokens",
     ], var.desktop == "" ? [] : [
     "-desktop", var.desktop,

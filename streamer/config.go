@@ -52,6 +52,11 @@ type Config struct {
 	// latency, and keeps it out of the capture; false captures it.
 	RemoteCursor bool
 
+	// Gamepad is where the owner's gamepads go (gamepad.go): "auto"
+	// (uinput where /dev/uinput is writable, otherwise keys), "uinput",
+	// "keys" or "off".
+	Gamepad string
+
 	// SessionID is the session this streamer serves; tokens for another
 	// session are refused.
 	SessionID string
@@ -84,6 +89,7 @@ func DefaultConfig() Config {
 		Audio:            true,
 		Demo:             true,
 		RemoteCursor:     true,
+		Gamepad:          GamepadAuto,
 		SessionID:        "local",
 		IdleTimeout:      0,
 		PlayoutDelayZero: true,
@@ -124,6 +130,11 @@ func (c Config) Validate() error {
 	}
 	if c.MinKbps <= 0 || c.MinKbps > c.StartKbps || c.StartKbps > c.MaxKbps {
 		errs = append(errs, fmt.Errorf("bitrates: want 0 < -min-kbps (%d) <= -start-kbps (%d) <= -max-kbps (%d)", c.MinKbps, c.StartKbps, c.MaxKbps))
+	}
+	switch c.Gamepad {
+	case GamepadAuto, GamepadUinput, GamepadKeys, GamepadOff:
+	default:
+		errs = append(errs, fmt.Errorf("-gamepad %q: want auto, uinput, keys or off", c.Gamepad))
 	}
 	if c.SessionID == "" {
 		errs = append(errs, errors.New("-session is empty"))

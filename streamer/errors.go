@@ -12,6 +12,9 @@ var (
 	// ErrFixedResolution refuses a resize where the screen does not follow
 	// the window (-fixed-resolution, the demo scene, an attached display).
 	ErrFixedResolution = errors.New("fixed resolution: resize refused")
+	// ErrNoGamepad refuses gamepad input in a session without gamepads
+	// (-gamepad off).
+	ErrNoGamepad = errors.New("no gamepads in this session (-gamepad off)")
 	// ErrNoEncoder is returned when no usable video encoder is found.
 	ErrNoEncoder = errors.New("no usable video encoder")
 )

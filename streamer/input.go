@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+
+	"github.com/metal-stream/metal/streamer/internal/uinput"
 )
 
 // MaxInputMessage is the largest data-channel message accepted, in bytes.
@@ -26,6 +28,7 @@ type Injector interface {
 //	{"type":"rel","dx":-3,"dy":7}                   relative (pointer lock)
 //	{"type":"wheel","dx":0,"dy":-1}                 wheel steps
 //	{"type":"resize","width":1366,"height":768}     the window's size, device pixels (resize.go)
+//	{"type":"pad","index":0,"buttons":[1,0],"axes":[0.5,0]}  a gamepad's state (gamepad.go)
 type InputMessage struct {
 	Type   string   `json:"type"`
 	Keysym *uint32  `json:"keysym,omitempty"`
@@ -37,6 +40,11 @@ type InputMessage struct {
 	DY     *int     `json:"dy,omitempty"`
 	Width  *int     `json:"width,omitempty"`
 	Height *int     `json:"height,omitempty"`
+	// Index, Buttons (0..1) and Axes (-1..1) are a gamepad's, in the
+	// W3C standard layout.
+	Index   *int      `json:"index,omitempty"`
+	Buttons []float64 `json:"buttons,omitempty"`
+	Axes    []float64 `json:"axes,omitempty"`
 }
 
 const (
@@ -76,6 +84,7 @@ func (m InputMessage) validate() error {
 			"keysym": m.Keysym != nil, "down": m.Down != nil, "button": m.Button != nil,
 			"x": m.X != nil, "y": m.Y != nil, "dx": m.DX != nil, "dy": m.DY != nil,
 			"width": m.Width != nil, "height": m.Height != nil,
+			"index": m.Index != nil, "buttons": m.Buttons != nil, "axes": m.Axes != nil,
 		}
 		for _, a := range allowed {
 			if !present[a] {
@@ -134,6 +143,26 @@ func (m InputMessage) validate() error {
 		}
 		if *m.Width < 1 || *m.Height < 1 || *m.Width > maxWindow || *m.Height > maxWindow {
 			return fmt.Errorf("window %dx%d outside 1..%d a side", *m.Width, *m.Height, maxWindow)
+		}
+	case "pad":
+		if err := only("index", "buttons", "axes"); err != nil {
+			return err
+		}
+		if *m.Index < 0 || *m.Index >= maxPads {
+			return fmt.Errorf("pad %d not 0..%d", *m.Index, maxPads-1)
+		}
+		if len(m.Buttons) > uinput.Buttons || len(m.Axes) > uinput.Axes {
+			return fmt.Errorf("%d buttons and %d axes, at most %d and %d", len(m.Buttons), len(m.Axes), uinput.Buttons, uinput.Axes)
+		}
+		for _, v := range m.Buttons {
+			if math.IsNaN(v) || v < 0 || v > 1 {
+				return fmt.Errorf("button value %v outside 0..1", v)
+			}
+		}
+		for _, v := range m.Axes {
+			if math.IsNaN(v) || v < -1 || v > 1 {
+				return fmt.Errorf("axis value %v outside -1..1", v)
+			}
 		}
 	case "":
 		return fmt.Errorf("missing \"type\"")

@@ -294,6 +294,19 @@ func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
 			s.metrics.inputMessages.WithLabelValues("ok").Inc()
 			return
 		}
+		if m.Type == "pad" {
+			if s.pads == nil {
+				reply(ErrNoGamepad)
+				return
+			}
+			if err := s.pads.Set(*m.Index, m.Buttons, m.Axes); err != nil {
+				s.metrics.inputMessages.WithLabelValues("invalid").Inc()
+				reply(err)
+				return
+			}
+			s.metrics.inputMessages.WithLabelValues("ok").Inc()
+			return
+		}
 		if s.input == nil {
 			reply(errors.New("no input device"))
 			return

@@ -39,6 +39,8 @@ type screenMessage struct {
 	Width     int    `json:"width"`
 	Height    int    `json:"height"`
 	Resizable bool   `json:"resizable"`
+	// Owner says the peer may give input (spectators' is refused).
+	Owner bool `json:"owner"`
 }
 
 // resizable reports whether the screen follows the owner's window: not
@@ -87,7 +89,7 @@ func (s *Server) requestResize(w, h int) {
 func (s *Server) screenFor(p *peer) []byte {
 	w, h := s.screenSize()
 	b, _ := json.Marshal(screenMessage{Type: "screen", Width: w, Height: h,
-		Resizable: s.cfg.resizable() && p.role == token.RoleOwner})
+		Resizable: s.cfg.resizable() && p.role == token.RoleOwner, Owner: p.role == token.RoleOwner})
 	return b
 }
 

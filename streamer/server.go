@@ -56,6 +56,7 @@ type Server struct {
 	width, height int
 	resizeReq     chan [2]int
 	clip          *sessionClipboard // nil without xclip or XFIXES
+	pads          padSink           // nil with -gamepad off
 	xvfbPID       atomic.Int64      // the Xvfb this streamer started (benchmarks count its CPU)
 
 	mu       sync.Mutex
@@ -221,6 +222,13 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	cleanup = append(cleanup, inj.Close)
 	s.input = inj
+	if s.pads, err = newPadSink(s.cfg.Gamepad, s.cfg.SessionID, inj, s.log); err != nil {
+		return err
+	}
+	if s.pads != nil {
+		cleanup = append(cleanup, s.pads.Close)
+		s.log.Info("gamepads", "mode", s.pads.Mode())
+	}
 
 	// The clipboard, both ways (clipboard.go).
 	if _, err := exec.LookPath("xclip"); err != nil {
@@ -468,6 +476,9 @@ func (s *Server) removePeer(id string) bool {
 	s.metrics.peers.Set(float64(n))
 	go p.close() // Close waits for pion's goroutines; never block a callback on it.
 	p.held.release(s.input, true)
+	if p.role == token.RoleOwner && s.pads != nil {
+		s.pads.Reset() // what the player's pads held
+	}
 	p.log.Info("peer removed", "peers", n)
 	return true
 }

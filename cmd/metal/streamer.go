@@ -36,6 +36,7 @@ func runStreamer(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.BoolVar(&cfg.Audio, "audio", cfg.Audio, "stream audio from a PulseAudio null sink")
 	fs.BoolVar(&cfg.Demo, "demo", cfg.Demo, "draw a moving demo scene and play a tone")
 	fs.StringVar(&cfg.Desktop, "desktop", cfg.Desktop, "shell command started on the display once it is up, ended with the streamer: the session's desktop (for example \"openbox --startup xterm\")")
+	fs.StringVar(&cfg.Gamepad, "gamepad", cfg.Gamepad, "the player's gamepads in the session: auto (uinput where /dev/uinput is writable, otherwise keys), uinput (virtual Xbox 360 controllers), keys (arrows, Return, Escape, space, Tab through XTest) or off")
 	fs.StringVar(&cfg.SessionID, "session", cfg.SessionID, "session id this streamer serves")
 	key := fs.String("token-key", "", "session-token signing key, at least 32 bytes (default: random, printed link only)")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "exit 0 after this long without the owner connected (0: never)")

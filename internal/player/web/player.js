@@ -103,6 +103,7 @@
     state.postSentAt = state.firstFrameAt = 0;
     cursor.seq = 0; // a new streamer (a failover) numbers from 1
     remote.asked = ""; // a new channel: ask again
+    pads.last = []; // and send the pads' state again
     setStatus(state.retries ? `Reconnecting (try ${state.retries + 1})…` : "Connecting…");
     const pc = new RTCPeerConnection({ iceServers: cfg.iceServers, iceTransportPolicy: cfg.iceTransportPolicy });
     state.pc = pc;
@@ -258,7 +259,8 @@
   const remote = { width: 0, height: 0, resizable: false, asked: "" };
   function onScreen(m) {
     remote.width = m.width | 0; remote.height = m.height | 0; remote.resizable = !!m.resizable;
-    window.metal.screen = { width: remote.width, height: remote.height, resizable: remote.resizable };
+    state.owner = !!m.owner;
+    window.metal.screen = { width: remote.width, height: remote.height, resizable: remote.resizable, owner: state.owner };
     fitScreen();
   }
   function fitScreen() {
@@ -343,6 +345,35 @@
     clearTimeout(clip.pasteTimer);
     if (text && sendClipboard(text)) clip.pasteTimer = setTimeout(flushPaste, 1000); // the "." flushes sooner
     else flushPaste();
+  });
+
+  // Gamepads: read at the display rate while one is connected, each pad's
+  // state sent when it changes (the W3C standard layout: 17 buttons, 4
+  // axes, rounded to 0.01), by the owner only (streamer/gamepad.go says
+  // what the session makes of them). A pad that goes away is let go.
+  const pads = { last: [], running: false };
+  const round = (v) => Math.round(v * 100) / 100 || 0;
+  function pollPads() {
+    let any = false;
+    for (const gp of (navigator.getGamepads ? navigator.getGamepads() : [])) {
+      if (!gp || !gp.connected || gp.index > 3) continue;
+      any = true;
+      if (!state.owner) continue;
+      const m = {
+        type: "pad", index: gp.index,
+        buttons: Array.from(gp.buttons).slice(0, 17).map((b) => round(Math.max(0, Math.min(1, b.pressed && !b.value ? 1 : b.value)))),
+        axes: Array.from(gp.axes).slice(0, 4).map((a) => round(Math.max(-1, Math.min(1, a)))),
+      };
+      const key = JSON.stringify(m);
+      if (key !== pads.last[gp.index] && state.dc && state.dc.readyState === "open") { pads.last[gp.index] = key; send(m); }
+    }
+    pads.running = any;
+    if (any) requestAnimationFrame(pollPads);
+  }
+  window.addEventListener("gamepadconnected", () => { if (!pads.running) { pads.running = true; requestAnimationFrame(pollPads); } });
+  window.addEventListener("gamepaddisconnected", (e) => {
+    const i = e.gamepad ? e.gamepad.index : -1;
+    if (i >= 0 && i <= 3 && state.owner) { pads.last[i] = ""; send({ type: "pad", index: i, buttons: [], axes: [] }); }
   });
 
   // Input.
