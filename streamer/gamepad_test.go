@@ -37,12 +37,12 @@ func TestPadKeys(t *testing.T) {
 func TestParsePad(t *testing.T) {
 	for msg, want := range map[string]string{
 		`{"type":"pad","index":0,"buttons":[1,0.5],"axes":[-1,0.25]}`: "",
-		`{"type":"pad","index":0,"buttons":[],"axes":[]}`:              "",
-		`{"type":"pad","index":4,"buttons":[],"axes":[]}`:              "pad 4 not 0..3",
-		`{"type":"pad","index":0,"buttons":[2],"axes":[]}`:             "outside 0..1",
-		`{"type":"pad","index":0,"buttons":[],"axes":[-1.5]}`:          "outside -1..1",
-		`{"type":"pad","index":0,"buttons":[],"axes":[0,0,0,0,0]}`:     "at most 17 and 4",
-		`{"type":"pad","index":0,"axes":[]}`:                           `missing "buttons"`,
+		`{"type":"pad","index":0,"buttons":[],"axes":[]}`:             "",
+		`{"type":"pad","index":4,"buttons":[],"axes":[]}`:             "pad 4 not 0..3",
+		`{"type":"pad","index":0,"buttons":[2],"axes":[]}`:            "outside 0..1",
+		`{"type":"pad","index":0,"buttons":[],"axes":[-1.5]}`:         "outside -1..1",
+		`{"type":"pad","index":0,"buttons":[],"axes":[0,0,0,0,0]}`:    "at most 17 and 4",
+		`{"type":"pad","index":0,"axes":[]}`:                          `missing "buttons"`,
 	} {
 		_, err := ParseInput([]byte(msg))
 		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
