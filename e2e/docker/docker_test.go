@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -159,6 +160,25 @@ func TestDevOnDockerPlaysADesktop(t *testing.T) {
 			t.Fatalf("the player sees no desktop: bright %.3f, dark %.3f of the frame (%v), want a window (> 5%% bright) on the root (> 20%% dark)\nin the desktop container:\n%s\nits log:\n%s", frac[0], frac[1], err, ps, logs)
 		}
 		time.Sleep(time.Second)
+	}
+
+	// In the container too, the screen follows the browser window (RandR
+	// on the image's Xvfb), and a copy in the session reaches the browser
+	// (the image's xclip; its output is not read: xclip's child keeps it).
+	if err := chromedp.Do(tab, chromedp.EmulateViewport(1000, 600)); err != nil {
+		t.Fatal(err)
+	}
+	if err := browsertest.WaitTrue(tab, `document.getElementById("video").videoWidth === 1000 && document.getElementById("video").videoHeight === 600`, 30*time.Second); err != nil {
+		logs, _ := exec.Command("docker", "logs", "--tail", "40", desk).CombinedOutput()
+		t.Fatalf("the video after the window changed: %v\nthe desktop container's log:\n%s", err, logs)
+	}
+	copied := fmt.Sprintf("copied in the container %d", time.Now().UnixNano())
+	if out, err := exec.Command("docker", "exec", desk, "sh", "-c",
+		`d=$(ls /tmp/.X11-unix | sed -n 's/^X/:/p' | head -1); printf %s "$1" | DISPLAY=$d xclip -selection clipboard -in >/dev/null 2>&1`, "sh", copied).CombinedOutput(); err != nil {
+		t.Fatalf("xclip in the desktop container: %v: %s", err, out)
+	}
+	if err := browsertest.WaitTrue(tab, fmt.Sprintf(`metal.clipboard === %q`, copied), 20*time.Second); err != nil {
+		t.Fatalf("the container's copy did not reach the browser: %v", err)
 	}
 
 	// Docker's view of each container's HEALTHCHECK.
