@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pion/webrtc/v4"
+	"golang.org/x/time/rate"
 
 	"github.com/metal-stream/metal/internal/token"
 )
@@ -39,6 +40,13 @@ const MaxClipboard = 1 << 20
 // size limit.
 const clipChunk = 16 << 10
 
+// clipRate and clipBurst bound a peer's clipboard messages: a whole 1 MiB
+// text (256 chunks of 4096 UTF-16 units, what the page sends) in one burst.
+const (
+	clipRate  = 300
+	clipBurst = 400
+)
+
 // clipTimeout bounds one xclip run.
 const clipTimeout = 5 * time.Second
 
@@ -48,7 +56,12 @@ var errClipboardTooLarge = fmt.Errorf("%w: clipboard text over %d bytes (1 MiB)"
 type clipAssembler struct {
 	buf  []byte
 	over bool // past MaxClipboard: dropped until its last chunk
+	lost bool // a chunk was refused (rate limit): dropped until its last chunk
 }
+
+// drop refuses the text being put together: its chunks are dropped up to
+// its last, so no text goes to the session with a hole in it.
+func (a *clipAssembler) drop() { a.buf, a.lost = nil, true }
 
 // add takes one message; done with the whole text after its last chunk.
 // An oversized or malformed text is an error once its last chunk is in
@@ -62,7 +75,7 @@ func (a *clipAssembler) add(msg []byte) (text string, done bool, err error) {
 		a.buf, a.over = nil, false
 		return "", false, fmt.Errorf("%w: clipboard chunk of %d bytes, limit %d", ErrBadInput, len(msg)-1, clipChunk)
 	}
-	if !a.over {
+	if !a.over && !a.lost {
 		if len(a.buf)+len(msg)-1 > MaxClipboard {
 			a.buf, a.over = nil, true
 		} else {
@@ -72,10 +85,13 @@ func (a *clipAssembler) add(msg []byte) (text string, done bool, err error) {
 	if msg[0] == '+' {
 		return "", false, nil
 	}
-	buf, over := a.buf, a.over
-	a.buf, a.over = nil, false
+	buf, over, lost := a.buf, a.over, a.lost
+	a.buf, a.over, a.lost = nil, false, false
 	if over {
 		return "", true, errClipboardTooLarge
+	}
+	if lost {
+		return "", true, fmt.Errorf("%w: clipboard text dropped: its chunks came faster than %d a second", ErrBadInput, clipRate)
 	}
 	if !utf8.Valid(buf) {
 		return "", true, fmt.Errorf("%w: clipboard text is not UTF-8", ErrBadInput)
@@ -130,7 +146,9 @@ func (c *sessionClipboard) get(ctx context.Context, sel string) (text string, ch
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []byte
+	latin1 := false
 	for _, target := range []string{"UTF8_STRING", "STRING"} {
+		latin1 = target == "STRING"
 		cmd := c.xclip(ctx, "-selection", sel, "-out", "-target", target)
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
@@ -151,6 +169,14 @@ func (c *sessionClipboard) get(ctx context.Context, sel string) (text string, ch
 	}
 	if len(out) > MaxClipboard {
 		return "", false, errClipboardTooLarge
+	}
+	if latin1 {
+		// STRING is ISO Latin-1 (ICCCM): each byte is its code point.
+		r := make([]rune, len(out))
+		for i, c := range out {
+			r[i] = rune(c)
+		}
+		out = []byte(string(r))
 	}
 	text = string(bytes.ToValidUTF8(out, []byte("\uFFFD")))
 	if text == c.last {
@@ -192,9 +218,15 @@ func (s *Server) handleClipboard(p *peer, dc *webrtc.DataChannel) {
 			_ = dc.SendText(msg)
 		}
 	}
+	limit := rate.NewLimiter(clipRate, clipBurst)
 	dc.OnMessage(func(msg webrtc.DataChannelMessage) {
-		if !p.limit.Allow() {
-			reply("!" + fmt.Errorf("%w: more than 1000 messages a second", ErrBadInput).Error())
+		if !limit.Allow() {
+			asm.drop()
+			if len(msg.Data) > 0 && msg.Data[0] == '=' {
+				_, _, err := asm.add([]byte("=")) // the dropped text's end: refused
+				s.metrics.clipboard.WithLabelValues("in", "refused").Inc()
+				reply("!" + err.Error())
+			}
 			return
 		}
 		text, done, err := asm.add(msg.Data)
@@ -207,9 +239,11 @@ func (s *Server) handleClipboard(p *peer, dc *webrtc.DataChannel) {
 			return
 		}
 		// xclip runs off pion's read loop; a newer text replaces one
-		// still waiting.
+		// still waiting, which is answered as replaced (the page counts
+		// answers before it types a paste shortcut).
 		select {
 		case <-texts:
+			reply("!" + "clipboard text replaced by a newer one")
 		default:
 		}
 		texts <- text

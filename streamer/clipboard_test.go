@@ -59,6 +59,18 @@ func TestClipAssembler(t *testing.T) {
 			t.Errorf("%.10q: %v, want a bad-input error", bad, err)
 		}
 	}
+	// A chunk refused on the way (the rate limit): the text is refused
+	// whole at its end, never delivered with a hole.
+	if _, done, err := a.add([]byte("+first half ")); done || err != nil {
+		t.Fatal(done, err)
+	}
+	a.drop()
+	if _, done, err := a.add([]byte("+after the hole")); done || err != nil {
+		t.Fatal(done, err)
+	}
+	if got, done, err := a.add([]byte("=end")); !done || !errors.Is(err, ErrBadInput) || got != "" {
+		t.Fatalf("a text with a dropped chunk: %q %v %v", got, done, err)
+	}
 	if got, done, err := a.add([]byte("=again")); !done || err != nil || got != "again" {
 		t.Fatalf("after bad messages: %q %v %v", got, done, err)
 	}

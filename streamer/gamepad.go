@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/metal-stream/metal/streamer/internal/uinput"
 )
@@ -21,7 +22,9 @@ import (
 //     arrow keys, A Return, B Escape, X space, Y Tab, Start Return, Back
 //     Escape.
 //
-// What a player holds is let go when the owner's peer goes away.
+// What the pads hold is let go when the owner's peer that sent them goes
+// away (not when an older one of a reconnect does), and by the page when
+// it loses focus or is hidden.
 
 // Gamepad modes (-gamepad).
 const (
@@ -69,7 +72,14 @@ type uinputPads struct {
 	name string
 	mu   sync.Mutex
 	pads [maxPads]*uinput.Pad
+	// failed is the last failure to make a device, not tried again
+	// before failedAt + uinputRetry (a message per frame would).
+	failed   error
+	failedAt time.Time
 }
+
+// uinputRetry is how long a failure to make a device is answered as it is.
+const uinputRetry = 10 * time.Second
 
 func (u *uinputPads) Mode() string { return GamepadUinput }
 
@@ -77,10 +87,18 @@ func (u *uinputPads) Set(index int, buttons, axes []float64) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.pads[index] == nil {
+		if idle(buttons, axes) {
+			return nil // nothing held: no device for a pad that only went away
+		}
+		if u.failed != nil && time.Since(u.failedAt) < uinputRetry {
+			return u.failed
+		}
 		p, err := uinput.Create(fmt.Sprintf("%s %d", u.name, index+1))
 		if err != nil {
+			u.failed, u.failedAt = err, time.Now()
 			return err
 		}
+		u.failed = nil
 		u.pads[index] = p
 	}
 	return u.pads[index].Set(buttons, axes)
@@ -105,6 +123,21 @@ func (u *uinputPads) Close() {
 			u.pads[i] = nil
 		}
 	}
+}
+
+// idle reports whether a pad's state holds nothing: no button, axes centred.
+func idle(buttons, axes []float64) bool {
+	for _, v := range buttons {
+		if v != 0 {
+			return false
+		}
+	}
+	for _, v := range axes {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // keyPads types the pads as keys.

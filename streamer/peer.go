@@ -299,6 +299,9 @@ func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
 				reply(ErrNoGamepad)
 				return
 			}
+			s.mu.Lock()
+			s.padPeer = p.id
+			s.mu.Unlock()
 			if err := s.pads.Set(*m.Index, m.Buttons, m.Axes); err != nil {
 				s.metrics.inputMessages.WithLabelValues("invalid").Inc()
 				reply(err)

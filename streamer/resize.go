@@ -112,10 +112,16 @@ func (s *Server) launchVideo(b branch, vp videoParams) (*gst.Pipeline, error) {
 	return video, nil
 }
 
+// screen is what runVideo needs from the display.
+type screen interface {
+	Resize(w, h int) error
+	Size() (w, h int)
+}
+
 // runVideo runs the video pipeline until ctx ends or it fails, and applies
 // resize requests in between: stop the capture, resize the screen, start
 // the capture and encoder again at the new size and the current bitrate.
-func (s *Server) runVideo(ctx context.Context, video *gst.Pipeline, b branch, vp videoParams, resize func(w, h int) error) error {
+func (s *Server) runVideo(ctx context.Context, video *gst.Pipeline, b branch, vp videoParams, scr screen) error {
 	defer func() {
 		if video != nil {
 			video.Stop()
@@ -133,9 +139,15 @@ func (s *Server) runVideo(ctx context.Context, video *gst.Pipeline, b branch, vp
 			return err
 		case <-ctx.Done():
 			stop()
+			<-failed
 			return nil
 		case size = <-s.resizeReq:
 			stop()
+			// An error the wait took off the bus as it was stopped is
+			// still the pipeline's.
+			if err := <-failed; err != nil {
+				return err
+			}
 		}
 		// The size asked for when the gap since the last resize is over.
 		if wait := resizeGap - time.Since(last); wait > 0 {
@@ -149,26 +161,40 @@ func (s *Server) runVideo(ctx context.Context, video *gst.Pipeline, b branch, vp
 			default:
 			}
 		}
-		if w, h := s.screenSize(); size == [2]int{w, h} {
+		prevW, prevH := s.screenSize()
+		if size == [2]int{prevW, prevH} {
 			continue
 		}
 		last = time.Now()
 		video.Stop()
-		if err := resize(size[0], size[1]); err != nil {
-			s.log.Warn("screen not resized", "size", fmt.Sprintf("%dx%d", size[0], size[1]), "err", err)
-		} else {
-			s.mu.Lock()
-			s.width, s.height = size[0], size[1]
-			s.mu.Unlock()
-			vp.Width, vp.Height = size[0], size[1]
+		video = nil
+		err := scr.Resize(size[0], size[1])
+		// Whatever happened, the screen's size is what it is now: input
+		// and pointer positions scale to it, the capture takes it.
+		vp.Width, vp.Height = scr.Size()
+		if err != nil {
+			s.log.Warn("screen not resized", "asked", fmt.Sprintf("%dx%d", size[0], size[1]),
+				"size", fmt.Sprintf("%dx%d", vp.Width, vp.Height), "err", err)
 		}
 		vp.Kbps = s.media.Bitrate()
-		var err error
 		if video, err = s.launchVideo(b, vp); err != nil {
-			return err
+			// Not at this size: back to the one that ran.
+			s.log.Warn("capture failed at the new size; back to the last", "size", fmt.Sprintf("%dx%d", vp.Width, vp.Height), "err", err)
+			if rerr := scr.Resize(prevW, prevH); rerr != nil {
+				return fmt.Errorf("%w (and back to %dx%d: %v)", err, prevW, prevH, rerr)
+			}
+			vp.Width, vp.Height = prevW, prevH
+			if video, err = s.launchVideo(b, vp); err != nil {
+				return err
+			}
 		}
-		s.log.Info("screen resized", "size", fmt.Sprintf("%dx%d", vp.Width, vp.Height), "took", time.Since(last).Round(time.Millisecond))
-		s.metrics.resizes.Inc()
+		s.mu.Lock()
+		s.width, s.height = vp.Width, vp.Height
+		s.mu.Unlock()
+		if vp.Width == size[0] && vp.Height == size[1] {
+			s.log.Info("screen resized", "size", fmt.Sprintf("%dx%d", vp.Width, vp.Height), "took", time.Since(last).Round(time.Millisecond))
+			s.metrics.resizes.Inc()
+		}
 		for _, p := range s.peersWhere(func(*peer) bool { return true }) {
 			if dc := p.openInput(); dc != nil {
 				_ = dc.SendText(string(s.screenFor(p)))

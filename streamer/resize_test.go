@@ -43,8 +43,8 @@ func TestBrowserScreenFollowsTheWindow(t *testing.T) {
 	}
 	defer xd.Close()
 	tab := ownerTab(t, browser, r)
-	if ok, _ := browsertest.Eval[bool](tab, `metal.screen && metal.screen.resizable && metal.screen.width === 1280`); !ok {
-		t.Fatal("the owner was not told it may resize the screen")
+	if err := browsertest.WaitTrue(tab, `metal.screen && metal.screen.resizable && metal.screen.width === 1280`, 10*time.Second); err != nil {
+		t.Fatalf("the owner was not told it may resize the screen: %v", err)
 	}
 	// Marks this peer connection: a reconnect would make a new one.
 	if _, err := browsertest.Eval[any](tab, `metal.state.pc.marked = true, 0`); err != nil {
@@ -131,8 +131,8 @@ func TestBrowserScreenFollowsTheWindow(t *testing.T) {
 	// Fixed resolution: the old behaviour.
 	fixed := startStreamer(t, func(c *Config) { c.Demo, c.Audio, c.Encoder, c.FixedResolution = false, false, EncoderX264, true })
 	ftab := ownerTab(t, browser, fixed)
-	if ok, _ := browsertest.Eval[bool](ftab, `metal.screen && !metal.screen.resizable && metal.screen.width === 1280`); !ok {
-		t.Fatal("with -fixed-resolution the owner was told it may resize")
+	if err := browsertest.WaitTrue(ftab, `metal.screen && metal.screen.owner && !metal.screen.resizable && metal.screen.width === 1280`, 10*time.Second); err != nil {
+		t.Fatalf("with -fixed-resolution: %v", err)
 	}
 	if err := chromedp.Do(ftab, chromedp.EmulateViewport(900, 600)); err != nil {
 		t.Fatal(err)

@@ -57,6 +57,7 @@ type Server struct {
 	resizeReq     chan [2]int
 	clip          *sessionClipboard // nil without xclip or XFIXES
 	pads          padSink           // nil with -gamepad off
+	padPeer       string            // the peer whose pad message came last (guarded by mu)
 	xvfbPID       atomic.Int64      // the Xvfb this streamer started (benchmarks count its CPU)
 
 	mu       sync.Mutex
@@ -285,7 +286,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.runVideo(gctx, video, b, vp, inj.Resize) })
+	videoDone := make(chan struct{})
+	g.Go(func() error { defer close(videoDone); return s.runVideo(gctx, video, b, vp, inj) })
+	// The capture stops before the display it reads does (cleanup runs
+	// last first), also when Run fails further on.
+	cleanup = append(cleanup, func() { <-videoDone })
 	g.Go(func() error { return s.media.send(gctx) })
 
 	// Audio.
@@ -466,6 +471,10 @@ func (s *Server) removePeer(id string) bool {
 	p, ok := s.peers[id]
 	delete(s.peers, id)
 	n := len(s.peers)
+	padsOf := ok && s.padPeer == id
+	if padsOf {
+		s.padPeer = ""
+	}
 	if owners, _ := s.countLocked(); ok && owners == 0 {
 		s.idleFrom = time.Now() // spectators alone do not keep a stream alive
 	}
@@ -476,8 +485,8 @@ func (s *Server) removePeer(id string) bool {
 	s.metrics.peers.Set(float64(n))
 	go p.close() // Close waits for pion's goroutines; never block a callback on it.
 	p.held.release(s.input, true)
-	if p.role == token.RoleOwner && s.pads != nil {
-		s.pads.Reset() // what the player's pads held
+	if padsOf && s.pads != nil {
+		s.pads.Reset() // what this player's pads held
 	}
 	p.log.Info("peer removed", "peers", n)
 	return true

@@ -50,6 +50,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	desktop := fs.String("streamer-desktop", "", "shell command each streamer starts on its display, the session's desktop (the job's desktop variable; empty: none with raw_exec, the image's Openbox and xterm with docker)")
 	encoder := fs.String("streamer-encoder", "", "streamers' encoder; empty runs nvenc with -gpu, x264enc without (the job's encoder variable)")
 	resolution := fs.String("resolution", "1280x720", "stream resolution: 1280x720 or 1920x1080; the screen follows the player's window up to it")
+	gamepad := fs.String("streamer-gamepad", "auto", "the player's gamepads in sessions (the job's gamepad variable): auto, uinput, keys or off")
 	fixedRes := fs.Bool("streamer-fixed-resolution", false, "streamers keep the screen at -resolution instead of following the player's window (the job's fixed_resolution variable)")
 	fps := fs.Int("fps", 60, "stream frame rate: 30 or 60")
 	cpu := fs.Int("streamer-cpu", 0, "CPU (MHz) each streamer reserves; 0 takes the job's table for the resolution and fps")
@@ -98,7 +99,7 @@ func runGateway(ctx context.Context, log *slog.Logger, args []string) error {
 	sc.JobVars = map[string]any{
 		"driver": *driver, "metal_binary": *binary, "image": *image, "gpu": *gpu, "loopback": *loopback, "ice_interfaces": *iceIfaces,
 		"demo": *demo, "resolution": *resolution, "fps": *fps, "idle_timeout": idle.String(),
-		"cpu": *cpu, "memory": *memory, "encoder": *encoder, "desktop": *desktop, "fixed_resolution": *fixedRes,
+		"cpu": *cpu, "memory": *memory, "encoder": *encoder, "desktop": *desktop, "fixed_resolution": *fixedRes, "gamepad": *gamepad,
 	}
 
 	ncfg := nomad.DefaultConfig()

@@ -116,7 +116,8 @@
     const cdc = pc.createDataChannel("clipboard", { ordered: true });
     state.cdc = cdc;
     cdc.onmessage = (e) => onClipboardMessage(String(e.data));
-    cdc.onopen = () => { clip.inbuf = ""; syncClipboard(); };
+    // A new streamer (a failover) holds none of what the last one was sent.
+    cdc.onopen = () => { clip.inbuf = ""; clip.current = null; clip.pending = 0; syncClipboard(); };
     dc.onmessage = (e) => {
       try {
         const m = JSON.parse(e.data);
@@ -260,6 +261,7 @@
   function onScreen(m) {
     remote.width = m.width | 0; remote.height = m.height | 0; remote.resizable = !!m.resizable;
     state.owner = !!m.owner;
+    syncClipboard();
     window.metal.screen = { width: remote.width, height: remote.height, resizable: remote.resizable, owner: state.owner };
     fitScreen();
   }
@@ -285,7 +287,9 @@
   // permission granted), and the paste event's text when the player presses
   // a paste shortcut (Ctrl+V, Shift+Insert): the shortcut's keys wait until
   // the session holds the text, so the application pastes the new one.
-  const clip = { inbuf: "", current: null, pasteKeys: null, pasteTimer: 0 };
+  // current: the text the session holds as far as the page knows;
+  // pending: texts sent and not yet answered ("." or "!").
+  const clip = { inbuf: "", current: null, pending: 0, pasteKeys: null, pasteTimer: 0 };
   const MAX_CLIPBOARD = 1 << 20;
   function onClipboardMessage(d) {
     const kind = d[0], rest = d.slice(1);
@@ -299,8 +303,13 @@
       return;
     }
     window.metal.onClipboard?.(kind); // tests: the order of acks and keys
-    if (kind === ".") { window.metal.clipboardAcks = (window.metal.clipboardAcks || 0) + 1; flushPaste(); return; }
-    if (kind === "!") { window.metal.lastClipboardError = rest; console.warn("clipboard refused:", rest); flushPaste(); }
+    if (kind === "." || kind === "!") {
+      clip.pending = Math.max(0, clip.pending - 1);
+      if (kind === ".") window.metal.clipboardAcks = (window.metal.clipboardAcks || 0) + 1;
+      else { window.metal.lastClipboardError = rest; clip.current = null; console.warn("clipboard refused:", rest); }
+      // A paste shortcut waits for every text sent before it.
+      if (clip.pending === 0) flushPaste();
+    }
   }
   // sendClipboard sends text to the session; false when nothing was sent
   // (the session has it already, no channel, or over 1 MiB).
@@ -312,6 +321,7 @@
       return false;
     }
     clip.current = text;
+    clip.pending++;
     // 4096 UTF-16 units are at most 12 KiB of UTF-8; a chunk never ends
     // inside a surrogate pair.
     for (let i = 0; i < text.length || i === 0;) {
@@ -325,7 +335,7 @@
   }
   window.metal.sendClipboard = sendClipboard;
   async function syncClipboard() {
-    if (!navigator.clipboard?.readText) return;
+    if (!navigator.clipboard?.readText || !state.owner) return;
     try {
       if ((await navigator.permissions.query({ name: "clipboard-read" })).state !== "granted") return;
       sendClipboard(await navigator.clipboard.readText());
@@ -341,9 +351,12 @@
   }
   document.addEventListener("paste", (e) => {
     e.preventDefault();
-    const text = e.clipboardData ? e.clipboardData.getData("text/plain") : "";
+    const text = e.clipboardData && state.owner ? e.clipboardData.getData("text/plain") : "";
     clearTimeout(clip.pasteTimer);
-    if (text && sendClipboard(text)) clip.pasteTimer = setTimeout(flushPaste, 1000); // the "." flushes sooner
+    const sent = text && sendClipboard(text);
+    // The keys wait for the session to answer every text sent (this one,
+    // or one sent on focus just before): at most a second.
+    if (sent || clip.pending > 0) clip.pasteTimer = setTimeout(flushPaste, 1000);
     else flushPaste();
   });
 
@@ -423,6 +436,11 @@
     });
   }
   function releaseAll() {
+    flushPaste(); // queued paste keys go first, so their releases follow
+    for (let i = 0; i < 4; i++) {
+      // A pad's buttons and stick, let go (polling stops in a hidden tab).
+      if (pads.last[i] && state.owner) { pads.last[i] = ""; send({ type: "pad", index: i, buttons: [], axes: [] }); }
+    }
     for (const k of heldKeys) send({ type: "key", keysym: k, down: false });
     for (const b of heldButtons) send({ type: "button", button: b, down: false });
     heldKeys.clear(); heldButtons.clear();

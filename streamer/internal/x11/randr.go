@@ -7,10 +7,25 @@ package x11
 #include <X11/Xlib.h>
 #include <X11/extensions/Xrandr.h>
 
+// Xlib's error handler is the process's, for every connection: while a
+// resize runs (one at a time: randrMu), errors of its own connection are
+// recorded, and any other connection's go to the handler that was there.
+static Display *metal_randr_display;
+static XErrorHandler metal_randr_previous;
 static int metal_randr_error;
 static int metal_randr_on_error(Display *d, XErrorEvent *e) {
+	if (d != metal_randr_display) return metal_randr_previous ? metal_randr_previous(d, e) : 0;
 	metal_randr_error = e->error_code;
 	return 0;
+}
+static void metal_randr_catch(Display *d) {
+	metal_randr_display = d;
+	metal_randr_error = 0;
+	metal_randr_previous = XSetErrorHandler(metal_randr_on_error);
+}
+static void metal_randr_release(void) {
+	XSetErrorHandler(metal_randr_previous);
+	metal_randr_display = NULL;
 }
 
 // metal_randr_size sets the screen to w x h through RandR 1.2: the first
@@ -31,8 +46,7 @@ static int metal_randr_size(Display *d, int w, int h, unsigned long *mode_out, i
 	for (int i = 0; i < res->nmode; i++) {
 		if ((int)res->modes[i].width == w && (int)res->modes[i].height == h) { mode = res->modes[i].id; break; }
 	}
-	metal_randr_error = 0;
-	XErrorHandler old = XSetErrorHandler(metal_randr_on_error);
+	metal_randr_catch(d);
 	*created = 0;
 	if (mode == None) {
 		char name[32];
@@ -53,21 +67,22 @@ static int metal_randr_size(Display *d, int w, int h, unsigned long *mode_out, i
 	XRRSetCrtcConfig(d, res, crtc, CurrentTime, 0, 0, mode, RR_Rotate_0, &out, 1);
 	XUngrabServer(d);
 	XSync(d, False);
-	XSetErrorHandler(old);
+	int err = metal_randr_error;
+	metal_randr_release();
 	XRRFreeScreenResources(res);
 	*mode_out = mode;
-	return metal_randr_error;
+	return err;
 }
 
 // metal_randr_forget removes a mode this connection created.
 static void metal_randr_forget(Display *d, unsigned long mode) {
 	Window root = DefaultRootWindow(d);
 	XRRScreenResources *res = XRRGetScreenResources(d, root);
-	XErrorHandler old = XSetErrorHandler(metal_randr_on_error);
+	metal_randr_catch(d);
 	if (res && res->noutput > 0) XRRDeleteOutputMode(d, res->outputs[0], mode);
 	XRRDestroyMode(d, mode);
 	XSync(d, False);
-	XSetErrorHandler(old);
+	metal_randr_release();
 	if (res) XRRFreeScreenResources(res);
 }
 
@@ -86,14 +101,24 @@ static void metal_root_size(Display *d, int *w, int *h) {
 */
 import "C"
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+)
+
+// randrMu keeps resizes one at a time in the process: Xlib's error
+// handler, which a resize sets for its duration, is the process's.
+var randrMu sync.Mutex
 
 // Resize sets the X screen to w x h through RandR (1.2 or later): what a
 // desktop sees as a monitor changing mode, so windows maximised to it
 // follow. The size must lie within the server's range (Xvfb's largest is
 // the one it started with). Capture of the screen must be stopped around
-// it: a capture sized for the old screen reads outside the new one.
+// it: a capture sized for the old screen reads outside the new one. On an
+// error the display's size is whatever the screen is now (Size).
 func (x *Display) Resize(w, h int) error {
+	randrMu.Lock()
+	defer randrMu.Unlock()
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.d == nil {
@@ -104,13 +129,18 @@ func (x *Display) Resize(w, h int) error {
 	}
 	var mode C.ulong
 	var created C.int
-	if rc := C.metal_randr_size(x.d, C.int(w), C.int(h), &mode, &created); rc != 0 {
-		return fmt.Errorf("RandR resize to %dx%d: X error %d", w, h, int(rc))
-	}
+	rc := C.metal_randr_size(x.d, C.int(w), C.int(h), &mode, &created)
 	var rw, rh C.int
 	C.metal_root_size(x.d, &rw, &rh)
-	if int(rw) != w || int(rh) != h {
-		return fmt.Errorf("RandR resize to %dx%d: the screen is %dx%d", w, h, int(rw), int(rh))
+	x.w, x.h = int(rw), int(rh)
+	if rc != 0 || x.w != w || x.h != h {
+		if created != 0 {
+			C.metal_randr_forget(x.d, mode) // refused by the server where the screen uses it
+		}
+		if rc != 0 {
+			return fmt.Errorf("RandR resize to %dx%d: X error %d; the screen is %dx%d", w, h, int(rc), x.w, x.h)
+		}
+		return fmt.Errorf("RandR resize to %dx%d: the screen is %dx%d", w, h, x.w, x.h)
 	}
 	// The mode replaced is destroyed when this connection made it; the
 	// server's own (the start size) stays.
@@ -121,6 +151,5 @@ func (x *Display) Resize(w, h int) error {
 	if created != 0 {
 		x.mode = mode
 	}
-	x.w, x.h = w, h
 	return nil
 }
