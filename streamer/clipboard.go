@@ -201,13 +201,7 @@ func (s *Server) handleClipboard(p *peer, dc *webrtc.DataChannel) {
 		_ = dc.Close()
 		return
 	}
-	p.inputMu.Lock()
-	first := p.clipDC == nil
-	if first {
-		p.clipDC = dc
-	}
-	p.inputMu.Unlock()
-	if !first {
+	if !p.claim(&p.clipDC, dc) {
 		_ = dc.Close()
 		return
 	}

@@ -242,13 +242,7 @@ func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
 		_ = dc.Close()
 		return
 	}
-	p.inputMu.Lock()
-	first := p.inputDC == nil
-	if first {
-		p.inputDC = dc
-	}
-	p.inputMu.Unlock()
-	if !first {
+	if !p.claim(&p.inputDC, dc) {
 		p.log.Warn("second input channel closed")
 		s.metrics.inputMessages.WithLabelValues("refused").Inc()
 		_ = dc.Close()
@@ -322,6 +316,18 @@ func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
 		}
 		s.metrics.inputMessages.WithLabelValues("ok").Inc()
 	})
+}
+
+// claim makes dc the peer's channel in slot unless it has one: a peer has
+// one channel of each kind (a second is closed by the caller).
+func (p *peer) claim(slot **webrtc.DataChannel, dc *webrtc.DataChannel) bool {
+	p.inputMu.Lock()
+	defer p.inputMu.Unlock()
+	if *slot != nil {
+		return false
+	}
+	*slot = dc
+	return true
 }
 
 func (p *peer) close() {

@@ -113,16 +113,9 @@ const cursorPoll = 8 * time.Millisecond
 // it is asked only while wantMoves reports true (a spectator is
 // connected); when it turns true the current position is reported at once.
 func WatchCursor(ctx context.Context, name string, onChange func(Cursor), onMove func(x, y int), wantMoves func() bool) (wait func(), err error) {
-	cname := C.CString(name)
-	defer C.free(unsafe.Pointer(cname))
-	d := C.XOpenDisplay(cname)
-	if d == nil {
-		return nil, fmt.Errorf("open X display %q", name)
-	}
-	base := C.metal_xfixes_event_base(d)
-	if base < 0 {
-		C.XCloseDisplay(d)
-		return nil, fmt.Errorf("X display %q has no XFIXES extension", name)
+	d, base, err := openXFixes(name)
+	if err != nil {
+		return nil, err
 	}
 	C.metal_watch_cursor(d)
 	done := make(chan struct{})
@@ -178,6 +171,23 @@ func WatchCursor(ctx context.Context, name string, onChange func(Cursor), onMove
 		}
 	}()
 	return func() { <-done }, nil
+}
+
+// openXFixes opens a connection of its own to display name, for a watcher
+// of XFixes events, and returns it with XFIXES' event base.
+func openXFixes(name string) (*C.Display, C.int, error) {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	d := C.XOpenDisplay(cname)
+	if d == nil {
+		return nil, 0, fmt.Errorf("open X display %q", name)
+	}
+	base := C.metal_xfixes_event_base(d)
+	if base < 0 {
+		C.XCloseDisplay(d)
+		return nil, 0, fmt.Errorf("X display %q has no XFIXES extension", name)
+	}
+	return d, base, nil
 }
 
 // DefineRootCursor sets the root window's cursor to a cursor-font shape

@@ -2,16 +2,9 @@ package x11
 
 /*
 #cgo pkg-config: x11 xfixes
-#include <stdlib.h>
 #include <X11/Xlib.h>
 #include <X11/Xatom.h>
 #include <X11/extensions/Xfixes.h>
-
-static int metal_selection_event_base(Display *d) {
-	int ev, err;
-	if (!XFixesQueryExtension(d, &ev, &err)) return -1;
-	return ev;
-}
 
 static void metal_watch_selections(Display *d) {
 	Window root = DefaultRootWindow(d);
@@ -41,9 +34,7 @@ import "C"
 
 import (
 	"context"
-	"fmt"
 	"time"
-	"unsafe"
 )
 
 // selectionPoll is how often queued selection events are read.
@@ -54,16 +45,9 @@ const selectionPoll = 50 * time.Millisecond
 // PRIMARY), until ctx ends. It uses its own connection, opened before it
 // returns: an error means the display has no XFIXES.
 func WatchSelections(ctx context.Context, name string, onChange func(selection string)) (wait func(), err error) {
-	cname := C.CString(name)
-	defer C.free(unsafe.Pointer(cname))
-	d := C.XOpenDisplay(cname)
-	if d == nil {
-		return nil, fmt.Errorf("open X display %q", name)
-	}
-	base := C.metal_selection_event_base(d)
-	if base < 0 {
-		C.XCloseDisplay(d)
-		return nil, fmt.Errorf("X display %q has no XFIXES extension", name)
+	d, base, err := openXFixes(name)
+	if err != nil {
+		return nil, err
 	}
 	C.metal_watch_selections(d)
 	done := make(chan struct{})
