@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strconv"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -488,6 +489,19 @@ func TestReconnectAndReloadKeepTheSession(t *testing.T) {
 		f, _ := browsertest.Eval[float64](tab, `metal.stats ? metal.stats.framesDecoded : 0`)
 		return f
 	}
+
+	// A forced ICE restart through the gateway (WHEP PATCH): the same peer
+	// connection, new ICE credentials, frames go on.
+	const ufrag = `metal.state.pc.currentRemoteDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1]`
+	oldUfrag, _ := browsertest.Eval[string](tab, `(metal.restartPC = metal.state.pc, `+ufrag+`)`)
+	if ok, err := browsertest.Eval[bool](tab, `metal.restartIce()`); err != nil || !ok {
+		msg, _ := browsertest.Eval[string](tab, `String(metal.lastIceRestartError)`)
+		t.Fatalf("ICE restart through the gateway: %v %v: %s", ok, err, msg)
+	}
+	if err := browsertest.WaitTrue(tab, `metal.state.pc === metal.restartPC && ["connected", "completed"].includes(metal.state.pc.iceConnectionState) && `+ufrag+` !== `+strconv.Quote(oldUfrag), 20*time.Second); err != nil {
+		t.Fatalf("after the ICE restart: %v", err)
+	}
+	waitFrames(t, tab, int(framesOf())+30)
 
 	// A drop: the page tears its peer down and connects again.
 	oldPC, _ := browsertest.Eval[bool](tab, `(metal.oldpc = metal.state.pc, true)`)

@@ -59,7 +59,8 @@ func (s *Server) streamerRequest(ctx context.Context, st scheduler.Status, role 
 
 // forwardWHEP sends the caller's WHEP request to the session's streamer as
 // role. resource is "" for the offer (POST), the streamer's resource id for
-// DELETE; base is the gateway path the answer's Location goes under.
+// DELETE and for PATCH (an ICE restart); base is the gateway path the
+// answer's Location goes under.
 func (s *Server) forwardWHEP(c echo.Context, st scheduler.Status, role token.Role, resource, base string) error {
 	if st.Endpoint == nil || (st.State != scheduler.StateReady && st.State != scheduler.StateConnected) {
 		return echo.NewHTTPError(http.StatusConflict, fmt.Sprintf("the stream is not ready (%s)", st.State))
@@ -67,8 +68,12 @@ func (s *Server) forwardWHEP(c echo.Context, st scheduler.Status, role token.Rol
 	path := "/whep"
 	var body io.Reader
 	method := http.MethodDelete
-	if resource == "" {
+	if resource == "" || c.Request().Method == http.MethodPatch {
+		// An offer (POST), or an ICE restart's SDP fragment (PATCH).
 		method = http.MethodPost
+		if resource != "" {
+			method = http.MethodPatch
+		}
 		b, err := io.ReadAll(io.LimitReader(c.Request().Body, maxOfferBytes+1))
 		if err != nil {
 			return echo.NewHTTPError(http.StatusBadRequest, "read offer")
@@ -77,7 +82,8 @@ func (s *Server) forwardWHEP(c echo.Context, st scheduler.Status, role token.Rol
 			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, "SDP offer larger than 64 KiB")
 		}
 		body = bytes.NewReader(b)
-	} else {
+	}
+	if resource != "" {
 		if !whepResource.MatchString(resource) {
 			return echo.NewHTTPError(http.StatusNotFound, "no such WHEP session")
 		}
@@ -155,8 +161,9 @@ func (s *Server) ownerWHEPPost(c echo.Context) error {
 	return s.forwardWHEP(c, st, token.RoleOwner, "", "/v1/sessions/"+st.ID+"/whep")
 }
 
-// ownerWHEPDelete ends one of the owner's WHEP sessions.
-func (s *Server) ownerWHEPDelete(c echo.Context) error {
+// ownerWHEPResource ends (DELETE) or restarts ICE on (PATCH) one of the
+// owner's WHEP sessions.
+func (s *Server) ownerWHEPResource(c echo.Context) error {
 	st, err := s.ownedSession(c)
 	if err != nil {
 		return err

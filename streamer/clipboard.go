@@ -64,16 +64,22 @@ type clipAssembler struct {
 func (a *clipAssembler) drop() { a.buf, a.lost = nil, true }
 
 // add takes one message; done with the whole text after its last chunk.
-// An oversized or malformed text is an error once its last chunk is in
-// (or at once for a malformed message), and the assembler starts afresh.
+// An oversized text, or one with a malformed or dropped chunk, is an error
+// once its last chunk is in: one answer per text. A malformed message
+// between texts is an error at once (done false).
 func (a *clipAssembler) add(msg []byte) (text string, done bool, err error) {
+	var bad error
 	if len(msg) == 0 || (msg[0] != '+' && msg[0] != '=') {
-		a.buf, a.over = nil, false
-		return "", false, fmt.Errorf("%w: clipboard message must start with '+' or '='", ErrBadInput)
+		bad = fmt.Errorf("%w: clipboard message must start with '+' or '='", ErrBadInput)
+	} else if len(msg)-1 > clipChunk {
+		bad = fmt.Errorf("%w: clipboard chunk of %d bytes, limit %d", ErrBadInput, len(msg)-1, clipChunk)
 	}
-	if len(msg)-1 > clipChunk {
-		a.buf, a.over = nil, false
-		return "", false, fmt.Errorf("%w: clipboard chunk of %d bytes, limit %d", ErrBadInput, len(msg)-1, clipChunk)
+	if bad != nil {
+		if a.buf == nil && !a.over && !a.lost {
+			return "", false, bad
+		}
+		a.drop() // inside a text: refused whole at its end
+		return "", false, nil
 	}
 	if !a.over && !a.lost {
 		if len(a.buf)+len(msg)-1 > MaxClipboard {
@@ -91,7 +97,7 @@ func (a *clipAssembler) add(msg []byte) (text string, done bool, err error) {
 		return "", true, errClipboardTooLarge
 	}
 	if lost {
-		return "", true, fmt.Errorf("%w: clipboard text dropped: its chunks came faster than %d a second", ErrBadInput, clipRate)
+		return "", true, fmt.Errorf("%w: clipboard text dropped: a chunk was malformed or came past %d a second", ErrBadInput, clipRate)
 	}
 	if !utf8.Valid(buf) {
 		return "", true, fmt.Errorf("%w: clipboard text is not UTF-8", ErrBadInput)
@@ -178,6 +184,9 @@ func (c *sessionClipboard) get(ctx context.Context, sel string) (text string, ch
 		}
 		out = []byte(string(r))
 	}
+	if len(out) > MaxClipboard {
+		return "", false, errClipboardTooLarge // Latin-1 grows in UTF-8
+	}
 	text = string(bytes.ToValidUTF8(out, []byte("\uFFFD")))
 	if text == c.last {
 		return text, false, nil
@@ -207,6 +216,10 @@ func (s *Server) handleClipboard(p *peer, dc *webrtc.DataChannel) {
 	}
 	var asm clipAssembler
 	texts := make(chan string, 1)
+	// A text's answer is always sent (at most one per last chunk, which
+	// the limiter bounds): the page counts them before it types a paste.
+	// Malformed messages between texts are answered at a bounded rate.
+	answer := func(msg string) { _ = dc.SendText(msg) }
 	reply := func(msg string) {
 		if p.refusals.Allow() {
 			_ = dc.SendText(msg)
@@ -219,14 +232,18 @@ func (s *Server) handleClipboard(p *peer, dc *webrtc.DataChannel) {
 			if len(msg.Data) > 0 && msg.Data[0] == '=' {
 				_, _, err := asm.add([]byte("=")) // the dropped text's end: refused
 				s.metrics.clipboard.WithLabelValues("in", "refused").Inc()
-				reply("!" + err.Error())
+				answer("!" + err.Error())
 			}
 			return
 		}
 		text, done, err := asm.add(msg.Data)
 		if err != nil {
 			s.metrics.clipboard.WithLabelValues("in", "refused").Inc()
-			reply("!" + err.Error())
+			if done {
+				answer("!" + err.Error())
+			} else {
+				reply("!" + err.Error())
+			}
 			return
 		}
 		if !done {
@@ -237,7 +254,7 @@ func (s *Server) handleClipboard(p *peer, dc *webrtc.DataChannel) {
 		// answers before it types a paste shortcut).
 		select {
 		case <-texts:
-			reply("!" + "clipboard text replaced by a newer one")
+			answer("!clipboard text replaced by a newer one")
 		default:
 		}
 		texts <- text

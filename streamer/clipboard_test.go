@@ -59,6 +59,17 @@ func TestClipAssembler(t *testing.T) {
 			t.Errorf("%.10q: %v, want a bad-input error", bad, err)
 		}
 	}
+	// A malformed chunk inside a text: the text is refused whole, once, at
+	// its end.
+	if _, done, err := a.add([]byte("+start ")); done || err != nil {
+		t.Fatal(done, err)
+	}
+	if _, done, err := a.add([]byte("xyz")); done || err != nil {
+		t.Fatalf("a malformed chunk inside a text: done %v err %v, want it answered at the end", done, err)
+	}
+	if got, done, err := a.add([]byte("=end")); !done || !errors.Is(err, ErrBadInput) || got != "" {
+		t.Fatalf("a text with a malformed chunk: %q %v %v", got, done, err)
+	}
 	// A chunk refused on the way (the rate limit): the text is refused
 	// whole at its end, never delivered with a hole.
 	if _, done, err := a.add([]byte("+first half ")); done || err != nil {

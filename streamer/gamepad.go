@@ -87,8 +87,8 @@ func (u *uinputPads) Set(index int, buttons, axes []float64) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.pads[index] == nil {
-		if idle(buttons, axes) {
-			return nil // nothing held: no device for a pad that only went away
+		if len(buttons) == 0 && len(axes) == 0 {
+			return nil // a pad let go of or gone: no device made for it
 		}
 		if u.failed != nil && time.Since(u.failedAt) < uinputRetry {
 			return u.failed
@@ -123,21 +123,6 @@ func (u *uinputPads) Close() {
 			u.pads[i] = nil
 		}
 	}
-}
-
-// idle reports whether a pad's state holds nothing: no button, axes centred.
-func idle(buttons, axes []float64) bool {
-	for _, v := range buttons {
-		if v != 0 {
-			return false
-		}
-	}
-	for _, v := range axes {
-		if v != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // keyPads types the pads as keys.

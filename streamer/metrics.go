@@ -23,6 +23,7 @@ type metrics struct {
 	framesDropped    prometheus.Counter
 	resizes          prometheus.Counter
 	clipboard        *prometheus.CounterVec
+	iceRestarts      prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -55,10 +56,12 @@ func newMetrics() *metrics {
 			Name: "metal_streamer_frames_dropped_total", Help: "Encoded frames dropped because the sender fell behind (each asks for a key frame)."}),
 		clipboard: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "metal_streamer_clipboard_texts_total", Help: "Clipboard texts by direction (in: player to session) and result."}, []string{"direction", "result"}),
+		iceRestarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "metal_streamer_ice_restarts_total", Help: "ICE restarts on a connected peer (WHEP PATCH)."}),
 		resizes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "metal_streamer_resizes_total", Help: "Screen resizes to follow the owner's window (each restarts the capture and encoder)."}),
 	}
-	m.reg.MustRegister(m.clipboard, m.resizes, m.frames, m.fps, m.encodeLatency, m.targetBitrate, m.rtt, m.loss, m.encoder,
+	m.reg.MustRegister(m.iceRestarts, m.clipboard, m.resizes, m.frames, m.fps, m.encodeLatency, m.targetBitrate, m.rtt, m.loss, m.encoder,
 		m.peers, m.inputMessages, m.keyframeRequests, m.framesDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -38,6 +38,7 @@ type peer struct {
 	// cursorBehind is the cursor message a backed-up channel skipped.
 	cursorBehind []byte
 	clipDC       *webrtc.DataChannel // the owner's clipboard channel (clipboard.go)
+	restartMu    sync.Mutex          // one ICE restart at a time (icerestart.go)
 	limit        *rate.Limiter
 	refusals     *rate.Limiter
 	held         held
@@ -294,8 +295,14 @@ func (s *Server) handleDataChannel(p *peer, dc *webrtc.DataChannel) {
 				return
 			}
 			s.mu.Lock()
-			s.padPeer = p.id
+			live := s.peers[p.id] == p
+			if live {
+				s.padPeer = p.id
+			}
 			s.mu.Unlock()
+			if !live {
+				return // removed: its pads were let go of
+			}
 			if err := s.pads.Set(*m.Index, m.Buttons, m.Axes); err != nil {
 				s.metrics.inputMessages.WithLabelValues("invalid").Inc()
 				reply(err)

@@ -191,7 +191,8 @@ func TestWHEPRejectsBadRequests(t *testing.T) {
 		{"garbage offer", "POST", "/whep", "application/sdp", owner, "hello world", 400, "invalid SDP offer"},
 		{"no video", "POST", "/whep", "application/sdp", owner, "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", 400, "no video m-line"},
 		{"oversized", "POST", "/whep", "application/sdp", owner, strings.Repeat("a", maxOfferBytes+10), 413, "larger than"},
-		{"trickle", "PATCH", "/whep/x", "application/trickle-ice-sdpfrag", owner, "a=x", 405, "trickle ICE is not supported"},
+		{"patch unknown", "PATCH", "/whep/x", "application/trickle-ice-sdpfrag", owner, "a=x", 404, "no such WHEP session"},
+		{"patch without token", "PATCH", "/whep/x", "application/trickle-ice-sdpfrag", "", "a=x", 401, "missing session token"},
 		{"delete unknown", "DELETE", "/whep/nope", "", owner, "", 404, "no such WHEP session"},
 		{"delete without token", "DELETE", "/whep/nope", "", "", "", 401, "missing session token"},
 	}

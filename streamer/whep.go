@@ -20,7 +20,8 @@ import (
 // WHEP (draft-ietf-wish-whep), the playback twin of WHIP (RFC 9725): the
 // browser POSTs an SDP offer, the streamer answers 201 with the SDP answer
 // and a Location for the session, and DELETE on that Location ends it.
-// Trickle ICE (PATCH) is not offered: the answer carries every candidate.
+// PATCH restarts ICE on the same peer (icerestart.go); trickled
+// candidates alone are not taken: the answer carries every candidate.
 
 const (
 	maxOfferBytes = 64 << 10
@@ -242,11 +243,6 @@ func (s *Server) whepDropViewers(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintf(w, "{\"dropped\":%d}\n", len(viewers))
-}
-
-func (s *Server) whepPatch(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Allow", "DELETE")
-	httpError(w, http.StatusMethodNotAllowed, "trickle ICE is not supported: the answer carries every candidate")
 }
 
 // checkOffer parses the offer so that a malformed one gets a precise error

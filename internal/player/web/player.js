@@ -145,12 +145,15 @@
     pc.oniceconnectionstatechange = () => {
       const s = pc.iceConnectionState;
       if (s === "checking") setStatus("Connecting…");
-      if (s === "connected" || s === "completed") { state.retries = 0; }
+      if (s === "connected" || s === "completed") { state.retries = 0; if (/interrupted/.test(window.metal.status || "")) setStatus(""); }
       if (pc !== state.pc) return;
-      if (s === "failed") scheduleReconnect();
+      // A drop or a network change: first an ICE restart on this peer
+      // (same session, tracks and channels), then, if ICE does not come
+      // back, a new peer on the same session.
+      if (s === "failed") recoverIce(pc);
       if (s === "disconnected") {
         setStatus("Connection interrupted…");
-        setTimeout(() => { if (pc === state.pc && pc.iceConnectionState !== "connected") scheduleReconnect(); }, 3000);
+        setTimeout(() => { if (pc === state.pc && !iceUp(pc)) recoverIce(pc); }, 2000);
       }
     };
     try {
@@ -188,6 +191,73 @@
       });
     });
   }
+
+  // ICE restart over WHEP (PATCH with an SDP fragment: streamer/icerestart.go).
+  const iceUp = (pc) => pc.iceConnectionState === "connected" || pc.iceConnectionState === "completed";
+  const fragLines = (sdp, re) => sdp.split(/\r?\n/).filter((l) => re.test(l));
+  async function restartIce() {
+    const pc = state.pc;
+    if (!pc || !state.location || state.restartingIce) return false;
+    state.restartingIce = true;
+    try {
+      if (cfg.refresh) {
+        // Fresh TURN credentials: the old ones may have expired.
+        try { await cfg.refresh(); pc.setConfiguration(Object.assign(pc.getConfiguration(), { iceServers: cfg.iceServers })); } catch (_) { /* the old ones */ }
+      }
+      pc.restartIce();
+      await pc.setLocalDescription(await pc.createOffer());
+      await gathered(pc, 2000);
+      const local = pc.localDescription.sdp;
+      const mid = (fragLines(local, /^a=mid:/)[0] || "a=mid:0").slice(6);
+      const frag = [...fragLines(local, /^a=ice-(ufrag|pwd):/).slice(0, 2), "m=video 9 UDP/TLS/RTP/SAVPF 0", "a=mid:" + mid,
+        ...fragLines(local, /^a=candidate:/)].join("\r\n") + "\r\n";
+      const headers = { "Content-Type": "application/trickle-ice-sdpfrag" };
+      if (cfg.token) headers.Authorization = "Bearer " + cfg.token;
+      const resp = await fetch(state.location, { method: "PATCH", headers, credentials: "same-origin", body: frag });
+      const text = await resp.text();
+      if (resp.status !== 200) throw new Error(`PATCH ${resp.status}: ${text.trim()}`);
+      if (pc !== state.pc) return false;
+      // The last answer with the streamer's new credentials and candidates.
+      const ufrag = fragLines(text, /^a=ice-ufrag:/)[0], pwd = fragLines(text, /^a=ice-pwd:/)[0];
+      const cands = fragLines(text, /^a=candidate:/);
+      if (!ufrag || !pwd) throw new Error("PATCH answer without ICE credentials");
+      const out = [];
+      let first = true;
+      for (const line of pc.currentRemoteDescription.sdp.split(/\r?\n/)) {
+        if (!line || /^a=(candidate:|end-of-candidates)/.test(line)) continue;
+        if (line.startsWith("a=ice-ufrag:")) { out.push(ufrag); continue; }
+        if (line.startsWith("a=ice-pwd:")) { out.push(pwd); continue; }
+        out.push(line);
+        if (first && line.startsWith("a=mid:")) { first = false; out.push(...cands, "a=end-of-candidates"); }
+      }
+      await pc.setRemoteDescription({ type: "answer", sdp: out.join("\r\n") + "\r\n" });
+      window.metal.iceRestarts = (window.metal.iceRestarts || 0) + 1;
+      return true;
+    } catch (err) {
+      console.warn("ICE restart failed:", err);
+      window.metal.lastIceRestartError = String(err.message || err);
+      return false;
+    } finally {
+      state.restartingIce = false;
+    }
+  }
+  window.metal.restartIce = restartIce;
+  async function recoverIce(pc) {
+    if (pc !== state.pc || state.recovering || state.stopped) return;
+    state.recovering = true;
+    setStatus("Connection interrupted; restarting ICE…");
+    const ok = await restartIce();
+    // A few seconds for ICE to come back on the new credentials; else a
+    // new peer.
+    setTimeout(() => {
+      state.recovering = false;
+      if (pc === state.pc && !iceUp(pc)) scheduleReconnect();
+    }, ok ? 6000 : 0);
+  }
+  // A network change (Wi-Fi to cellular, a new address): restart ICE at
+  // once rather than wait for the old path to time out.
+  window.addEventListener("online", () => { if (state.pc && state.location) recoverIce(state.pc); });
+  navigator.connection?.addEventListener?.("change", () => { if (state.pc && state.location && !iceUp(state.pc)) recoverIce(state.pc); });
 
   function scheduleReconnect() {
     if (state.stopped || state.reconnecting) return;
@@ -306,7 +376,13 @@
     if (kind === "." || kind === "!") {
       clip.pending = Math.max(0, clip.pending - 1);
       if (kind === ".") window.metal.clipboardAcks = (window.metal.clipboardAcks || 0) + 1;
-      else { window.metal.lastClipboardError = rest; clip.current = null; console.warn("clipboard refused:", rest); }
+      else {
+        window.metal.lastClipboardError = rest;
+        // Answers come in the order the texts went: the last one's says
+        // what the session holds.
+        if (clip.pending === 0) clip.current = null;
+        console.warn("clipboard refused:", rest);
+      }
       // A paste shortcut waits for every text sent before it.
       if (clip.pending === 0) flushPaste();
     }

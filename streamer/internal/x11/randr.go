@@ -60,14 +60,24 @@ static int metal_randr_size(Display *d, int w, int h, unsigned long *mode_out, i
 		XRRAddOutputMode(d, out, mode);
 		*created = 1;
 	}
+	// What to go back to if the change fails half way (the output off).
+	XRRCrtcInfo *was = XRRGetCrtcInfo(d, res, crtc);
+	XWindowAttributes wa;
+	XGetWindowAttributes(d, root, &wa);
 	XGrabServer(d);
 	XRRSetCrtcConfig(d, res, crtc, CurrentTime, 0, 0, None, RR_Rotate_0, NULL, 0);
 	// 96 dpi, as Xvfb reports.
 	XRRSetScreenSize(d, root, w, h, w * 254 / 960, h * 254 / 960);
 	XRRSetCrtcConfig(d, res, crtc, CurrentTime, 0, 0, mode, RR_Rotate_0, &out, 1);
-	XUngrabServer(d);
 	XSync(d, False);
 	int err = metal_randr_error;
+	if (err && was && was->mode != None) {
+		XRRSetScreenSize(d, root, wa.width, wa.height, wa.width * 254 / 960, wa.height * 254 / 960);
+		XRRSetCrtcConfig(d, res, crtc, CurrentTime, was->x, was->y, was->mode, was->rotation, was->outputs, was->noutput);
+	}
+	XUngrabServer(d);
+	XSync(d, False);
+	if (was) XRRFreeCrtcInfo(was);
 	metal_randr_release();
 	XRRFreeScreenResources(res);
 	*mode_out = mode;
