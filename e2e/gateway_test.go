@@ -493,7 +493,10 @@ func TestReconnectAndReloadKeepTheSession(t *testing.T) {
 	// A forced ICE restart through the gateway (WHEP PATCH): the same peer
 	// connection, new ICE credentials, frames go on.
 	const ufrag = `metal.state.pc.currentRemoteDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1]`
-	oldUfrag, _ := browsertest.Eval[string](tab, `(metal.restartPC = metal.state.pc, `+ufrag+`)`)
+	oldUfrag, err := browsertest.Eval[string](tab, `(metal.restartPC = metal.state.pc, `+ufrag+`)`)
+	if err != nil || oldUfrag == "" {
+		t.Fatalf("the answer's ice-ufrag: %q %v", oldUfrag, err)
+	}
 	if ok, err := browsertest.Eval[bool](tab, `metal.restartIce()`); err != nil || !ok {
 		msg, _ := browsertest.Eval[string](tab, `String(metal.lastIceRestartError)`)
 		t.Fatalf("ICE restart through the gateway: %v %v: %s", ok, err, msg)

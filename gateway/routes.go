@@ -63,14 +63,14 @@ func (s *Server) routes() *echo.Echo {
 	v1.GET("/sessions/:id/events", s.sessionEvents)
 	v1.POST("/sessions/:id/whep", s.ownerWHEPPost, limit)
 	v1.DELETE("/sessions/:id/whep/:res", s.ownerWHEPResource)
-	v1.PATCH("/sessions/:id/whep/:res", s.ownerWHEPResource, limit) // ICE restart
+	v1.PATCH("/sessions/:id/whep/:res", s.ownerWHEPResource) // ICE restart (authorised, like DELETE: not the per-address limit)
 	v1.POST("/sessions/:id/shares", s.createShare, limit)
 	v1.GET("/sessions/:id/shares", s.listShares)
 	v1.DELETE("/sessions/:id/shares/:share", s.revokeShare)
 	v1.GET("/shares/:share", s.getShared, limit)
 	v1.POST("/shares/:share/whep", s.sharedWHEPPost, limit)
 	v1.DELETE("/shares/:share/whep/:res", s.sharedWHEPResource)
-	v1.PATCH("/shares/:share/whep/:res", s.sharedWHEPResource, limit)
+	v1.PATCH("/shares/:share/whep/:res", s.sharedWHEPResource)
 
 	admin := v1.Group("/admin", s.adminAuth)
 	admin.POST("/players", s.addPlayer)

@@ -294,7 +294,8 @@ func (s *Server) sharedWHEPPost(c echo.Context) error {
 	return s.forwardWHEP(c, st, token.RoleViewer, "", "/v1/shares/"+sh.ID+"/whep")
 }
 
-// sharedWHEPResource ends a spectator's WHEP session.
+// sharedWHEPResource ends (DELETE) or restarts ICE on (PATCH) a
+// spectator's WHEP session.
 func (s *Server) sharedWHEPResource(c echo.Context) error {
 	sh, st, err := s.sharedSession(c)
 	if err != nil {

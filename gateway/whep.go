@@ -76,10 +76,10 @@ func (s *Server) forwardWHEP(c echo.Context, st scheduler.Status, role token.Rol
 		}
 		b, err := io.ReadAll(io.LimitReader(c.Request().Body, maxOfferBytes+1))
 		if err != nil {
-			return echo.NewHTTPError(http.StatusBadRequest, "read offer")
+			return echo.NewHTTPError(http.StatusBadRequest, "read the SDP body")
 		}
 		if len(b) > maxOfferBytes {
-			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, "SDP offer larger than 64 KiB")
+			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, "SDP body larger than 64 KiB")
 		}
 		body = bytes.NewReader(b)
 	}

@@ -149,11 +149,7 @@ func TestBrowserInputReachesX(t *testing.T) {
 	r := startStreamer(t, func(c *Config) { c.Audio = false })
 	browser := browsertest.New(t)
 	tab := ownerTab(t, browser, r)
-	xd, err := x11.Open(r.Display())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xd.Close()
+	xd := openX(t, r.Display())
 
 	// Mouse: a real move over the video element.
 	if err := chromedp.Do(tab, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, 320, 180)); err != nil {
@@ -247,6 +243,17 @@ func ownerTab(t *testing.T, browser context.Context, r *running, setup ...chrome
 	return tab
 }
 
+// openX connects to the session's display for the test's length.
+func openX(t *testing.T, display string) *x11.Display {
+	t.Helper()
+	xd, err := x11.Open(display)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(xd.Close)
+	return xd
+}
+
 func keyAction(p *input.DispatchKeyEventParams) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 		_, err := cdp.Call(ctx, tg, input.DispatchKeyEvent, *p)
@@ -277,11 +284,7 @@ func TestBrowserDrawsTheCursor(t *testing.T) {
 	if r.showPointer {
 		t.Fatal("the capture draws the pointer although XFixes is there")
 	}
-	xd, err := x11.Open(r.display)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xd.Close()
+	xd := openX(t, r.display)
 	xd.MoveTo(640, 360)
 	open := func(role token.Role) context.Context {
 		tab := browsertest.Tab(t, browser)
@@ -392,11 +395,7 @@ func TestBrowserTouchInput(t *testing.T) {
 		return err
 	})
 	tab := ownerTab(t, browsertest.New(t), r, touchOn)
-	xd, err := x11.Open(r.Display())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xd.Close()
+	xd := openX(t, r.Display())
 	events := xEvents(t, r.Display())
 	defer func() {
 		if t.Failed() {
@@ -522,11 +521,7 @@ func TestBrowserTypesAnyLayout(t *testing.T) {
 func TestBrowserPointerLockMovesRelatively(t *testing.T) {
 	r := startStreamer(t, func(c *Config) { c.Audio = false })
 	tab := ownerTab(t, browsertest.New(t), r)
-	xd, err := x11.Open(r.Display())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xd.Close()
+	xd := openX(t, r.Display())
 	button, err := browsertest.Eval[[]float64](tab, `(() => { const b = document.getElementById("lock").getBoundingClientRect(); return [b.x + b.width / 2, b.y + b.height / 2]; })()`)
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"github.com/metal-stream/metal/internal/browsertest"
 	"github.com/metal-stream/metal/internal/token"
 	"github.com/metal-stream/metal/streamer/internal/uinput"
-	"github.com/metal-stream/metal/streamer/internal/x11"
 )
 
 func TestPadKeys(t *testing.T) {
@@ -99,11 +98,7 @@ func TestBrowserGamepadReachesTheSession(t *testing.T) {
 	}
 	b := browsertest.New(t)
 	tab := ownerTab(t, b, r)
-	xd, err := x11.Open(r.Display())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xd.Close()
+	xd := openX(t, r.Display())
 	if err := browsertest.WaitTrue(tab, `metal.screen && metal.screen.owner`, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

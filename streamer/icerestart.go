@@ -2,6 +2,7 @@ package streamer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
@@ -33,6 +35,9 @@ const maxFragBytes = 16 << 10
 
 // iceChars are what ice-ufrag and ice-pwd may hold (RFC 8839 ice-char).
 var iceChars = regexp.MustCompile(`^[A-Za-z0-9+/]+$`)
+
+// errTrickleOnly refuses a fragment without credentials (422).
+var errTrickleOnly = errors.New("no ice-ufrag and ice-pwd: only an ICE restart is taken (the answer carried every candidate, so trickled ones are not)")
 
 // iceFrag is what a fragment carries.
 type iceFrag struct {
@@ -59,11 +64,17 @@ func parseFrag(b []byte) (iceFrag, error) {
 			if len(f.candidates) >= 64 {
 				return f, fmt.Errorf("more than 64 candidates")
 			}
-			f.candidates = append(f.candidates, strings.TrimPrefix(line, "a="))
+			c := strings.TrimPrefix(line, "a=")
+			// Parsed here, so that the restart cannot fail on one half
+			// way (the peer would be left waiting for an answer).
+			if _, err := ice.UnmarshalCandidate(c); err != nil {
+				return f, fmt.Errorf("candidate %.60q: %v", c, err)
+			}
+			f.candidates = append(f.candidates, c)
 		}
 	}
 	if f.ufrag == "" || f.pwd == "" {
-		return f, fmt.Errorf("no ice-ufrag and ice-pwd: only an ICE restart is taken (the answer carried every candidate, so trickled ones are not)")
+		return f, errTrickleOnly
 	}
 	if len(f.ufrag) < 4 || len(f.ufrag) > 256 || !iceChars.MatchString(f.ufrag) {
 		return f, fmt.Errorf("ice-ufrag %.40q: want 4 to 256 ICE characters", f.ufrag)
@@ -92,11 +103,20 @@ func restartOffer(old string, f iceFrag) (string, error) {
 		}
 		return out
 	}
+	// The candidates go in the section whose transport the bundle uses
+	// (its first mid), the first section without a bundle.
+	bundle := ""
+	if g, ok := d.Attribute("group"); ok && strings.HasPrefix(g, "BUNDLE ") {
+		if mids := strings.Fields(g)[1:]; len(mids) > 0 {
+			bundle = mids[0]
+		}
+	}
 	d.Attributes = keep(d.Attributes)
 	for i, m := range d.MediaDescriptions {
+		mid, _ := m.Attribute("mid")
 		m.Attributes = append(keep(m.Attributes),
 			sdp.Attribute{Key: "ice-ufrag", Value: f.ufrag}, sdp.Attribute{Key: "ice-pwd", Value: f.pwd})
-		if i == 0 {
+		if (bundle == "" && i == 0) || (bundle != "" && mid == bundle) {
 			for _, c := range f.candidates {
 				m.Attributes = append(m.Attributes, sdp.Attribute{Key: "candidate", Value: strings.TrimPrefix(c, "candidate:")})
 			}
@@ -162,6 +182,10 @@ func (s *Server) whepPatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f, err := parseFrag(body)
+	if errors.Is(err, errTrickleOnly) {
+		httpError(w, http.StatusUnprocessableEntity, "SDP fragment: %v", err)
+		return
+	}
 	if err != nil {
 		httpError(w, http.StatusBadRequest, "SDP fragment: %v", err)
 		return
@@ -191,6 +215,9 @@ func (p *peer) restartICE(ctx context.Context, f iceFrag) (string, error) {
 	if remote == nil || p.pc.SignalingState() != webrtc.SignalingStateStable {
 		return "", fmt.Errorf("the peer is not ready for one (%s)", p.pc.SignalingState())
 	}
+	if strings.Contains(remote.SDP, "a=ice-ufrag:"+f.ufrag+"\r\n") {
+		return "", fmt.Errorf("the ice-ufrag is the one in use: a restart needs new credentials")
+	}
 	offer, err := restartOffer(remote.SDP, f)
 	if err != nil {
 		return "", err
@@ -209,7 +236,9 @@ func (p *peer) restartICE(ctx context.Context, f iceFrag) (string, error) {
 	select {
 	case <-gathered:
 	case <-ctx.Done():
-		return "", fmt.Errorf("ice gathering: %w", ctx.Err())
+		// The agent has restarted: answer with what is gathered, rather
+		// than leave the peer without an answer.
+		p.log.Warn("ICE restart answered before gathering completed", "err", ctx.Err())
 	}
 	return answerFrag(p.pc.LocalDescription().SDP)
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/metal-stream/metal/internal/browsertest"
-	"github.com/metal-stream/metal/streamer/internal/x11"
 )
 
 func TestParseFrag(t *testing.T) {
@@ -20,11 +19,12 @@ func TestParseFrag(t *testing.T) {
 		t.Fatalf("%+v %v", f, err)
 	}
 	for frag, want := range map[string]string{
-		"a=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\n":                                                  "no ice-ufrag and ice-pwd",
-		"a=ice-ufrag:ab\r\na=ice-pwd:0123456789abcdefghijkl\r\n":                                             "ice-ufrag",
-		"a=ice-ufrag:abcd\r\na=ice-pwd:short\r\n":                                                            "ice-pwd",
-		"a=ice-ufrag:ab cd\r\na=ice-pwd:0123456789abcdefghijkl\r\n":                                          "ice-ufrag",
-		"a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijkl\r\n" + strings.Repeat("a=candidate:x\r\n", 65): "more than 64",
+		"a=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\n":         "no ice-ufrag and ice-pwd",
+		"a=ice-ufrag:ab\r\na=ice-pwd:0123456789abcdefghijkl\r\n":    "ice-ufrag",
+		"a=ice-ufrag:abcd\r\na=ice-pwd:short\r\n":                   "ice-pwd",
+		"a=ice-ufrag:ab cd\r\na=ice-pwd:0123456789abcdefghijkl\r\n": "ice-ufrag",
+		"a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijkl\r\n" + strings.Repeat("a=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\n", 65): "more than 64",
+		"a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijkl\r\na=candidate:x\r\n":                                                          "candidate",
 	} {
 		if _, err := parseFrag([]byte(frag)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%.40q: %v, want %q", frag, err, want)
@@ -38,11 +38,7 @@ func TestParseFrag(t *testing.T) {
 func TestBrowserICERestartKeepsThePeer(t *testing.T) {
 	r := startStreamer(t, func(c *Config) { c.Audio = false })
 	tab := ownerTab(t, browsertest.New(t), r)
-	xd, err := x11.Open(r.Display())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xd.Close()
+	xd := openX(t, r.Display())
 	const ufrags = `[metal.state.pc.localDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1], metal.state.pc.currentRemoteDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1]]`
 	before, err := browsertest.Eval[[]string](tab, ufrags)
 	if err != nil {
@@ -73,4 +69,29 @@ func TestBrowserICERestartKeepsThePeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitX(t, "pointer at (400,200) after the ICE restart", func() bool { x, y := xd.Pointer(); return abs(x-400) <= 2 && abs(y-200) <= 2 })
+}
+
+func TestRestartOffer(t *testing.T) {
+	old := "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 1 0\r\na=ice-ufrag:sess\r\n" +
+		"m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=ice-ufrag:oldu\r\na=ice-pwd:oldpasswordoldpassword1\r\na=candidate:1 1 udp 1 10.0.0.1 1 typ host\r\n" +
+		"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=ice-ufrag:oldu\r\na=ice-pwd:oldpasswordoldpassword1\r\n"
+	f := iceFrag{ufrag: "newu", pwd: "newpasswordnewpassword1", candidates: []string{"candidate:2 1 udp 2 127.0.0.1 2 typ host"}}
+	got, err := restartOffer(old, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := strings.Split(got, "m=")
+	if len(sections) != 3 || strings.Contains(sections[0], "ice-ufrag") {
+		t.Fatalf("session-level credentials kept, or sections lost:\n%s", got)
+	}
+	video, audio := sections[1], sections[2]
+	for _, sec := range []string{video, audio} {
+		if !strings.Contains(sec, "a=ice-ufrag:newu\r\n") || !strings.Contains(sec, "a=ice-pwd:newpasswordnewpassword1\r\n") || strings.Contains(sec, "oldu") {
+			t.Fatalf("credentials not replaced in every section:\n%s", got)
+		}
+	}
+	// The bundle's first mid is 1 (audio): the candidates go there.
+	if strings.Contains(video, "candidate") || !strings.Contains(audio, "a=candidate:2 1 udp 2 127.0.0.1 2 typ host\r\n") {
+		t.Fatalf("candidates not in the bundle's section:\n%s", got)
+	}
 }

@@ -37,11 +37,7 @@ func TestFitSize(t *testing.T) {
 func TestBrowserScreenFollowsTheWindow(t *testing.T) {
 	browser := browsertest.New(t)
 	r := startStreamer(t, func(c *Config) { c.Demo, c.Audio, c.Encoder = false, false, EncoderX264 })
-	xd, err := x11.Open(r.Display())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xd.Close()
+	xd := openX(t, r.Display())
 	tab := ownerTab(t, browser, r)
 	if err := browsertest.WaitTrue(tab, `metal.screen && metal.screen.resizable && metal.screen.width === 1280`, 10*time.Second); err != nil {
 		t.Fatalf("the owner was not told it may resize the screen: %v", err)

@@ -170,7 +170,7 @@
       if (resp.status !== 201) {
         setStatus(`Stream refused (${resp.status}): ${text.trim()}`);
         window.metal.error = text.trim();
-        if (resp.status >= 500) scheduleReconnect();
+        if (resp.status >= 500 || resp.status === 429) scheduleReconnect(); // busy or away: again, with backoff
         return;
       }
       state.location = new URL(resp.headers.get("Location"), cfg.whep).href;
@@ -201,19 +201,32 @@
     state.restartingIce = true;
     try {
       if (cfg.refresh) {
-        // Fresh TURN credentials: the old ones may have expired.
-        try { await cfg.refresh(); pc.setConfiguration(Object.assign(pc.getConfiguration(), { iceServers: cfg.iceServers })); } catch (_) { /* the old ones */ }
+        // Fresh TURN credentials: the old ones may have expired (5 s at
+        // most: the network may be the thing that is down).
+        try {
+          await Promise.race([cfg.refresh(), new Promise((_, no) => setTimeout(() => no(new Error("timeout")), 5000))]);
+          pc.setConfiguration(Object.assign(pc.getConfiguration(), { iceServers: cfg.iceServers }));
+        } catch (_) { /* the old ones */ }
       }
+      // Gathering for the new credentials: done when its last candidate
+      // (null) comes, 2 s at most.
+      const done = new Promise((resolve) => {
+        const t = setTimeout(resolve, 2000);
+        const on = (e) => { if (!e.candidate) { clearTimeout(t); pc.removeEventListener("icecandidate", on); resolve(); } };
+        pc.addEventListener("icecandidate", on);
+      });
       pc.restartIce();
       await pc.setLocalDescription(await pc.createOffer());
-      await gathered(pc, 2000);
-      const local = pc.localDescription.sdp;
-      const mid = (fragLines(local, /^a=mid:/)[0] || "a=mid:0").slice(6);
-      const frag = [...fragLines(local, /^a=ice-(ufrag|pwd):/).slice(0, 2), "m=video 9 UDP/TLS/RTP/SAVPF 0", "a=mid:" + mid,
-        ...fragLines(local, /^a=candidate:/)].join("\r\n") + "\r\n";
+      await done;
+      // The bundle's transport is the first section's: its credentials
+      // and candidates, each once.
+      const section = pc.localDescription.sdp.split(/\r?\nm=/)[1] || "";
+      const mid = (fragLines(section, /^a=mid:/)[0] || "a=mid:0").slice(6);
+      const frag = [...fragLines(pc.localDescription.sdp, /^a=ice-(ufrag|pwd):/).slice(0, 2), "m=video 9 UDP/TLS/RTP/SAVPF 0", "a=mid:" + mid,
+        ...new Set(fragLines(section, /^a=candidate:/))].join("\r\n") + "\r\n";
       const headers = { "Content-Type": "application/trickle-ice-sdpfrag" };
       if (cfg.token) headers.Authorization = "Bearer " + cfg.token;
-      const resp = await fetch(state.location, { method: "PATCH", headers, credentials: "same-origin", body: frag });
+      const resp = await fetch(state.location, { method: "PATCH", headers, credentials: "same-origin", body: frag, signal: AbortSignal.timeout(8000) });
       const text = await resp.text();
       if (resp.status !== 200) throw new Error(`PATCH ${resp.status}: ${text.trim()}`);
       if (pc !== state.pc) return false;
@@ -243,20 +256,25 @@
   }
   window.metal.restartIce = restartIce;
   async function recoverIce(pc) {
-    if (pc !== state.pc || state.recovering || state.stopped) return;
-    state.recovering = true;
+    if (pc !== state.pc || pc.recovering || state.stopped) return;
+    pc.recovering = true;
     setStatus("Connection interrupted; restarting ICE…");
+    // Whatever the restart does, ICE must be back within 15 s, else a new
+    // peer on the same session.
+    const watchdog = setTimeout(() => { if (pc === state.pc && !iceUp(pc)) scheduleReconnect(); }, 15000);
     const ok = await restartIce();
-    // A few seconds for ICE to come back on the new credentials; else a
-    // new peer.
+    // A few seconds for ICE to come back on the new credentials.
     setTimeout(() => {
-      state.recovering = false;
-      if (pc === state.pc && !iceUp(pc)) scheduleReconnect();
+      pc.recovering = false;
+      if (pc !== state.pc) return;
+      if (iceUp(pc)) { clearTimeout(watchdog); if (/interrupted/.test(window.metal.status || "")) setStatus(""); return; }
+      clearTimeout(watchdog);
+      scheduleReconnect();
     }, ok ? 6000 : 0);
   }
-  // A network change (Wi-Fi to cellular, a new address): restart ICE at
-  // once rather than wait for the old path to time out.
-  window.addEventListener("online", () => { if (state.pc && state.location) recoverIce(state.pc); });
+  // A network change (Wi-Fi to cellular, a new address) while ICE is
+  // down: restart it at once rather than wait for the old path to time out.
+  window.addEventListener("online", () => { if (state.pc && state.location && !iceUp(state.pc)) recoverIce(state.pc); });
   navigator.connection?.addEventListener?.("change", () => { if (state.pc && state.location && !iceUp(state.pc)) recoverIce(state.pc); });
 
   function scheduleReconnect() {
