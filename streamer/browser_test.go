@@ -517,7 +517,7 @@ func TestBrowserTypesAnyLayout(t *testing.T) {
 // TestBrowserPointerLockMovesRelatively: with the mouse locked (the Lock
 // mouse button), the player sends relative motion, as games want: the X
 // pointer moves by the mouse's movement from where it was, not to where
-// the (hidden) browser cursor would be.
+// the (hidden) browser cursor would be; and keys go by their place.
 func TestBrowserPointerLockMovesRelatively(t *testing.T) {
 	r := startStreamer(t, func(c *Config) { c.Audio = false })
 	tab := ownerTab(t, browsertest.New(t), r)
@@ -541,6 +541,24 @@ func TestBrowserPointerLockMovesRelatively(t *testing.T) {
 		x, y := xd.Pointer()
 		return abs(x-(x0-100)) <= 2 && abs(y-(y0-50)) <= 2
 	})
+
+	// Keys by place, as games want: an AZERTY keyboard's A (where a US
+	// keyboard has Q) is the Q key in the session, its Z the W.
+	for _, k := range []struct {
+		key, code string
+		want      uint32
+	}{{"a", "KeyQ", 'q'}, {"z", "KeyW", 'w'}} {
+		p := &input.DispatchKeyEventParams{Type: input.DispatchKeyEventTypeKeyDown, Key: k.key, Code: k.code, Text: k.key}
+		if err := chromedp.Do(tab, keyAction(p)); err != nil {
+			t.Fatal(err)
+		}
+		waitX(t, fmt.Sprintf("%s at %s held as %c", k.key, k.code, k.want), func() bool { return xd.KeyDown(k.want) })
+		p.Type, p.Text = input.DispatchKeyEventTypeKeyUp, ""
+		if err := chromedp.Do(tab, keyAction(p)); err != nil {
+			t.Fatal(err)
+		}
+		waitX(t, fmt.Sprintf("%c released", k.want), func() bool { return !xd.KeyDown(k.want) })
+	}
 }
 
 // TestBrowserFullscreenLocksTheKeyboard: the Fullscreen button also locks

@@ -12,6 +12,8 @@
     manual: params.get("manual") === "1",
     // fixed=1: the remote screen keeps its size instead of following this window.
     fixed: params.get("fixed") === "1",
+    // keys=physical: keys by place always; keys=layout: never (auto: under pointer lock).
+    keys: params.get("keys") || "auto",
   }, window.METAL_CONFIG || {});
 
   // Build the player's elements unless the page has them.
@@ -505,13 +507,32 @@
     }
     return 0;
   }
+  // Keys by place, for games: under pointer lock (or with #keys=physical;
+  // never with #keys=layout) a printable key is sent as what the session's
+  // US map has at its physical place (KeyboardEvent.code), so games that
+  // read key places get WASD from an AZERTY keyboard's ZQSD. Typing text
+  // (no lock) sends what the player's layout produced.
+  const usPlaces = {
+    Minus: "-_", Equal: "=+", BracketLeft: "[{", BracketRight: "]}", Backslash: "\\|", Semicolon: ";:",
+    Quote: "'\"", Backquote: "`~", Comma: ",<", Period: ".>", Slash: "/?", Space: "  ",
+    Digit1: "1!", Digit2: "2@", Digit3: "3#", Digit4: "4$", Digit5: "5%", Digit6: "6^", Digit7: "7&", Digit8: "8*", Digit9: "9(", Digit0: "0)",
+  };
+  function byPlace(e) {
+    const mode = cfg.keys || "auto";
+    if (mode === "layout" || (mode !== "physical" && !state.pointerLocked)) return 0;
+    const letter = /^Key([A-Z])$/.exec(e.code || "");
+    if (letter) return (e.shiftKey ? letter[1] : letter[1].toLowerCase()).charCodeAt(0);
+    const pair = usPlaces[e.code];
+    return pair ? pair.charCodeAt(e.shiftKey ? 1 : 0) : 0;
+  }
+
   // What this page holds down, released when it loses focus: the keyup of
   // an Alt+Tab away (or a click on another window) never reaches the page,
   // and the session would keep the key or button held.
   const heldKeys = new Set(), heldButtons = new Set();
   for (const type of ["keydown", "keyup"]) {
     document.addEventListener(type, (e) => {
-      const k = keysym(e);
+      const k = byPlace(e) || keysym(e);
       if (!k) return;
       if (type === "keydown") heldKeys.add(k); else heldKeys.delete(k);
       const msg = { type: "key", keysym: k, down: type === "keydown" };
