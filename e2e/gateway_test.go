@@ -458,10 +458,11 @@ func findPID(t *testing.T, marker string) int {
 	return 0
 }
 
-// TestReconnectAndReloadKeepTheSession: a dropped connection (the page's
-// reconnect, as on a network change: a new WHEP peer, with fresh ICE, on
-// the same streamer) and a reload of the player URL both resume the same
-// session on the same allocation: no new placement.
+// TestReconnectAndReloadKeepTheSession: a forced ICE restart through the
+// gateway (WHEP PATCH) keeps the peer connection with new credentials; a
+// dropped connection (the page's reconnect: a new WHEP peer, with fresh
+// ICE, on the same streamer) and a reload of the player URL both resume
+// the same session on the same allocation: no new placement.
 func TestReconnectAndReloadKeepTheSession(t *testing.T) {
 	g := startGateway(t, 2, 5)
 	browser := browsertest.New(t)

@@ -159,8 +159,9 @@
       }
     };
     try {
+      const gathered = gatheringDone(pc, 2000);
       await pc.setLocalDescription(await pc.createOffer());
-      await gathered(pc, 2000);
+      await gathered;
       const headers = { "Content-Type": "application/sdp" };
       if (cfg.token) headers.Authorization = "Bearer " + cfg.token;
       state.postSentAt = performance.now(); // benchmarks: WHEP POST → first frame
@@ -184,13 +185,24 @@
     }
   }
 
-  function gathered(pc, ms) {
-    if (pc.iceGatheringState === "complete") return Promise.resolve();
+  // gatheringDone, armed before setLocalDescription, resolves when the
+  // gathering that description starts is over (its last, null, candidate,
+  // or the state turning complete), or after ms: right after an ICE
+  // restart's setLocalDescription the state may still read the last
+  // gathering's "complete".
+  function gatheringDone(pc, ms) {
     return new Promise((resolve) => {
-      const t = setTimeout(resolve, ms);
-      pc.addEventListener("icegatheringstatechange", () => {
-        if (pc.iceGatheringState === "complete") { clearTimeout(t); resolve(); }
-      });
+      const done = () => {
+        clearTimeout(t);
+        pc.removeEventListener("icecandidate", onCandidate);
+        pc.removeEventListener("icegatheringstatechange", onState);
+        resolve();
+      };
+      const onCandidate = (e) => { if (!e.candidate) done(); };
+      const onState = () => { if (pc.iceGatheringState === "complete") done(); };
+      const t = setTimeout(done, ms);
+      pc.addEventListener("icecandidate", onCandidate);
+      pc.addEventListener("icegatheringstatechange", onState);
     });
   }
 
@@ -210,16 +222,10 @@
           pc.setConfiguration(Object.assign(pc.getConfiguration(), { iceServers: cfg.iceServers }));
         } catch (_) { /* the old ones */ }
       }
-      // Gathering for the new credentials: done when its last candidate
-      // (null) comes, 2 s at most.
-      const done = new Promise((resolve) => {
-        const t = setTimeout(resolve, 2000);
-        const on = (e) => { if (!e.candidate) { clearTimeout(t); pc.removeEventListener("icecandidate", on); resolve(); } };
-        pc.addEventListener("icecandidate", on);
-      });
       pc.restartIce();
+      const gathered = gatheringDone(pc, 2000);
       await pc.setLocalDescription(await pc.createOffer());
-      await done;
+      await gathered;
       // The bundle's transport is the first section's: its credentials
       // and candidates, each once.
       const section = pc.localDescription.sdp.split(/\r?\nm=/)[1] || "";
